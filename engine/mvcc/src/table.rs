@@ -1,0 +1,447 @@
+//! One table's versioned state (pages, indexes, sequences) and the read-only view of it.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use lightcone_btree_index::{key, BTree};
+use lightcone_page::{Page, PageError, PageLayout, Row, RowId, Value};
+
+use crate::error::MvccError;
+use crate::pvec::PVec;
+use crate::schema::{IndexId, TableId, TableSchema};
+
+/// Most pages one table may have (page numbers are `u32`).
+pub const MAX_PAGES_PER_TABLE: usize = u32::MAX as usize;
+
+/// A table at one version. Cloning is cheap (everything big is shared behind `Arc`), and the
+/// writer copies only what it changes while a snapshot still shares it.
+#[derive(Clone)]
+pub(crate) struct TableState {
+    pub(crate) schema: Arc<TableSchema>,
+    pub(crate) layout: Arc<PageLayout>,
+    pub(crate) pages: PVec<Page>,
+    /// Parallel to `schema.def.indexes`.
+    pub(crate) indexes: Vec<BTree>,
+    /// Next value of each sequence, parallel to `schema.def.sequences`.
+    pub(crate) seq_next: Vec<i128>,
+    pub(crate) rows: u64,
+}
+
+/// What an insert needs after validation: the index keys and sequence advances it computed.
+pub(crate) struct PreparedInsert {
+    keys: Vec<Vec<u8>>,
+    seq_next: Vec<(usize, i128)>,
+}
+
+/// Writer-only bookkeeping for one table: pages that may have room. Never shared with readers,
+/// so it lives outside the versioned state; every hint is verified before use.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct FreeHints {
+    pub(crate) pages: BTreeSet<u32>,
+}
+
+impl TableState {
+    pub(crate) fn new(schema: TableSchema, layout: PageLayout) -> TableState {
+        let indexes = schema
+            .def
+            .indexes
+            .iter()
+            .map(|idx| {
+                let types: Vec<_> = idx.columns.iter().map(|&c| schema.def.columns[c as usize].ty).collect();
+                BTree::new(idx.unique, key::fixed_key_width(&types))
+            })
+            .collect();
+        let seq_next = schema.def.sequences.iter().map(|s| s.start).collect();
+        TableState {
+            schema: Arc::new(schema),
+            layout: Arc::new(layout),
+            pages: PVec::new(),
+            indexes,
+            seq_next,
+            rows: 0,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.schema.name()
+    }
+
+    pub(crate) fn index_key(&self, index: usize, row: &[Value]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &col in &self.schema.def.indexes[index].columns {
+            key::encode_value(&mut out, &row[col as usize]);
+        }
+        out
+    }
+
+    fn unique_violation(&self, index: usize, row: &[Value]) -> MvccError {
+        let idx = &self.schema.def.indexes[index];
+        let key: Vec<String> = idx.columns.iter().map(|&c| row[c as usize].to_string()).collect();
+        MvccError::UniqueViolation {
+            table: self.name().to_string(),
+            index: idx.name.clone(),
+            key: format!("({})", key.join(", ")),
+        }
+    }
+
+    pub(crate) fn page_error(&self, e: PageError) -> MvccError {
+        let table = self.name().to_string();
+        match e {
+            PageError::WrongArity { expected, got } => MvccError::WrongArity { table, expected, got },
+            PageError::TypeMismatch { column, expected, got } => MvccError::TypeMismatch {
+                column: self.schema.column_name(column).to_string(),
+                table,
+                expected,
+                got,
+            },
+            PageError::ValueTooLarge { column, bytes, max } => MvccError::ValueTooLarge {
+                column: self.schema.column_name(column).to_string(),
+                table,
+                bytes,
+                max,
+            },
+            PageError::RowTooLarge { bytes, max } | PageError::FixedRowTooWide { bytes, max } => {
+                MvccError::RowTooLarge { table, bytes, max }
+            }
+            other => MvccError::InvalidSchema { table, reason: other.to_string() },
+        }
+    }
+
+    /// Validates `row`, fills in sequence values (an integer zero in an auto-inc column asks
+    /// for the next value) and checks unique indexes. Changes nothing in the table.
+    /// `replacing`: the row an update will remove, whose index entries do not conflict.
+    pub(crate) fn prepare_insert(
+        &self,
+        row: &mut Row,
+        replacing: Option<RowId>,
+    ) -> Result<PreparedInsert, MvccError> {
+        self.layout.check_row(row).map_err(|e| self.page_error(e))?;
+        let mut seq_next = Vec::new();
+        for (i, seq) in self.schema.def.sequences.iter().enumerate() {
+            let col = seq.column as usize;
+            if !row[col].is_integer_zero() {
+                continue;
+            }
+            let value = self.seq_next[i];
+            let exhausted = || MvccError::SequenceExhausted {
+                table: self.name().to_string(),
+                column: self.schema.column_name(col).to_string(),
+            };
+            if value > seq.max || value < seq.min {
+                return Err(exhausted());
+            }
+            row[col] = Value::integer_of_type(row[col].column_type(), value).ok_or_else(exhausted)?;
+            seq_next.push((i, value.saturating_add(seq.increment)));
+        }
+        let mut keys = Vec::with_capacity(self.indexes.len());
+        for (i, tree) in self.indexes.iter().enumerate() {
+            let k = self.index_key(i, row);
+            if tree.is_unique() {
+                if let Some(existing) = tree.get(&k) {
+                    if Some(RowId::from_u64(existing)) != replacing {
+                        return Err(self.unique_violation(i, row));
+                    }
+                }
+            }
+            keys.push(k);
+        }
+        Ok(PreparedInsert { keys, seq_next })
+    }
+
+    /// Stores a prepared row. Cannot fail except by running out of page numbers.
+    pub(crate) fn apply_insert(
+        &mut self,
+        row: &[Value],
+        prepared: PreparedInsert,
+        hints: &mut FreeHints,
+        dropped_hints: &mut Vec<u32>,
+    ) -> Result<RowId, MvccError> {
+        let layout = Arc::clone(&self.layout);
+        let page_no = loop {
+            match hints.pages.last().copied() {
+                Some(p) if self.pages.get(p as usize).is_some_and(|page| page.can_fit(&layout, row)) => {
+                    break p
+                }
+                Some(p) => {
+                    hints.pages.remove(&p);
+                    dropped_hints.push(p);
+                }
+                None => {
+                    if self.pages.len() >= MAX_PAGES_PER_TABLE {
+                        return Err(MvccError::TooManyPages {
+                            table: self.name().to_string(),
+                            max: MAX_PAGES_PER_TABLE,
+                        });
+                    }
+                    self.pages.push(Page::new());
+                    let p = (self.pages.len() - 1) as u32;
+                    hints.pages.insert(p);
+                    break p;
+                }
+            }
+        };
+        // Invariant: `page_no` was just checked to exist and to fit the row.
+        let page = self.pages.get_mut(page_no as usize).expect("page exists");
+        let slot = page.insert(&layout, row).expect("page was checked to fit the row");
+        if !page.has_free_slot(&layout) {
+            hints.pages.remove(&page_no);
+        }
+        let rid = RowId::new(page_no, slot);
+        for (tree, k) in self.indexes.iter_mut().zip(prepared.keys) {
+            // Invariant: unique keys were checked in `prepare_insert`, and (key, new row id)
+            // cannot already exist in a non-unique index.
+            let inserted = tree.insert(&k, rid.to_u64());
+            debug_assert!(inserted.is_ok(), "index insert failed after validation: {inserted:?}");
+        }
+        for (i, next) in prepared.seq_next {
+            self.seq_next[i] = next;
+        }
+        self.rows += 1;
+        Ok(rid)
+    }
+
+    /// Removes the row at `rid`, returning it; `None` if there is no such row.
+    pub(crate) fn delete(&mut self, rid: RowId, hints: &mut FreeHints) -> Option<Row> {
+        let row = self.view().get(rid)?;
+        for i in 0..self.indexes.len() {
+            let k = self.index_key(i, &row);
+            let removed = self.indexes[i].remove(&k, rid.to_u64());
+            debug_assert!(removed, "index {i} of `{}` lacked an entry for {rid:?}", self.name());
+        }
+        let layout = Arc::clone(&self.layout);
+        // Invariant: `get` above found the row, so its page exists.
+        let page = self.pages.get_mut(rid.page() as usize).expect("page exists");
+        let deleted = page.delete(&layout, rid.slot());
+        debug_assert!(deleted);
+        hints.pages.insert(rid.page());
+        self.rows -= 1;
+        Some(row)
+    }
+
+    pub(crate) fn view(&self) -> TableView<'_> {
+        TableView { table: self }
+    }
+}
+
+/// A read-only view of one table at one version (from a [`crate::Snapshot`] or a
+/// [`crate::WriteTx`], which sees its own writes).
+#[derive(Clone, Copy)]
+pub struct TableView<'a> {
+    table: &'a TableState,
+}
+
+impl<'a> TableView<'a> {
+    pub fn id(&self) -> TableId {
+        self.table.schema.id
+    }
+
+    pub fn schema(&self) -> &'a TableSchema {
+        &self.table.schema
+    }
+
+    pub fn layout(&self) -> &'a PageLayout {
+        &self.table.layout
+    }
+
+    pub fn row_count(&self) -> u64 {
+        self.table.rows
+    }
+
+    /// Current value of each sequence's next number, in schema order.
+    pub fn sequence_next(&self) -> &'a [i128] {
+        &self.table.seq_next
+    }
+
+    pub fn page_count(&self) -> usize {
+        self.table.pages.len()
+    }
+
+    /// Pages with their numbers, for column-at-a-time scans via [`Page::column`] and
+    /// [`Page::occupancy`].
+    pub fn pages(&self) -> impl Iterator<Item = (u32, &'a Page)> + 'a {
+        self.table.pages.iter().enumerate().map(|(i, p)| (i as u32, p))
+    }
+
+    pub fn contains(&self, rid: RowId) -> bool {
+        self.table
+            .pages
+            .get(rid.page() as usize)
+            .is_some_and(|p| p.is_occupied(&self.table.layout, rid.slot()))
+    }
+
+    pub fn get(&self, rid: RowId) -> Option<Row> {
+        let page = self.table.pages.get(rid.page() as usize)?;
+        if !page.is_occupied(&self.table.layout, rid.slot()) {
+            return None;
+        }
+        Some(page.read_row(&self.table.layout, rid.slot()))
+    }
+
+    /// One value of a row, without materialising the rest.
+    pub fn get_value(&self, rid: RowId, col: usize) -> Option<Value> {
+        let page = self.table.pages.get(rid.page() as usize)?;
+        if col >= self.table.layout.column_count() || !page.is_occupied(&self.table.layout, rid.slot()) {
+            return None;
+        }
+        Some(page.read_value(&self.table.layout, rid.slot(), col))
+    }
+
+    /// Every row id, in page/slot order.
+    pub fn row_ids(&self) -> impl Iterator<Item = RowId> + 'a {
+        let layout = &*self.table.layout;
+        self.table
+            .pages
+            .iter()
+            .enumerate()
+            .flat_map(move |(p, page)| page.occupied_slots(layout).map(move |s| RowId::new(p as u32, s)))
+    }
+
+    /// Every row, in page/slot order.
+    pub fn scan(&self) -> impl Iterator<Item = (RowId, Row)> + 'a {
+        let layout = &*self.table.layout;
+        self.table.pages.iter().enumerate().flat_map(move |(p, page)| {
+            page.occupied_slots(layout).map(move |s| (RowId::new(p as u32, s), page.read_row(layout, s)))
+        })
+    }
+
+    fn index_position(&self, index: IndexId) -> Result<usize, MvccError> {
+        self.table.schema.index_position(index).ok_or(MvccError::NoSuchIndex(index))
+    }
+
+    /// Encodes a (prefix of a) key for index `pos`, checking arity and types.
+    fn encode_prefix(&self, pos: usize, values: &[Value]) -> Result<Vec<u8>, MvccError> {
+        let def = &self.table.schema.def.indexes[pos];
+        if values.len() > def.columns.len() {
+            return Err(MvccError::KeyArity {
+                index: def.name.clone(),
+                expected: def.columns.len(),
+                got: values.len(),
+            });
+        }
+        let mut out = Vec::new();
+        for (v, &col) in values.iter().zip(&def.columns) {
+            let expected = self.table.schema.def.columns[col as usize].ty;
+            if v.column_type() != expected {
+                return Err(MvccError::TypeMismatch {
+                    table: self.table.schema.name().to_string(),
+                    column: self.table.schema.column_name(col as usize).to_string(),
+                    expected,
+                    got: v.column_type(),
+                });
+            }
+            key::encode_value(&mut out, v);
+        }
+        Ok(out)
+    }
+
+    /// Rows whose key equals `key` — a full key, or (B+tree indexes only) a prefix of the
+    /// index's columns.
+    pub fn index_seek(&self, index: IndexId, key: &[Value]) -> Result<IndexScan<'a>, MvccError> {
+        let pos = self.index_position(index)?;
+        let def = &self.table.schema.def.indexes[pos];
+        if key.len() < def.columns.len() && !def.algorithm.supports_range() {
+            return Err(MvccError::KeyArity {
+                index: def.name.clone(),
+                expected: def.columns.len(),
+                got: key.len(),
+            });
+        }
+        self.range_on(pos, Bound::Included(key), Bound::Included(key))
+    }
+
+    /// The row id whose key equals `key` in a unique index.
+    pub fn unique_lookup(&self, index: IndexId, key: &[Value]) -> Result<Option<RowId>, MvccError> {
+        let pos = self.index_position(index)?;
+        let def = &self.table.schema.def.indexes[pos];
+        if !def.unique {
+            return Err(MvccError::IndexNotUnique { index: def.name.clone() });
+        }
+        if key.len() != def.columns.len() {
+            return Err(MvccError::KeyArity {
+                index: def.name.clone(),
+                expected: def.columns.len(),
+                got: key.len(),
+            });
+        }
+        let k = self.encode_prefix(pos, key)?;
+        Ok(self.table.indexes[pos].get(&k).map(RowId::from_u64))
+    }
+
+    /// Rows whose key lies within the bounds, in key order (reversible). A bound may give a
+    /// prefix of the index's columns: `Included(p)` at the low end starts at the first key
+    /// beginning with `p`, at the high end stops after the last one.
+    pub fn index_range(
+        &self,
+        index: IndexId,
+        lo: Bound<&[Value]>,
+        hi: Bound<&[Value]>,
+    ) -> Result<IndexScan<'a>, MvccError> {
+        let pos = self.index_position(index)?;
+        let def = &self.table.schema.def.indexes[pos];
+        if !def.algorithm.supports_range() {
+            return Err(MvccError::WrongIndexAlgo { index: def.name.clone(), algorithm: def.algorithm });
+        }
+        self.range_on(pos, lo, hi)
+    }
+
+    fn range_on(
+        &self,
+        pos: usize,
+        lo: Bound<&[Value]>,
+        hi: Bound<&[Value]>,
+    ) -> Result<IndexScan<'a>, MvccError> {
+        let empty = || IndexScan { inner: None };
+        // Prefix bounds: every key starting with prefix `p` lies in [p, successor(p)).
+        let lo = match lo {
+            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(v) => Bound::Included(self.encode_prefix(pos, v)?),
+            Bound::Excluded(v) => match key::prefix_successor(&self.encode_prefix(pos, v)?) {
+                Some(s) => Bound::Included(s),
+                None => return Ok(empty()),
+            },
+        };
+        let hi = match hi {
+            Bound::Unbounded => Bound::Unbounded,
+            Bound::Excluded(v) => Bound::Excluded(self.encode_prefix(pos, v)?),
+            Bound::Included(v) => match key::prefix_successor(&self.encode_prefix(pos, v)?) {
+                Some(s) => Bound::Excluded(s),
+                None => Bound::Unbounded,
+            },
+        };
+        let tree = &self.table.indexes[pos];
+        // The tree borrows the bounds only while positioning its cursors.
+        let range = tree.range(lo.as_ref().map(Vec::as_slice), hi.as_ref().map(Vec::as_slice));
+        Ok(IndexScan { inner: Some(range) })
+    }
+
+    /// Entries in index `index` (for tests and diagnostics).
+    pub fn index_len(&self, index: IndexId) -> Result<usize, MvccError> {
+        Ok(self.table.indexes[self.index_position(index)?].len())
+    }
+
+    /// Heap bytes held by this table's pages and indexes (shared structure counted fully).
+    pub fn memory_bytes(&self) -> usize {
+        let pages: usize = self.table.pages.iter().map(|p| p.memory_bytes() + 16).sum();
+        let indexes: usize = self.table.indexes.iter().map(|t| t.memory_bytes()).sum();
+        pages + self.table.pages.node_bytes() + indexes
+    }
+}
+
+/// Row ids from an index scan, in key order; iterate from either end.
+pub struct IndexScan<'a> {
+    inner: Option<lightcone_btree_index::Range<'a>>,
+}
+
+impl Iterator for IndexScan<'_> {
+    type Item = RowId;
+    fn next(&mut self) -> Option<RowId> {
+        self.inner.as_mut()?.next().map(|(_, v)| RowId::from_u64(v))
+    }
+}
+
+impl DoubleEndedIterator for IndexScan<'_> {
+    fn next_back(&mut self) -> Option<RowId> {
+        self.inner.as_mut()?.next_back().map(|(_, v)| RowId::from_u64(v))
+    }
+}

@@ -1,0 +1,509 @@
+//! The database handle, write transactions, snapshots and transaction deltas.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ahash::{AHashMap, AHashSet};
+use lightcone_page::{PageLayout, Row, RowId, Value};
+
+use crate::error::MvccError;
+use crate::schema::{
+    IndexAlgorithm, IndexDef, IndexId, TableDef, TableId, TableSchema, MAX_COLUMNS, MAX_NAME_BYTES,
+    MAX_TABLES,
+};
+use crate::table::{FreeHints, TableState, TableView};
+
+/// One committed version of the whole database. Cloning is O(tables): tables are shared.
+#[derive(Clone, Default)]
+pub(crate) struct DbState {
+    tables: Vec<Option<Arc<TableState>>>,
+    table_names: Arc<HashMap<String, TableId>>,
+    /// Index id → (table, position of the index in the table).
+    index_locations: Arc<HashMap<IndexId, (TableId, usize)>>,
+    next_index_id: IndexId,
+    /// Offset of the last committed transaction that changed anything (0 = none yet).
+    tx_offset: u64,
+}
+
+impl DbState {
+    fn table(&self, id: TableId) -> Result<&TableState, MvccError> {
+        self.tables.get(id as usize).and_then(|t| t.as_deref()).ok_or(MvccError::NoSuchTable(id))
+    }
+
+    fn table_mut(&mut self, id: TableId) -> Result<&mut TableState, MvccError> {
+        self.tables
+            .get_mut(id as usize)
+            .and_then(|t| t.as_mut())
+            .map(Arc::make_mut)
+            .ok_or(MvccError::NoSuchTable(id))
+    }
+
+    fn table_id(&self, name: &str) -> Result<TableId, MvccError> {
+        self.table_names.get(name).copied().ok_or_else(|| MvccError::NoSuchTableName(name.to_string()))
+    }
+
+    fn index_location(&self, index: IndexId) -> Result<(TableId, usize), MvccError> {
+        self.index_locations.get(&index).copied().ok_or(MvccError::NoSuchIndex(index))
+    }
+
+    fn index_id(&self, name: &str) -> Option<IndexId> {
+        self.tables.iter().flatten().find_map(|t| t.schema.index_id_by_name(name))
+    }
+}
+
+/// Read access shared by snapshots and write transactions.
+pub trait ReadTx {
+    #[doc(hidden)]
+    fn state(&self) -> &DbStateRef;
+
+    /// A view of one table.
+    fn table(&self, id: TableId) -> Result<TableView<'_>, MvccError> {
+        Ok(self.state().0.table(id)?.view())
+    }
+
+    fn table_id(&self, name: &str) -> Result<TableId, MvccError> {
+        self.state().0.table_id(name)
+    }
+
+    /// The table an index belongs to.
+    fn index_table(&self, index: IndexId) -> Result<TableId, MvccError> {
+        Ok(self.state().0.index_location(index)?.0)
+    }
+
+    /// Looks an index up by name across all tables.
+    fn index_id(&self, name: &str) -> Option<IndexId> {
+        self.state().0.index_id(name)
+    }
+
+    /// Ids of all tables, ascending.
+    fn table_ids(&self) -> Vec<TableId> {
+        self.state()
+            .0
+            .tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_some())
+            .map(|(i, _)| i as TableId)
+            .collect()
+    }
+
+    /// Offset of the last committed transaction visible here.
+    fn tx_offset(&self) -> u64 {
+        self.state().0.tx_offset
+    }
+}
+
+/// Opaque wrapper so [`ReadTx`] can reach the state without exposing its type.
+#[doc(hidden)]
+pub struct DbStateRef(DbState);
+
+/// A consistent, immutable view of the database as of one commit. O(1) to take; holding it
+/// never blocks the writer (the writer copies whatever it changes while the snapshot lives).
+/// `Send + Sync`: iterate it from any thread.
+#[derive(Clone)]
+pub struct Snapshot {
+    state: Arc<DbStateRef>,
+}
+
+impl ReadTx for Snapshot {
+    fn state(&self) -> &DbStateRef {
+        &self.state
+    }
+}
+
+/// Writer-side bookkeeping that is not part of any version.
+#[derive(Default)]
+struct WriterMeta {
+    free_hints: HashMap<TableId, FreeHints>,
+}
+
+/// A database: the catalog and all tables, versioned.
+///
+/// ```
+/// use lightcone_mvcc::{Database, ReadTx, TableDef, ColumnDef, IndexDef};
+/// use lightcone_page::{ColumnType, Value};
+///
+/// let db = Database::new();
+/// let mut tx = db.begin();
+/// let def = TableDef::new("person", vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("name", ColumnType::String)])
+///     .with_primary_key(0)
+///     .with_auto_inc(0);
+/// let person = tx.create_table(def).unwrap();
+/// let (_, row) = tx.insert(person, vec![Value::U32(0), Value::String("Ada".into())]).unwrap();
+/// assert_eq!(row[0], Value::U32(1)); // filled in by the sequence
+/// let before = db.snapshot();
+/// let delta = tx.commit();
+/// assert_eq!(delta.tables[0].inserts.len(), 1);
+/// assert!(before.table(person).is_err()); // the snapshot predates the table
+/// assert_eq!(db.snapshot().table(person).unwrap().row_count(), 1);
+/// ```
+pub struct Database {
+    published: Mutex<Arc<DbStateRef>>,
+    writer: Mutex<WriterMeta>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database::new()
+    }
+}
+
+// A panic while holding either lock cannot leave shared state half-written: the published
+// state is immutable (replaced whole at commit) and writer hints are verified before use.
+// So poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Database {
+    pub fn new() -> Database {
+        Database { published: Mutex::new(Arc::new(DbStateRef(DbState::default()))), writer: Mutex::default() }
+    }
+
+    /// The latest committed version. O(1).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot { state: Arc::clone(&lock(&self.published)) }
+    }
+
+    /// Starts the write transaction, waiting while another one is open (one writer at a time).
+    /// Dropping the transaction without [`WriteTx::commit`] rolls it back.
+    pub fn begin(&self) -> WriteTx<'_> {
+        let meta = lock(&self.writer);
+        let base = self.snapshot();
+        WriteTx {
+            db: self,
+            meta,
+            state: DbStateRef(base.state.0.clone()),
+            base,
+            logs: AHashMap::new(),
+            created: Vec::new(),
+            dropped_hints: Vec::new(),
+        }
+    }
+}
+
+/// Rows a transaction changed in one table, tracked by row id.
+#[derive(Default)]
+struct TableLog {
+    /// Rows that exist now but did not before the transaction.
+    inserted: AHashSet<RowId>,
+    /// Rows that existed before the transaction and are gone, with their contents.
+    deleted: AHashMap<RowId, Row>,
+}
+
+/// The exact net change of one committed transaction: the single source for the commit log
+/// and for subscription deltas.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TxDelta {
+    /// Offset of this transaction; 0 if it changed nothing (and so took no offset).
+    pub tx_offset: u64,
+    /// Tables created by this transaction, with their assigned ids, in creation order.
+    pub created_tables: Vec<TableSchema>,
+    /// Row changes per table, by ascending table id; tables without changes are absent.
+    pub tables: Vec<TableDelta>,
+    /// New next-values of sequences this transaction advanced.
+    pub sequences: Vec<SequenceUpdate>,
+}
+
+impl TxDelta {
+    pub fn is_empty(&self) -> bool {
+        self.created_tables.is_empty() && self.tables.is_empty() && self.sequences.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableDelta {
+    pub table_id: TableId,
+    /// Rows present after the transaction and not before, in row-id order.
+    pub inserts: Vec<Row>,
+    /// Rows present before the transaction and not after, in row-id order.
+    /// A row deleted and re-inserted unchanged appears in neither list.
+    pub deletes: Vec<Row>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceUpdate {
+    pub table_id: TableId,
+    /// Position of the sequence in the table's schema.
+    pub sequence: usize,
+    pub next: i128,
+}
+
+/// The one open write transaction. Reads see its own writes. Any operation that returns an
+/// error changed nothing, and the transaction stays usable.
+pub struct WriteTx<'db> {
+    db: &'db Database,
+    meta: MutexGuard<'db, WriterMeta>,
+    state: DbStateRef,
+    /// The version this transaction started from.
+    base: Snapshot,
+    logs: AHashMap<TableId, TableLog>,
+    created: Vec<TableId>,
+    /// Free-page hints removed during the transaction, restored if it rolls back.
+    dropped_hints: Vec<(TableId, u32)>,
+}
+
+impl ReadTx for WriteTx<'_> {
+    fn state(&self) -> &DbStateRef {
+        &self.state
+    }
+}
+
+impl WriteTx<'_> {
+    fn st(&mut self) -> &mut DbState {
+        &mut self.state.0
+    }
+
+    /// Creates a table (visible to others once committed). Returns its id.
+    pub fn create_table(&mut self, def: TableDef) -> Result<TableId, MvccError> {
+        let def = self.validate_table_def(def)?;
+        let layout = PageLayout::new(&def.column_types())
+            .map_err(|e| MvccError::InvalidSchema { table: def.name.clone(), reason: e.to_string() })?;
+        let st = self.st();
+        let id = st.tables.len() as TableId;
+        let index_ids: Vec<IndexId> = (0..def.indexes.len() as u32).map(|i| st.next_index_id + i).collect();
+        st.next_index_id += def.indexes.len() as u32;
+        let names = Arc::make_mut(&mut st.table_names);
+        names.insert(def.name.clone(), id);
+        let locations = Arc::make_mut(&mut st.index_locations);
+        for (pos, &index) in index_ids.iter().enumerate() {
+            locations.insert(index, (id, pos));
+        }
+        let schema = TableSchema { id, def, index_ids };
+        st.tables.push(Some(Arc::new(TableState::new(schema, layout))));
+        self.created.push(id);
+        Ok(id)
+    }
+
+    fn validate_table_def(&self, mut def: TableDef) -> Result<TableDef, MvccError> {
+        let invalid = |reason: String| MvccError::InvalidSchema { table: def.name.clone(), reason };
+        if def.name.is_empty() || def.name.len() > MAX_NAME_BYTES {
+            return Err(invalid(format!("table names must be 1..={MAX_NAME_BYTES} bytes")));
+        }
+        if self.state.0.table_names.contains_key(&def.name) {
+            return Err(MvccError::TableExists(def.name));
+        }
+        if self.state.0.tables.len() >= MAX_TABLES {
+            return Err(invalid(format!("a database holds at most {MAX_TABLES} tables")));
+        }
+        if def.columns.len() > MAX_COLUMNS {
+            return Err(invalid(format!("{} columns; the limit is {MAX_COLUMNS}", def.columns.len())));
+        }
+        for (i, c) in def.columns.iter().enumerate() {
+            if c.name.is_empty() || c.name.len() > MAX_NAME_BYTES {
+                return Err(invalid(format!("column {i} has an empty or over-long name")));
+            }
+            if def.columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(invalid(format!("duplicate column name `{}`", c.name)));
+            }
+        }
+        let ncols = def.columns.len();
+        if let Some(pk) = def.primary_key {
+            if pk as usize >= ncols {
+                return Err(invalid(format!("primary key column {pk} does not exist")));
+            }
+            if !def.indexes.iter().any(|i| i.unique && i.columns == [pk]) {
+                def.indexes.push(IndexDef::btree(vec![pk], true));
+            }
+        }
+        for seq in &def.sequences {
+            let col = def
+                .columns
+                .get(seq.column as usize)
+                .ok_or_else(|| invalid(format!("sequence on missing column {}", seq.column)))?;
+            if !col.ty.is_integer() {
+                return Err(invalid(format!("sequence on non-integer column `{}` ({})", col.name, col.ty)));
+            }
+            if seq.increment == 0 || seq.min > seq.max || seq.start < seq.min || seq.start > seq.max {
+                return Err(invalid(format!(
+                    "sequence on `{}` has an empty range or zero increment",
+                    col.name
+                )));
+            }
+        }
+        for (i, idx) in def.indexes.iter_mut().enumerate() {
+            if idx.columns.is_empty() {
+                return Err(invalid(format!("index {i} has no columns")));
+            }
+            if let Some(&c) = idx.columns.iter().find(|&&c| c as usize >= ncols) {
+                return Err(invalid(format!("index {i} names missing column {c}")));
+            }
+            if idx.name.is_empty() {
+                let cols: Vec<&str> =
+                    idx.columns.iter().map(|&c| def.columns[c as usize].name.as_str()).collect();
+                let algo = match idx.algorithm {
+                    IndexAlgorithm::BTree => "btree",
+                    IndexAlgorithm::Hash => "hash",
+                    IndexAlgorithm::Direct => "direct",
+                };
+                idx.name = format!("{}_{}_idx_{algo}", def.name, cols.join("_"));
+            }
+        }
+        for (i, idx) in def.indexes.iter().enumerate() {
+            if def.indexes[..i].iter().any(|o| o.name == idx.name)
+                || self.state.0.index_id(&idx.name).is_some()
+            {
+                return Err(MvccError::IndexExists(idx.name.clone()));
+            }
+        }
+        Ok(def)
+    }
+
+    /// Inserts a row; returns its id and the row as stored (with sequence values filled in).
+    pub fn insert(&mut self, table: TableId, mut row: Row) -> Result<(RowId, Row), MvccError> {
+        let prepared = self.state.0.table(table)?.prepare_insert(&mut row, None)?;
+        let rid = self.apply_insert(table, &row, prepared)?;
+        Ok((rid, row))
+    }
+
+    fn apply_insert(
+        &mut self,
+        table: TableId,
+        row: &[Value],
+        prepared: crate::table::PreparedInsert,
+    ) -> Result<RowId, MvccError> {
+        let hints = self.meta.free_hints.entry(table).or_default();
+        let mut dropped = Vec::new();
+        let t = self.state.0.table_mut(table)?;
+        let result = t.apply_insert(row, prepared, hints, &mut dropped);
+        self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
+        let rid = result?;
+        self.logs.entry(table).or_default().inserted.insert(rid);
+        Ok(rid)
+    }
+
+    /// Deletes the row at `rid`; returns it, or `None` if there was no such row.
+    pub fn delete(&mut self, table: TableId, rid: RowId) -> Result<Option<Row>, MvccError> {
+        if !self.state.0.table(table)?.view().contains(rid) {
+            return Ok(None);
+        }
+        let hints = self.meta.free_hints.entry(table).or_default();
+        let row = self.state.0.table_mut(table)?.delete(rid, hints);
+        if let Some(row) = &row {
+            let log = self.logs.entry(table).or_default();
+            if !log.inserted.remove(&rid) {
+                log.deleted.insert(rid, row.clone());
+            }
+        }
+        Ok(row)
+    }
+
+    /// Deletes the row whose key in unique index `index` is `key`; returns it if there was one.
+    pub fn delete_by_unique(&mut self, index: IndexId, key: &[Value]) -> Result<Option<Row>, MvccError> {
+        let (table, _) = self.state.0.index_location(index)?;
+        match self.table(table)?.unique_lookup(index, key)? {
+            Some(rid) => self.delete(table, rid),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the row that has the same key in unique index `index` as `row`. Sequence
+    /// columns holding zero are filled as for an insert. Returns the new row id and row.
+    pub fn update_by_unique(&mut self, index: IndexId, mut row: Row) -> Result<(RowId, Row), MvccError> {
+        let (table, pos) = self.state.0.index_location(index)?;
+        let t = self.state.0.table(table)?;
+        let def = &t.schema.def.indexes[pos];
+        if !def.unique {
+            return Err(MvccError::IndexNotUnique { index: def.name.clone() });
+        }
+        t.layout.check_row(&row).map_err(|e| t.page_error(e))?;
+        let key: Vec<Value> = def.columns.iter().map(|&c| row[c as usize].clone()).collect();
+        let Some(old) = t.view().unique_lookup(index, &key)? else {
+            let shown: Vec<String> = key.iter().map(|v| v.to_string()).collect();
+            return Err(MvccError::NoSuchRow {
+                table: t.schema.name().to_string(),
+                index: def.name.clone(),
+                key: format!("({})", shown.join(", ")),
+            });
+        };
+        // Validate against every other row first, so a conflict changes nothing.
+        let prepared = t.prepare_insert(&mut row, Some(old))?;
+        self.delete(table, old)?;
+        let rid = self.apply_insert(table, &row, prepared)?;
+        Ok((rid, row))
+    }
+
+    /// Makes the transaction's changes visible to new snapshots and returns its delta.
+    pub fn commit(mut self) -> TxDelta {
+        let mut delta = TxDelta::default();
+        let st = &self.state.0;
+        for &id in &self.created {
+            // Invariant: tables are never dropped, so a created table still exists.
+            delta.created_tables.push((*st.table(id).expect("created table exists").schema).clone());
+        }
+        let mut touched: Vec<TableId> = self.logs.keys().copied().collect();
+        touched.sort_unstable();
+        for id in touched {
+            let log = &self.logs[&id];
+            let Ok(table) = st.table(id) else { continue };
+            let view = table.view();
+            let mut inserted: Vec<RowId> = log.inserted.iter().copied().collect();
+            inserted.sort_unstable();
+            // Invariant: every logged insert is still live (deletes remove it from the log).
+            let mut inserts: Vec<Row> =
+                inserted.iter().map(|&r| view.get(r).expect("logged insert is live")).collect();
+            let mut deleted: Vec<(&RowId, &Row)> = log.deleted.iter().collect();
+            deleted.sort_unstable_by_key(|(r, _)| **r);
+            let mut deletes: Vec<Row> = deleted.into_iter().map(|(_, row)| row.clone()).collect();
+            cancel_reinserted(&mut inserts, &mut deletes);
+            if !inserts.is_empty() || !deletes.is_empty() {
+                delta.tables.push(TableDelta { table_id: id, inserts, deletes });
+            }
+            let before = self.base.state.0.table(id).ok().map(|t| t.seq_next.clone());
+            for (i, &next) in table.seq_next.iter().enumerate() {
+                if before.as_ref().and_then(|b| b.get(i)) != Some(&next) {
+                    delta.sequences.push(SequenceUpdate { table_id: id, sequence: i, next });
+                }
+            }
+        }
+        if !delta.is_empty() {
+            self.state.0.tx_offset += 1;
+            delta.tx_offset = self.state.0.tx_offset;
+        }
+        let state = std::mem::take(&mut self.state.0);
+        *lock(&self.db.published) = Arc::new(DbStateRef(state));
+        self.dropped_hints.clear();
+        delta
+    }
+
+    /// Discards every change. (Dropping the transaction does the same.)
+    pub fn rollback(self) {}
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        // On rollback the base version is back: pages whose hints were dropped because they
+        // filled up during the transaction may have room again there.
+        for (table, page) in self.dropped_hints.drain(..) {
+            self.meta.free_hints.entry(table).or_default().pages.insert(page);
+        }
+    }
+}
+
+/// Removes rows that were deleted and inserted back unchanged in one transaction: the net
+/// change for them is nothing.
+fn cancel_reinserted(inserts: &mut Vec<Row>, deletes: &mut Vec<Row>) {
+    if inserts.is_empty() || deletes.is_empty() {
+        return;
+    }
+    let mut deleted: AHashMap<&Row, usize> = AHashMap::new();
+    for row in deletes.iter() {
+        *deleted.entry(row).or_default() += 1;
+    }
+    let mut cancelled: AHashMap<Row, usize> = AHashMap::new();
+    inserts.retain(|row| match deleted.get_mut(row) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            *cancelled.entry(row.clone()).or_default() += 1;
+            false
+        }
+        _ => true,
+    });
+    deletes.retain(|row| match cancelled.get_mut(row) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            false
+        }
+        _ => true,
+    });
+}

@@ -1,0 +1,312 @@
+//! The public API's error kinds and documented edge cases, one test per behaviour.
+
+use std::ops::Bound;
+
+use lightcone_mvcc::{
+    ColumnDef, ColumnType, Database, IndexAlgorithm, IndexDef, MvccError, ReadTx, SequenceDef, TableDef,
+    TableId, Value, MAX_ROW_BYTES,
+};
+
+fn people(tx: &mut lightcone_mvcc::WriteTx<'_>) -> TableId {
+    let def = TableDef::new(
+        "person",
+        vec![
+            ColumnDef::new("id", ColumnType::U64),
+            ColumnDef::new("email", ColumnType::String),
+            ColumnDef::new("age", ColumnType::U8),
+        ],
+    )
+    .with_primary_key(0)
+    .with_auto_inc(0)
+    .with_index(IndexDef::btree(vec![1], true))
+    .with_index(IndexDef {
+        name: "by_age".into(),
+        columns: vec![2],
+        unique: false,
+        algorithm: IndexAlgorithm::Hash,
+    });
+    tx.create_table(def).unwrap()
+}
+
+fn person(id: u64, email: &str, age: u8) -> Vec<Value> {
+    vec![Value::U64(id), Value::String(email.into()), Value::U8(age)]
+}
+
+// Proves generated index names follow SpacetimeDB's `{table}_{cols}_idx_{algo}` convention
+// and the primary key gets its own unique index.
+#[test]
+fn index_names_and_primary_key_index() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    assert!(tx.index_id("person_email_idx_btree").is_some());
+    assert!(tx.index_id("person_id_idx_btree").is_some());
+    assert!(tx.index_id("by_age").is_some());
+    assert_eq!(tx.index_table(tx.index_id("by_age").unwrap()).unwrap(), t);
+    assert_eq!(tx.table_id("person").unwrap(), t);
+}
+
+// Proves unknown names and ids give typed errors.
+#[test]
+fn unknown_table_and_index() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    assert_eq!(tx.table(7).err(), Some(MvccError::NoSuchTable(7)));
+    assert_eq!(tx.table_id("nope"), Err(MvccError::NoSuchTableName("nope".into())));
+    assert_eq!(tx.insert(3, vec![]).err(), Some(MvccError::NoSuchTable(3)));
+    assert_eq!(tx.delete_by_unique(99, &[]).err(), Some(MvccError::NoSuchIndex(99)));
+    let t = people(&mut tx);
+    let view = tx.table(t).unwrap();
+    assert_eq!(view.index_seek(1234, &[]).err(), Some(MvccError::NoSuchIndex(1234)));
+}
+
+// Proves invalid table definitions are refused with a reason and create nothing.
+#[test]
+fn invalid_table_definitions() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    people(&mut tx);
+    let cols = || vec![ColumnDef::new("a", ColumnType::U32), ColumnDef::new("s", ColumnType::String)];
+    let bad = [
+        TableDef::new("", cols()),
+        TableDef::new("x", cols()).with_primary_key(5),
+        TableDef::new("x", cols()).with_auto_inc(1),
+        TableDef::new("x", vec![ColumnDef::new("a", ColumnType::U32), ColumnDef::new("a", ColumnType::U8)]),
+        TableDef::new("x", cols()).with_index(IndexDef::btree(vec![9], false)),
+        TableDef::new("x", cols()).with_index(IndexDef::btree(vec![], false)),
+        TableDef::new("x", (0..300).map(|i| ColumnDef::new(format!("w{i}"), ColumnType::U256)).collect()),
+    ];
+    for def in bad {
+        let err = tx.create_table(def.clone()).unwrap_err();
+        assert!(matches!(err, MvccError::InvalidSchema { .. }), "{def:?} gave {err:?}");
+    }
+    assert_eq!(
+        tx.create_table(TableDef::new("person", cols())).unwrap_err(),
+        MvccError::TableExists("person".into())
+    );
+    let dup_index = TableDef::new("x", cols()).with_index(IndexDef {
+        name: "by_age".into(),
+        columns: vec![0],
+        unique: false,
+        algorithm: IndexAlgorithm::BTree,
+    });
+    assert_eq!(tx.create_table(dup_index).unwrap_err(), MvccError::IndexExists("by_age".into()));
+    assert_eq!(tx.table_ids().len(), 1);
+}
+
+// Proves wrong arity, wrong types and oversized rows are refused and leave the tx usable.
+#[test]
+fn bad_rows_are_refused() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    assert!(matches!(
+        tx.insert(t, vec![Value::U64(1)]),
+        Err(MvccError::WrongArity { expected: 3, got: 1, .. })
+    ));
+    let err = tx.insert(t, vec![Value::U64(1), Value::U32(5), Value::U8(1)]).unwrap_err();
+    assert_eq!(
+        err,
+        MvccError::TypeMismatch {
+            table: "person".into(),
+            column: "email".into(),
+            expected: ColumnType::String,
+            got: ColumnType::U32
+        }
+    );
+    let big = "x".repeat(MAX_ROW_BYTES);
+    assert!(matches!(tx.insert(t, person(1, &big, 1)), Err(MvccError::ValueTooLarge { .. })));
+    assert_eq!(tx.table(t).unwrap().row_count(), 0);
+    tx.insert(t, person(0, "ok@x", 1)).unwrap();
+    assert_eq!(tx.table(t).unwrap().row_count(), 1);
+}
+
+// Proves a unique violation names the index and key and changes nothing — not even the sequence.
+#[test]
+fn unique_violation_changes_nothing() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    tx.insert(t, person(0, "a@x", 30)).unwrap();
+    let err = tx.insert(t, person(0, "a@x", 31)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "duplicate key (\"a@x\") in unique index `person_email_idx_btree` of table `person`"
+    );
+    let (_, row) = tx.insert(t, person(0, "b@x", 31)).unwrap();
+    assert_eq!(row[0], Value::U64(2), "the failed insert must not consume a sequence value");
+    let by_age = tx.index_id("by_age").unwrap();
+    assert_eq!(tx.table(t).unwrap().index_len(by_age).unwrap(), 2);
+}
+
+// Proves update-by-unique errors: not unique, missing row, and a conflict on another unique index.
+#[test]
+fn update_errors() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    let pk = tx.index_id("person_id_idx_btree").unwrap();
+    tx.insert(t, person(0, "a@x", 1)).unwrap();
+    tx.insert(t, person(0, "b@x", 2)).unwrap();
+    let by_age = tx.index_id("by_age").unwrap();
+    assert!(matches!(
+        tx.update_by_unique(by_age, person(1, "a@x", 1)),
+        Err(MvccError::IndexNotUnique { .. })
+    ));
+    assert!(matches!(tx.update_by_unique(pk, person(9, "z@x", 1)), Err(MvccError::NoSuchRow { .. })));
+    assert!(matches!(tx.update_by_unique(pk, person(1, "b@x", 1)), Err(MvccError::UniqueViolation { .. })));
+    let rows: Vec<_> = tx.table(t).unwrap().scan().map(|(_, r)| r).collect();
+    assert_eq!(rows, vec![person(1, "a@x", 1), person(2, "b@x", 2)]);
+    // Updating a row to keep its own unique values is fine.
+    tx.update_by_unique(pk, person(1, "a@x", 5)).unwrap();
+    assert_eq!(tx.table(t).unwrap().index_seek(by_age, &[Value::U8(5)]).unwrap().count(), 1);
+}
+
+// Proves hash indexes serve point lookups but refuse ranges and partial keys; bad keys are typed errors.
+#[test]
+fn index_access_errors() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    tx.insert(t, person(0, "a@x", 7)).unwrap();
+    let by_age = tx.index_id("by_age").unwrap();
+    let pk = tx.index_id("person_id_idx_btree").unwrap();
+    let view = tx.table(t).unwrap();
+    assert_eq!(view.index_seek(by_age, &[Value::U8(7)]).unwrap().count(), 1);
+    assert!(matches!(
+        view.index_range(by_age, Bound::Unbounded, Bound::Unbounded),
+        Err(MvccError::WrongIndexAlgo { algorithm: IndexAlgorithm::Hash, .. })
+    ));
+    assert!(matches!(view.index_seek(by_age, &[]), Err(MvccError::KeyArity { expected: 1, got: 0, .. })));
+    assert!(matches!(view.index_seek(pk, &[Value::U64(1), Value::U64(2)]), Err(MvccError::KeyArity { .. })));
+    assert!(matches!(view.index_seek(pk, &[Value::I64(1)]), Err(MvccError::TypeMismatch { .. })));
+}
+
+// Proves a sequence reports exhaustion at its maximum instead of wrapping.
+#[test]
+fn sequence_exhaustion() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let mut def = TableDef::new("tiny", vec![ColumnDef::new("id", ColumnType::U8)]).with_primary_key(0);
+    def.sequences.push(SequenceDef { column: 0, start: 254, increment: 1, min: 1, max: 255 });
+    let t = tx.create_table(def).unwrap();
+    assert_eq!(tx.insert(t, vec![Value::U8(0)]).unwrap().1, vec![Value::U8(254)]);
+    assert_eq!(tx.insert(t, vec![Value::U8(0)]).unwrap().1, vec![Value::U8(255)]);
+    assert!(matches!(tx.insert(t, vec![Value::U8(0)]), Err(MvccError::SequenceExhausted { .. })));
+    // An explicit value bypasses the sequence.
+    assert!(tx.insert(t, vec![Value::U8(3)]).is_ok());
+}
+
+// Proves rollback restores rows, indexes and sequences exactly, and that dropping a tx rolls back.
+#[test]
+fn rollback_restores_everything() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    tx.insert(t, person(0, "a@x", 1)).unwrap();
+    tx.commit();
+    let before: Vec<_> = db.snapshot().table(t).unwrap().scan().collect();
+
+    let mut tx = db.begin();
+    let pk = tx.index_id("person_id_idx_btree").unwrap();
+    for i in 0..2000 {
+        tx.insert(t, person(0, &format!("{i}@y"), 9)).unwrap();
+    }
+    tx.delete_by_unique(pk, &[Value::U64(1)]).unwrap();
+    tx.rollback();
+
+    let mut tx = db.begin();
+    let after: Vec<_> = tx.table(t).unwrap().scan().collect();
+    assert_eq!(after, before);
+    let (_, row) = tx.insert(t, person(0, "b@x", 1)).unwrap();
+    assert_eq!(row[0], Value::U64(2), "sequence restored by rollback");
+    drop(tx);
+    assert_eq!(db.snapshot().table(t).unwrap().row_count(), 1, "dropping a tx rolls it back");
+    let by_age = db.snapshot().index_id("by_age").unwrap();
+    assert_eq!(db.snapshot().table(t).unwrap().index_seek(by_age, &[Value::U8(9)]).unwrap().count(), 0);
+}
+
+// Proves the delta is the net change: insert+delete cancels, delete+identical re-insert cancels,
+// and creations and sequence advances are reported.
+#[test]
+fn delta_is_the_net_change() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    tx.insert(t, person(0, "keep@x", 1)).unwrap();
+    let first = tx.commit();
+    assert_eq!(first.tx_offset, 1);
+    assert_eq!(first.created_tables.len(), 1);
+    assert_eq!(first.created_tables[0].id, t);
+    assert_eq!(first.tables[0].inserts, vec![person(1, "keep@x", 1)]);
+    assert_eq!(first.sequences.len(), 1);
+    assert_eq!(first.sequences[0].next, 2);
+
+    let mut tx = db.begin();
+    let pk = tx.index_id("person_id_idx_btree").unwrap();
+    let (rid, _) = tx.insert(t, person(50, "gone@x", 1)).unwrap();
+    tx.delete(t, rid).unwrap();
+    let old = tx.delete_by_unique(pk, &[Value::U64(1)]).unwrap().unwrap();
+    tx.insert(t, old).unwrap();
+    let delta = tx.commit();
+    assert!(delta.is_empty(), "{delta:?}");
+    assert_eq!(delta.tx_offset, 0, "an empty commit takes no offset");
+
+    let mut tx = db.begin();
+    tx.update_by_unique(pk, person(1, "keep@x", 2)).unwrap();
+    let delta = tx.commit();
+    assert_eq!(delta.tx_offset, 2);
+    assert_eq!(delta.tables[0].deletes, vec![person(1, "keep@x", 1)]);
+    assert_eq!(delta.tables[0].inserts, vec![person(1, "keep@x", 2)]);
+    assert!(delta.sequences.is_empty());
+}
+
+// Proves prefix scans and both directions on a multi-column index.
+#[test]
+fn multi_column_prefix_ranges() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let def = TableDef::new(
+        "pt",
+        vec![
+            ColumnDef::new("x", ColumnType::I32),
+            ColumnDef::new("y", ColumnType::String),
+            ColumnDef::new("n", ColumnType::U32),
+        ],
+    )
+    .with_index(IndexDef::btree(vec![0, 1], false));
+    let t = tx.create_table(def).unwrap();
+    let idx = tx.index_id("pt_x_y_idx_btree").unwrap();
+    let mut n = 0;
+    for x in -2..=2 {
+        for y in ["", "a", "a\0", "b"] {
+            tx.insert(t, vec![Value::I32(x), Value::String(y.into()), Value::U32(n)]).unwrap();
+            n += 1;
+        }
+    }
+    let view = tx.table(t).unwrap();
+    let ns = |rids: Vec<lightcone_mvcc::RowId>| -> Vec<u32> {
+        rids.into_iter()
+            .map(|r| match view.get_value(r, 2) {
+                Some(Value::U32(n)) => n,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let zero = [Value::I32(0)];
+    assert_eq!(ns(view.index_seek(idx, &zero).unwrap().collect()), vec![8, 9, 10, 11]);
+    assert_eq!(
+        ns(view.index_range(idx, Bound::Excluded(&zero), Bound::Unbounded).unwrap().collect()),
+        (12..20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ns(view.index_range(idx, Bound::Unbounded, Bound::Excluded(&zero)).unwrap().rev().collect()),
+        (0..8).rev().collect::<Vec<_>>()
+    );
+    let lo = [Value::I32(-1), Value::String("a".into())];
+    let hi = [Value::I32(1), Value::String("a".into())];
+    assert_eq!(
+        ns(view.index_range(idx, Bound::Included(&lo), Bound::Included(&hi)).unwrap().collect()),
+        (5..=13).collect::<Vec<_>>()
+    );
+}
