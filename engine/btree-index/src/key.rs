@@ -109,29 +109,39 @@ mod tests {
             ColumnType::U32 => any::<u32>().prop_map(Value::U32).boxed(),
             ColumnType::U64 => any::<u64>().prop_map(Value::U64).boxed(),
             ColumnType::U128 => any::<u128>().prop_map(Value::U128).boxed(),
-            ColumnType::U256 => (any::<u128>(), any::<u128>()).prop_map(|(lo, hi)| Value::U256(U256 { lo, hi })).boxed(),
+            ColumnType::U256 => {
+                (any::<u128>(), any::<u128>()).prop_map(|(lo, hi)| Value::U256(U256 { lo, hi })).boxed()
+            }
             ColumnType::I8 => any::<i8>().prop_map(Value::I8).boxed(),
             ColumnType::I16 => any::<i16>().prop_map(Value::I16).boxed(),
             ColumnType::I32 => any::<i32>().prop_map(Value::I32).boxed(),
             ColumnType::I64 => any::<i64>().prop_map(Value::I64).boxed(),
             ColumnType::I128 => any::<i128>().prop_map(Value::I128).boxed(),
-            ColumnType::I256 => (any::<u128>(), any::<i128>()).prop_map(|(lo, hi)| Value::I256(I256 { lo, hi })).boxed(),
+            ColumnType::I256 => {
+                (any::<u128>(), any::<i128>()).prop_map(|(lo, hi)| Value::I256(I256 { lo, hi })).boxed()
+            }
             ColumnType::F32 => any::<u32>().prop_map(|b| Value::F32(f32::from_bits(b))).boxed(),
             ColumnType::F64 => any::<u64>().prop_map(|b| Value::F64(f64::from_bits(b))).boxed(),
             ColumnType::String => ".{0,6}".prop_map(|s| Value::String(s.into())).boxed(),
-            ColumnType::Bytes => proptest::collection::vec(prop_oneof![Just(0u8), Just(0xFF), any::<u8>()], 0..6)
-                .prop_map(|b| Value::Bytes(b.into()))
-                .boxed(),
-            ColumnType::Bsatn => proptest::collection::vec(any::<u8>(), 0..6).prop_map(|b| Value::Bsatn(b.into())).boxed(),
+            ColumnType::Bytes => {
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(0xFF), any::<u8>()], 0..6)
+                    .prop_map(|b| Value::Bytes(b.into()))
+                    .boxed()
+            }
+            ColumnType::Bsatn => {
+                proptest::collection::vec(any::<u8>(), 0..6).prop_map(|b| Value::Bsatn(b.into())).boxed()
+            }
         }
     }
 
     fn tuple_pair() -> impl Strategy<Value = (Vec<Value>, Vec<Value>)> {
-        proptest::collection::vec(proptest::sample::select(ColumnType::ALL.to_vec()), 1..4).prop_flat_map(|types| {
-            let a: Vec<_> = types.iter().map(|&t| value_of(t)).collect();
-            let b: Vec<_> = types.iter().map(|&t| value_of(t)).collect();
-            (a, b)
-        })
+        proptest::collection::vec(proptest::sample::select(ColumnType::ALL.to_vec()), 1..4).prop_flat_map(
+            |types| {
+                let a: Vec<_> = types.iter().map(|&t| value_of(t)).collect();
+                let b: Vec<_> = types.iter().map(|&t| value_of(t)).collect();
+                (a, b)
+            },
+        )
     }
 
     proptest! {

@@ -114,7 +114,7 @@ impl ReadTx for Snapshot {
 /// Writer-side bookkeeping that is not part of any version.
 #[derive(Default)]
 struct WriterMeta {
-    free_hints: HashMap<TableId, FreeHints>,
+    free_hints: AHashMap<TableId, FreeHints>,
 }
 
 /// A database: the catalog and all tables, versioned.

@@ -133,16 +133,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Insert { id, group, text } => {
                 let result = tx.insert(table, Model::row(id, group, &text));
                 let effective = if id == 0 { model.seq_next } else { id };
-                if model.rows.contains_key(&effective) {
-                    prop_assert!(matches!(result, Err(MvccError::UniqueViolation { .. })), "{result:?}");
-                } else {
+                if let std::collections::btree_map::Entry::Vacant(slot) = model.rows.entry(effective) {
                     let (rid, row) = result.unwrap();
                     prop_assert_eq!(&row, &Model::row(effective, group, &text));
                     prop_assert_eq!(tx.table(table).unwrap().get(rid), Some(row));
-                    model.rows.insert(effective, (group, text));
+                    slot.insert((group, text));
                     if id == 0 {
                         model.seq_next += 1;
                     }
+                } else {
+                    prop_assert!(matches!(result, Err(MvccError::UniqueViolation { .. })), "{result:?}");
                 }
             }
             Op::Delete { id } => {

@@ -165,7 +165,11 @@ impl PageLayout {
             }
             if let Some(b) = value.var_bytes() {
                 if b.len() > MAX_VALUE_BYTES {
-                    return Err(PageError::ValueTooLarge { column: col, bytes: b.len(), max: MAX_VALUE_BYTES });
+                    return Err(PageError::ValueTooLarge {
+                        column: col,
+                        bytes: b.len(),
+                        max: MAX_VALUE_BYTES,
+                    });
                 }
                 bytes += b.len();
             }
@@ -453,7 +457,8 @@ impl Page {
     /// Rewrites live heap values contiguously; slots and row ids do not move.
     fn compact_heap(&mut self, layout: &PageLayout) {
         let mut fresh: Vec<u8> = Vec::with_capacity(self.heap_top - self.heap_garbage);
-        let var_cols: Vec<usize> = (0..layout.columns.len()).filter(|&c| layout.columns[c].ty.is_var_len()).collect();
+        let var_cols: Vec<usize> =
+            (0..layout.columns.len()).filter(|&c| layout.columns[c].ty.is_var_len()).collect();
         let slots: Vec<u16> = self.occupied_slots(layout).collect();
         for slot in slots {
             for &col in &var_cols {
@@ -508,8 +513,11 @@ impl Page {
         }
         // Column arrays start 16-byte aligned in a 16-byte-aligned buffer, so the cast can
         // only fail for a `T` aligned to more than 16 bytes.
-        bytemuck::try_cast_slice(self.column_bytes(layout, col))
-            .map_err(|_| PageError::ColumnWidthMismatch { column: col, ty: c.ty, requested_bytes: std::mem::size_of::<T>() })
+        bytemuck::try_cast_slice(self.column_bytes(layout, col)).map_err(|_| PageError::ColumnWidthMismatch {
+            column: col,
+            ty: c.ty,
+            requested_bytes: std::mem::size_of::<T>(),
+        })
     }
 
     /// Reads one value.
@@ -580,7 +588,7 @@ mod tests {
 
     fn every_type_row(i: u64) -> Vec<Value> {
         vec![
-            Value::Bool(i % 2 == 0),
+            Value::Bool(i.is_multiple_of(2)),
             Value::U8(i as u8),
             Value::U16(i as u16),
             Value::U32(i as u32),
@@ -667,7 +675,7 @@ mod tests {
         let slot = page.insert(&layout, &row).unwrap();
         assert_eq!(page.read_row(&layout, slot), row);
         // Many mid-sized values in one row: together larger than the heap.
-        let wide = PageLayout::new(&vec![ColumnType::Bytes; 40]).unwrap();
+        let wide = PageLayout::new(&[ColumnType::Bytes; 40]).unwrap();
         let row: Vec<Value> = (0..40).map(|i| Value::Bytes(vec![i as u8; 500].into())).collect();
         let mut page = Page::new();
         let slot = page.insert(&wide, &row).unwrap();

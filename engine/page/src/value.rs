@@ -295,8 +295,8 @@ impl Value {
             Value::I64(v) => *v as i128,
             Value::I128(v) => *v,
             Value::I256(v) => {
-                let fits = (v.hi == 0 && v.lo <= i128::MAX as u128)
-                    || (v.hi == -1 && v.lo >= i128::MIN as u128);
+                let fits =
+                    (v.hi == 0 && v.lo <= i128::MAX as u128) || (v.hi == -1 && v.lo >= i128::MIN as u128);
                 if !fits {
                     return None;
                 }
