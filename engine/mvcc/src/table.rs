@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use lightcone_btree_index::{key, BTree};
+use lightcone_btree_index::{key, BTree, BTreeError};
 use lightcone_page::{Page, PageError, PageLayout, Row, RowId, Value};
 
 use crate::error::MvccError;
@@ -26,12 +26,6 @@ pub(crate) struct TableState {
     /// Next value of each sequence, parallel to `schema.def.sequences`.
     pub(crate) seq_next: Vec<i128>,
     pub(crate) rows: u64,
-}
-
-/// What an insert needs after validation: the index keys and sequence advances it computed.
-pub(crate) struct PreparedInsert {
-    keys: Vec<Vec<u8>>,
-    seq_next: Vec<(usize, i128)>,
 }
 
 /// Writer-only bookkeeping for one table: pages that may have room. Never shared with readers,
@@ -69,10 +63,14 @@ impl TableState {
 
     pub(crate) fn index_key(&self, index: usize, row: &[Value]) -> Vec<u8> {
         let mut out = Vec::new();
-        for &col in &self.schema.def.indexes[index].columns {
-            key::encode_value(&mut out, &row[col as usize]);
-        }
+        self.encode_index_key(index, row, &mut out);
         out
+    }
+
+    fn encode_index_key(&self, index: usize, row: &[Value], out: &mut Vec<u8>) {
+        for &col in &self.schema.def.indexes[index].columns {
+            key::encode_value(out, &row[col as usize]);
+        }
     }
 
     fn unique_violation(&self, index: usize, row: &[Value]) -> MvccError {
@@ -108,16 +106,12 @@ impl TableState {
         }
     }
 
-    /// Validates `row`, fills in sequence values (an integer zero in an auto-inc column asks
-    /// for the next value) and checks unique indexes. Changes nothing in the table.
-    /// `replacing`: the row an update will remove, whose index entries do not conflict.
-    pub(crate) fn prepare_insert(
-        &self,
-        row: &mut Row,
-        replacing: Option<RowId>,
-    ) -> Result<PreparedInsert, MvccError> {
+    /// Validates `row` and fills in sequence values (an integer zero in an auto-inc column asks
+    /// for the next value). Changes nothing in the table; returns the sequence advances to apply
+    /// once the row is stored.
+    pub(crate) fn prepare_row(&self, row: &mut Row) -> Result<Vec<(usize, i128)>, MvccError> {
         self.layout.check_row(row).map_err(|e| self.page_error(e))?;
-        let mut seq_next = Vec::new();
+        let mut advances = Vec::new();
         for (i, seq) in self.schema.def.sequences.iter().enumerate() {
             let col = seq.column as usize;
             if !row[col].is_integer_zero() {
@@ -132,28 +126,66 @@ impl TableState {
                 return Err(exhausted());
             }
             row[col] = Value::integer_of_type(row[col].column_type(), value).ok_or_else(exhausted)?;
-            seq_next.push((i, value.saturating_add(seq.increment)));
+            advances.push((i, value.saturating_add(seq.increment)));
         }
-        let mut keys = Vec::with_capacity(self.indexes.len());
-        for (i, tree) in self.indexes.iter().enumerate() {
-            let k = self.index_key(i, row);
-            if tree.is_unique() {
-                if let Some(existing) = tree.get(&k) {
-                    if Some(RowId::from_u64(existing)) != replacing {
-                        return Err(self.unique_violation(i, row));
-                    }
-                }
-            }
-            keys.push(k);
-        }
-        Ok(PreparedInsert { keys, seq_next })
+        Ok(advances)
     }
 
-    /// Stores a prepared row. Cannot fail except by running out of page numbers.
-    pub(crate) fn apply_insert(
+    /// Fails if `row` would collide in a unique index with any row other than `replacing`.
+    pub(crate) fn check_unique(&self, row: &[Value], replacing: Option<RowId>) -> Result<(), MvccError> {
+        for (i, tree) in self.indexes.iter().enumerate().filter(|(_, t)| t.is_unique()) {
+            if let Some(existing) = tree.get(&self.index_key(i, row)) {
+                if Some(RowId::from_u64(existing)) != replacing {
+                    return Err(self.unique_violation(i, row));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a row prepared by [`TableState::prepare_row`] and indexes it. Unique indexes are
+    /// checked by the insert itself (one descent per index); on a duplicate everything done so
+    /// far is undone, so a failed insert changes nothing visible.
+    pub(crate) fn insert_row(
         &mut self,
         row: &[Value],
-        prepared: PreparedInsert,
+        advances: Vec<(usize, i128)>,
+        hints: &mut FreeHints,
+        dropped_hints: &mut Vec<u32>,
+    ) -> Result<RowId, MvccError> {
+        let rid = self.store_row(row, hints, dropped_hints)?;
+        let mut key = Vec::new();
+        for i in 0..self.indexes.len() {
+            key.clear();
+            self.encode_index_key(i, row, &mut key);
+            if let Err(e) = self.indexes[i].insert(&key, rid.to_u64()) {
+                // Invariant: keys are built by `encode_index_key`, so width and size errors are
+                // impossible; a non-unique index cannot already hold the new row id.
+                debug_assert!(matches!(e, BTreeError::DuplicateKey { .. }), "index insert failed: {e}");
+                for j in 0..i {
+                    let earlier = self.index_key(j, row);
+                    let undone = self.indexes[j].remove(&earlier, rid.to_u64());
+                    debug_assert!(undone);
+                }
+                let layout = Arc::clone(&self.layout);
+                if let Some(page) = self.pages.get_mut(rid.page() as usize) {
+                    page.delete(&layout, rid.slot());
+                }
+                hints.pages.insert(rid.page());
+                return Err(self.unique_violation(i, row));
+            }
+        }
+        for (i, next) in advances {
+            self.seq_next[i] = next;
+        }
+        self.rows += 1;
+        Ok(rid)
+    }
+
+    /// Puts the row in a page with room (a hinted one, else a new one).
+    fn store_row(
+        &mut self,
+        row: &[Value],
         hints: &mut FreeHints,
         dropped_hints: &mut Vec<u32>,
     ) -> Result<RowId, MvccError> {
@@ -187,18 +219,7 @@ impl TableState {
         if !page.has_free_slot(&layout) {
             hints.pages.remove(&page_no);
         }
-        let rid = RowId::new(page_no, slot);
-        for (tree, k) in self.indexes.iter_mut().zip(prepared.keys) {
-            // Invariant: unique keys were checked in `prepare_insert`, and (key, new row id)
-            // cannot already exist in a non-unique index.
-            let inserted = tree.insert(&k, rid.to_u64());
-            debug_assert!(inserted.is_ok(), "index insert failed after validation: {inserted:?}");
-        }
-        for (i, next) in prepared.seq_next {
-            self.seq_next[i] = next;
-        }
-        self.rows += 1;
-        Ok(rid)
+        Ok(RowId::new(page_no, slot))
     }
 
     /// Removes the row at `rid`, returning it; `None` if there is no such row.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 use lightcone_page::{PageLayout, Row, RowId, Value};
 
 use crate::error::MvccError;
@@ -185,8 +185,9 @@ impl Database {
 /// Rows a transaction changed in one table, tracked by row id.
 #[derive(Default)]
 struct TableLog {
-    /// Rows that exist now but did not before the transaction.
-    inserted: AHashSet<RowId>,
+    /// Row ids inserted by the transaction, in order; may hold ids since deleted or repeated
+    /// (a slot reused twice). Commit keeps those live now and not original rows.
+    inserted: Vec<RowId>,
     /// Rows that existed before the transaction and are gone, with their contents.
     deleted: AHashMap<RowId, Row>,
 }
@@ -351,24 +352,24 @@ impl WriteTx<'_> {
 
     /// Inserts a row; returns its id and the row as stored (with sequence values filled in).
     pub fn insert(&mut self, table: TableId, mut row: Row) -> Result<(RowId, Row), MvccError> {
-        let prepared = self.state.0.table(table)?.prepare_insert(&mut row, None)?;
-        let rid = self.apply_insert(table, &row, prepared)?;
+        let advances = self.state.0.table(table)?.prepare_row(&mut row)?;
+        let rid = self.insert_prepared(table, &row, advances)?;
         Ok((rid, row))
     }
 
-    fn apply_insert(
+    fn insert_prepared(
         &mut self,
         table: TableId,
         row: &[Value],
-        prepared: crate::table::PreparedInsert,
+        advances: Vec<(usize, i128)>,
     ) -> Result<RowId, MvccError> {
         let hints = self.meta.free_hints.entry(table).or_default();
         let mut dropped = Vec::new();
         let t = self.state.0.table_mut(table)?;
-        let result = t.apply_insert(row, prepared, hints, &mut dropped);
+        let result = t.insert_row(row, advances, hints, &mut dropped);
         self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
         let rid = result?;
-        self.logs.entry(table).or_default().inserted.insert(rid);
+        self.logs.entry(table).or_default().inserted.push(rid);
         Ok(rid)
     }
 
@@ -381,7 +382,11 @@ impl WriteTx<'_> {
         let row = self.state.0.table_mut(table)?.delete(rid, hints);
         if let Some(row) = &row {
             let log = self.logs.entry(table).or_default();
-            if !log.inserted.remove(&rid) {
+            // The row predates this transaction iff its slot held a row in the base version
+            // and that row has not been deleted already (then this one reuses the slot).
+            let predates = !log.deleted.contains_key(&rid)
+                && self.base.state.0.table(table).is_ok_and(|t| t.view().contains(rid));
+            if predates {
                 log.deleted.insert(rid, row.clone());
             }
         }
@@ -417,9 +422,10 @@ impl WriteTx<'_> {
             });
         };
         // Validate against every other row first, so a conflict changes nothing.
-        let prepared = t.prepare_insert(&mut row, Some(old))?;
+        let advances = t.prepare_row(&mut row)?;
+        t.check_unique(&row, Some(old))?;
         self.delete(table, old)?;
-        let rid = self.apply_insert(table, &row, prepared)?;
+        let rid = self.insert_prepared(table, &row, advances)?;
         Ok((rid, row))
     }
 
@@ -437,11 +443,15 @@ impl WriteTx<'_> {
             let log = &self.logs[&id];
             let Ok(table) = st.table(id) else { continue };
             let view = table.view();
-            let mut inserted: Vec<RowId> = log.inserted.iter().copied().collect();
+            let base = self.base.state.0.table(id).ok().map(|t| t.view());
+            let mut inserted = log.inserted.clone();
             inserted.sort_unstable();
-            // Invariant: every logged insert is still live (deletes remove it from the log).
+            inserted.dedup();
+            // A logged id is a net insert iff it holds a row now that is not the base's row:
+            // either the slot was empty in the base or its base row was deleted.
+            let is_new = |r: &RowId| base.is_none_or(|b| !b.contains(*r)) || log.deleted.contains_key(r);
             let mut inserts: Vec<Row> =
-                inserted.iter().map(|&r| view.get(r).expect("logged insert is live")).collect();
+                inserted.iter().filter(|r| is_new(r)).filter_map(|&r| view.get(r)).collect();
             let mut deleted: Vec<(&RowId, &Row)> = log.deleted.iter().collect();
             deleted.sort_unstable_by_key(|(r, _)| **r);
             let mut deletes: Vec<Row> = deleted.into_iter().map(|(_, row)| row.clone()).collect();

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::iter::FusedIterator;
 use std::ops::Bound;
 
-use super::node::{Entries, Internal, Node};
+use super::node::{cmp_keys, Entries, Internal, Node};
 
 /// A position in the tree: the internal nodes on the way down with the child taken at each,
 /// the leaf, and an index into it.
@@ -147,13 +147,13 @@ impl<'a> Range<'a> {
 
     pub(super) fn new(root: &'a Node, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Range<'a> {
         let mut front = Cursor::seek(root, |k| match lo {
-            Bound::Included(b) => k < b,
-            Bound::Excluded(b) => k <= b,
+            Bound::Included(b) => cmp_keys(k, b).is_lt(),
+            Bound::Excluded(b) => cmp_keys(k, b).is_le(),
             Bound::Unbounded => false,
         });
         let mut back = Cursor::seek(root, |k| match hi {
-            Bound::Included(b) => k <= b,
-            Bound::Excluded(b) => k < b,
+            Bound::Included(b) => cmp_keys(k, b).is_le(),
+            Bound::Excluded(b) => cmp_keys(k, b).is_lt(),
             Bound::Unbounded => true,
         });
         if !front.settle_forward() || !back.settle_backward() || front.cmp_position(&back).is_gt() {

@@ -33,7 +33,7 @@ impl Ctx {
     /// Entry order: key bytes, then (non-unique trees only) the value. In a unique tree the value
     /// never takes part, so separators and lookups compare keys alone.
     pub(super) fn cmp(self, ak: &[u8], av: u64, bk: &[u8], bv: u64) -> Ordering {
-        match ak.cmp(bk) {
+        match cmp_keys(ak, bk) {
             Ordering::Equal if !self.unique => av.cmp(&bv),
             other => other,
         }
@@ -42,6 +42,19 @@ impl Ctx {
     pub(super) fn variable(self) -> bool {
         self.width.is_none()
     }
+}
+
+/// Byte-string order, with the common 4- and 8-byte keys (u32/i32/u64/i64 columns) compared
+/// as big-endian integers instead of through a `memcmp` call.
+#[inline]
+pub(super) fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
+    if let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
+        return u64::from_be_bytes(x).cmp(&u64::from_be_bytes(y));
+    }
+    if let (Ok(x), Ok(y)) = (<[u8; 4]>::try_from(a), <[u8; 4]>::try_from(b)) {
+        return u32::from_be_bytes(x).cmp(&u32::from_be_bytes(y));
+    }
+    a.cmp(b)
 }
 
 /// Growth ceilings for one kind of [`Entries`]: vectors double as they grow but stop doubling
