@@ -222,6 +222,23 @@ impl TableState {
         Ok(RowId::new(page_no, slot))
     }
 
+    /// Puts `row` back at `rid` (which must be free), with its index entries: undoes a delete.
+    pub(crate) fn restore_row(&mut self, rid: RowId, row: &[Value]) {
+        let layout = Arc::clone(&self.layout);
+        // Invariant: the row was deleted from this page in the transaction being undone, and
+        // everything inserted since has been removed, so its slot is free and the page's heap
+        // (after compaction) has the room the row had before.
+        let page = self.pages.get_mut(rid.page() as usize).expect("page of a deleted row exists");
+        let stored = page.insert_at(&layout, rid.slot(), row);
+        assert!(stored.is_ok(), "undo could not restore {rid:?}: {stored:?}");
+        for i in 0..self.indexes.len() {
+            let k = self.index_key(i, row);
+            let indexed = self.indexes[i].insert(&k, rid.to_u64());
+            debug_assert!(indexed.is_ok(), "undo could not re-index {rid:?}: {indexed:?}");
+        }
+        self.rows += 1;
+    }
+
     /// Removes the row at `rid`, returning it; `None` if there is no such row.
     pub(crate) fn delete(&mut self, rid: RowId, hints: &mut FreeHints) -> Option<Row> {
         let row = self.view().get(rid)?;

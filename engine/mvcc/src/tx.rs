@@ -1,9 +1,10 @@
 //! The database handle, write transactions, snapshots and transaction deltas.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use lightcone_page::{PageLayout, Row, RowId, Value};
 
 use crate::error::MvccError;
@@ -97,9 +98,9 @@ pub trait ReadTx {
 #[doc(hidden)]
 pub struct DbStateRef(DbState);
 
-/// A consistent, immutable view of the database as of one commit. O(1) to take; holding it
-/// never blocks the writer (the writer copies whatever it changes while the snapshot lives).
-/// `Send + Sync`: iterate it from any thread.
+/// A consistent, immutable view of the database as of one commit. Holding it never blocks the
+/// writer (the writer copies whatever it changes while the snapshot lives). `Send + Sync`:
+/// iterate it from any thread.
 #[derive(Clone)]
 pub struct Snapshot {
     state: Arc<DbStateRef>,
@@ -117,6 +118,15 @@ struct WriterMeta {
     free_hints: AHashMap<TableId, FreeHints>,
 }
 
+/// The latest committed version, as readers find it.
+struct Published {
+    /// `None` while lent to the open write transaction (see [`Database::begin`]).
+    state: Option<Arc<DbStateRef>>,
+    /// The thread holding the lent state, so a snapshot request from it fails loudly instead
+    /// of waiting for itself.
+    lent_to: Option<ThreadId>,
+}
+
 /// A database: the catalog and all tables, versioned.
 ///
 /// ```
@@ -124,6 +134,7 @@ struct WriterMeta {
 /// use lightcone_page::{ColumnType, Value};
 ///
 /// let db = Database::new();
+/// let before = db.snapshot();
 /// let mut tx = db.begin();
 /// let def = TableDef::new("person", vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("name", ColumnType::String)])
 ///     .with_primary_key(0)
@@ -131,14 +142,15 @@ struct WriterMeta {
 /// let person = tx.create_table(def).unwrap();
 /// let (_, row) = tx.insert(person, vec![Value::U32(0), Value::String("Ada".into())]).unwrap();
 /// assert_eq!(row[0], Value::U32(1)); // filled in by the sequence
-/// let before = db.snapshot();
 /// let delta = tx.commit();
 /// assert_eq!(delta.tables[0].inserts.len(), 1);
 /// assert!(before.table(person).is_err()); // the snapshot predates the table
 /// assert_eq!(db.snapshot().table(person).unwrap().row_count(), 1);
 /// ```
 pub struct Database {
-    published: Mutex<Arc<DbStateRef>>,
+    published: Mutex<Published>,
+    /// Signalled whenever a lent state is returned.
+    returned: Condvar,
     writer: Mutex<WriterMeta>,
 }
 
@@ -148,48 +160,105 @@ impl Default for Database {
     }
 }
 
-// A panic while holding either lock cannot leave shared state half-written: the published
-// state is immutable (replaced whole at commit) and writer hints are verified before use.
-// So poisoning is ignored.
+// A panic while holding a lock cannot leave shared state half-written: published versions are
+// immutable, a lent state is restored by the transaction's drop (which runs during unwinding),
+// and writer hints are verified before use. So poisoning is ignored.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Database {
     pub fn new() -> Database {
-        Database { published: Mutex::new(Arc::new(DbStateRef(DbState::default()))), writer: Mutex::default() }
+        Database {
+            published: Mutex::new(Published {
+                state: Some(Arc::new(DbStateRef(DbState::default()))),
+                lent_to: None,
+            }),
+            returned: Condvar::new(),
+            writer: Mutex::default(),
+        }
     }
 
-    /// The latest committed version. O(1).
+    /// The latest committed version: O(1) when no write transaction holds it, otherwise this
+    /// waits for that transaction to finish (readers wait for the writer, never the reverse).
+    ///
+    /// # Panics
+    /// If called on the thread that holds the open write transaction while that transaction
+    /// holds the state — the call would wait for itself. Use [`Database::try_snapshot`] there.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { state: Arc::clone(&lock(&self.published)) }
+        let mut published = lock(&self.published);
+        loop {
+            if let Some(state) = &published.state {
+                return Snapshot { state: Arc::clone(state) };
+            }
+            assert!(
+                published.lent_to != Some(std::thread::current().id()),
+                "Database::snapshot called on the thread holding the write transaction; it would wait \
+                 for itself (take snapshots before begin() or after commit(), or use try_snapshot)"
+            );
+            published = self.returned.wait(published).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// The latest committed version if it is available without waiting.
+    pub fn try_snapshot(&self) -> Option<Snapshot> {
+        lock(&self.published).state.as_ref().map(|state| Snapshot { state: Arc::clone(state) })
     }
 
     /// Starts the write transaction, waiting while another one is open (one writer at a time).
     /// Dropping the transaction without [`WriteTx::commit`] rolls it back.
+    ///
+    /// If no snapshot holds the latest version, the transaction borrows it and changes it in
+    /// place, keeping an undo log (no copying at all); readers asking for a snapshot meanwhile
+    /// wait until it commits or rolls back. Otherwise it works on a copy-on-write clone and
+    /// readers are served the published version throughout.
     pub fn begin(&self) -> WriteTx<'_> {
         let meta = lock(&self.writer);
-        let base = self.snapshot();
+        let mut published = lock(&self.published);
+        // Invariant: only the holder of the writer lock takes the state, and every WriteTx puts
+        // it back before releasing that lock.
+        let current = published.state.take().expect("published state is present between transactions");
+        let (state, lent) = match Arc::try_unwrap(current) {
+            Ok(DbStateRef(state)) => {
+                published.lent_to = Some(std::thread::current().id());
+                (state, true)
+            }
+            Err(shared) => {
+                let state = shared.0.clone();
+                published.state = Some(shared);
+                (state, false)
+            }
+        };
+        drop(published);
         WriteTx {
             db: self,
             meta,
-            state: DbStateRef(base.state.0.clone()),
-            base,
+            state: DbStateRef(state),
+            lent,
+            finished: false,
             logs: AHashMap::new(),
             created: Vec::new(),
             dropped_hints: Vec::new(),
         }
     }
+
+    fn publish(&self, state: DbState) {
+        let mut published = lock(&self.published);
+        published.state = Some(Arc::new(DbStateRef(state)));
+        published.lent_to = None;
+        drop(published);
+        self.returned.notify_all();
+    }
 }
 
-/// Rows a transaction changed in one table, tracked by row id.
-#[derive(Default)]
+/// What a transaction changed in one table: enough to build the delta and to undo it.
 struct TableLog {
-    /// Row ids inserted by the transaction, in order; may hold ids since deleted or repeated
-    /// (a slot reused twice). Commit keeps those live now and not original rows.
-    inserted: Vec<RowId>,
+    /// Rows that exist now but did not before the transaction.
+    inserted: InsertedRows,
     /// Rows that existed before the transaction and are gone, with their contents.
     deleted: AHashMap<RowId, Row>,
+    /// Sequence counters before the transaction's first change to this table.
+    seq_before: Vec<i128>,
 }
 
 /// The exact net change of one committed transaction: the single source for the commit log
@@ -204,6 +273,55 @@ pub struct TxDelta {
     pub tables: Vec<TableDelta>,
     /// New next-values of sequences this transaction advanced.
     pub sequences: Vec<SequenceUpdate>,
+}
+
+impl TableLog {
+    fn new(seq_next: &[i128]) -> TableLog {
+        TableLog {
+            inserted: InsertedRows::Appended(Vec::new()),
+            deleted: AHashMap::new(),
+            seq_before: seq_next.to_vec(),
+        }
+    }
+}
+
+/// The row ids a transaction inserted into one table. Kept as a plain list (cheap pushes for
+/// bulk inserts) until the first delete needs membership tests, then as a set.
+enum InsertedRows {
+    /// Distinct ids: without a delete no slot is reused.
+    Appended(Vec<RowId>),
+    Set(AHashSet<RowId>),
+}
+
+impl InsertedRows {
+    fn insert(&mut self, rid: RowId) {
+        match self {
+            InsertedRows::Appended(v) => v.push(rid),
+            InsertedRows::Set(s) => {
+                s.insert(rid);
+            }
+        }
+    }
+
+    /// Removes `rid`; true if this transaction had inserted it.
+    fn remove(&mut self, rid: &RowId) -> bool {
+        if let InsertedRows::Appended(v) = self {
+            *self = InsertedRows::Set(v.drain(..).collect());
+        }
+        match self {
+            InsertedRows::Set(s) => s.remove(rid),
+            InsertedRows::Appended(_) => unreachable!("converted to a set above"),
+        }
+    }
+
+    fn sorted(&self) -> Vec<RowId> {
+        let mut ids: Vec<RowId> = match self {
+            InsertedRows::Appended(v) => v.clone(),
+            InsertedRows::Set(s) => s.iter().copied().collect(),
+        };
+        ids.sort_unstable();
+        ids
+    }
 }
 
 impl TxDelta {
@@ -236,8 +354,10 @@ pub struct WriteTx<'db> {
     db: &'db Database,
     meta: MutexGuard<'db, WriterMeta>,
     state: DbStateRef,
-    /// The version this transaction started from.
-    base: Snapshot,
+    /// True if `state` is the borrowed latest version (changed in place; undo on rollback),
+    /// false if it is a copy-on-write clone (rollback just drops it).
+    lent: bool,
+    finished: bool,
     logs: AHashMap<TableId, TableLog>,
     created: Vec<TableId>,
     /// Free-page hints removed during the transaction, restored if it rolls back.
@@ -366,10 +486,11 @@ impl WriteTx<'_> {
         let hints = self.meta.free_hints.entry(table).or_default();
         let mut dropped = Vec::new();
         let t = self.state.0.table_mut(table)?;
+        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(&t.seq_next));
         let result = t.insert_row(row, advances, hints, &mut dropped);
         self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
         let rid = result?;
-        self.logs.entry(table).or_default().inserted.push(rid);
+        log.inserted.insert(rid);
         Ok(rid)
     }
 
@@ -379,14 +500,12 @@ impl WriteTx<'_> {
             return Ok(None);
         }
         let hints = self.meta.free_hints.entry(table).or_default();
-        let row = self.state.0.table_mut(table)?.delete(rid, hints);
+        let t = self.state.0.table_mut(table)?;
+        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(&t.seq_next));
+        let row = t.delete(rid, hints);
         if let Some(row) = &row {
-            let log = self.logs.entry(table).or_default();
-            // The row predates this transaction iff its slot held a row in the base version
-            // and that row has not been deleted already (then this one reuses the slot).
-            let predates = !log.deleted.contains_key(&rid)
-                && self.base.state.0.table(table).is_ok_and(|t| t.view().contains(rid));
-            if predates {
+            // A row this transaction inserted just disappears; an older one is remembered.
+            if !log.inserted.remove(&rid) {
                 log.deleted.insert(rid, row.clone());
             }
         }
@@ -443,15 +562,10 @@ impl WriteTx<'_> {
             let log = &self.logs[&id];
             let Ok(table) = st.table(id) else { continue };
             let view = table.view();
-            let base = self.base.state.0.table(id).ok().map(|t| t.view());
-            let mut inserted = log.inserted.clone();
-            inserted.sort_unstable();
-            inserted.dedup();
-            // A logged id is a net insert iff it holds a row now that is not the base's row:
-            // either the slot was empty in the base or its base row was deleted.
-            let is_new = |r: &RowId| base.is_none_or(|b| !b.contains(*r)) || log.deleted.contains_key(r);
+            let inserted = log.inserted.sorted();
+            // Invariant: every logged insert is still live (a delete removes it from the log).
             let mut inserts: Vec<Row> =
-                inserted.iter().filter(|r| is_new(r)).filter_map(|&r| view.get(r)).collect();
+                inserted.iter().map(|&r| view.get(r).expect("logged insert is live")).collect();
             let mut deleted: Vec<(&RowId, &Row)> = log.deleted.iter().collect();
             deleted.sort_unstable_by_key(|(r, _)| **r);
             let mut deletes: Vec<Row> = deleted.into_iter().map(|(_, row)| row.clone()).collect();
@@ -459,9 +573,8 @@ impl WriteTx<'_> {
             if !inserts.is_empty() || !deletes.is_empty() {
                 delta.tables.push(TableDelta { table_id: id, inserts, deletes });
             }
-            let before = self.base.state.0.table(id).ok().map(|t| t.seq_next.clone());
-            for (i, &next) in table.seq_next.iter().enumerate() {
-                if before.as_ref().and_then(|b| b.get(i)) != Some(&next) {
+            for (i, (&next, &before)) in table.seq_next.iter().zip(&log.seq_before).enumerate() {
+                if next != before {
                     delta.sequences.push(SequenceUpdate { table_id: id, sequence: i, next });
                 }
             }
@@ -470,20 +583,66 @@ impl WriteTx<'_> {
             self.state.0.tx_offset += 1;
             delta.tx_offset = self.state.0.tx_offset;
         }
-        let state = std::mem::take(&mut self.state.0);
-        *lock(&self.db.published) = Arc::new(DbStateRef(state));
+        self.finished = true;
         self.dropped_hints.clear();
+        self.db.publish(std::mem::take(&mut self.state.0));
         delta
     }
 
     /// Discards every change. (Dropping the transaction does the same.)
     pub fn rollback(self) {}
+
+    /// Reverses every change made to a lent state, in place: new rows out, deleted rows back at
+    /// their old row ids, sequences and catalog as they were.
+    fn undo(&mut self) {
+        let mut logs: Vec<(TableId, TableLog)> = self.logs.drain().collect();
+        logs.sort_unstable_by_key(|(id, _)| *id);
+        for (id, log) in logs {
+            if self.created.contains(&id) {
+                continue; // removed whole below
+            }
+            let hints = self.meta.free_hints.entry(id).or_default();
+            // Invariant: a logged table exists (tables are never dropped).
+            let t = self.state.0.table_mut(id).expect("logged table exists");
+            for rid in log.inserted.sorted() {
+                let removed = t.delete(rid, hints);
+                debug_assert!(removed.is_some(), "undo: inserted row {rid:?} is gone");
+            }
+            for (rid, row) in log.deleted {
+                t.restore_row(rid, &row);
+            }
+            t.seq_next = log.seq_before;
+        }
+        let st = &mut self.state.0;
+        for &id in self.created.iter().rev() {
+            // Invariant: created tables were pushed last, in this order.
+            let table = st.tables.pop().flatten().expect("created table is last");
+            debug_assert_eq!(table.schema.id, id);
+            Arc::make_mut(&mut st.table_names).remove(table.schema.name());
+            let locations = Arc::make_mut(&mut st.index_locations);
+            for index in &table.schema.index_ids {
+                locations.remove(index);
+            }
+            st.next_index_id -= table.schema.index_ids.len() as IndexId;
+            self.meta.free_hints.remove(&id);
+        }
+        self.created.clear();
+    }
 }
 
 impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
-        // On rollback the base version is back: pages whose hints were dropped because they
-        // filled up during the transaction may have room again there.
+        if self.finished {
+            return;
+        }
+        // Rollback. A lent state is repaired in place and handed back; a copy is just dropped,
+        // since readers were served the published version all along.
+        if self.lent {
+            self.undo();
+            self.db.publish(std::mem::take(&mut self.state.0));
+        }
+        // The base version is back: pages whose hints were dropped because they filled up
+        // during the transaction may have room again there.
         for (table, page) in self.dropped_hints.drain(..) {
             self.meta.free_hints.entry(table).or_default().pages.insert(page);
         }

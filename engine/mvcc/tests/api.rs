@@ -310,3 +310,38 @@ fn multi_column_prefix_ranges() {
         (5..=13).collect::<Vec<_>>()
     );
 }
+
+// Proves a reader that asks for a snapshot while the writer has borrowed the latest version
+// waits and then sees the committed transaction whole, and that the writer's own thread is
+// refused instead of deadlocking.
+#[test]
+fn snapshot_waits_for_a_lent_transaction() {
+    let db = std::sync::Arc::new(Database::new());
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    tx.commit();
+
+    let mut tx = db.begin(); // nobody holds a snapshot: the transaction borrows the state
+    assert!(db.try_snapshot().is_none());
+    let same_thread = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.snapshot()));
+    assert!(same_thread.is_err(), "snapshot on the writer's thread must not wait for itself");
+    tx.insert(t, person(0, "a@x", 1)).unwrap();
+    let reader = {
+        let db = std::sync::Arc::clone(&db);
+        std::thread::spawn(move || db.snapshot().table(t).unwrap().row_count())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!reader.is_finished(), "the reader must wait for the lent state");
+    tx.insert(t, person(0, "b@x", 2)).unwrap();
+    tx.commit();
+    assert_eq!(reader.join().unwrap(), 2, "the reader sees the whole transaction");
+
+    // With a snapshot alive the writer works on a copy, and readers are never made to wait.
+    let held = db.snapshot();
+    let mut tx = db.begin();
+    tx.insert(t, person(0, "c@x", 3)).unwrap();
+    assert_eq!(db.snapshot().table(t).unwrap().row_count(), 2);
+    drop(tx);
+    assert_eq!(held.table(t).unwrap().row_count(), 2);
+    assert_eq!(db.snapshot().table(t).unwrap().row_count(), 2);
+}

@@ -171,7 +171,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 tx = db.begin();
                 prop_assert_eq!(table_rows(&tx, table), committed.all_rows());
             }
-            Op::Snapshot => snapshots.push((db.snapshot(), committed.clone())),
+            Op::Snapshot => match db.try_snapshot() {
+                // The open transaction works on a copy: the published version is available.
+                Some(snapshot) => snapshots.push((snapshot, committed.clone())),
+                // The open transaction borrowed the latest version: commit, then snapshot.
+                None => {
+                    let delta = tx.commit();
+                    check_delta(&delta, table, &committed, &model)?;
+                    committed = model.clone();
+                    snapshots.push((db.snapshot(), committed.clone()));
+                    tx = db.begin();
+                }
+            },
             Op::Range { lo, hi, reverse } => {
                 let lo_v = lo.map(|v| [Value::U32(v)]);
                 let hi_v = hi.map(|v| [Value::U32(v)]);

@@ -331,23 +331,43 @@ impl Page {
     /// Stores `row` in a free slot. The row must already have passed [`PageLayout::check_row`].
     /// Returns `PageError::PageFull` (and changes nothing) if there is no free slot or heap room.
     pub fn insert(&mut self, layout: &PageLayout, row: &[Value]) -> Result<u16, PageError> {
-        debug_assert!(layout.check_row(row).is_ok(), "insert of an unchecked row");
         if !self.can_fit(layout, row) {
             return Err(PageError::PageFull);
         }
+        let slot = self.find_free_slot(layout);
+        self.store_at(layout, slot, row);
+        // `slot` was the first free one, so every slot up to it is now taken.
+        self.free_hint = slot + 1;
+        Ok(slot as u16)
+    }
+
+    /// Stores `row` in the given free slot (used to undo a delete at the same row id).
+    /// Returns `PageError::PageFull` (and changes nothing) if the slot is taken or out of
+    /// range, or the heap has no room.
+    pub fn insert_at(&mut self, layout: &PageLayout, slot: u16, row: &[Value]) -> Result<(), PageError> {
+        if slot as usize >= layout.slots || self.is_occupied(layout, slot) || !self.can_fit(layout, row) {
+            return Err(PageError::PageFull);
+        }
+        self.store_at(layout, slot as usize, row);
+        Ok(())
+    }
+
+    fn store_at(&mut self, layout: &PageLayout, slot: usize, row: &[Value]) {
+        debug_assert!(layout.check_row(row).is_ok(), "insert of an unchecked row");
         let (inline_ok, need) = layout.inline_plan(row);
         if need > layout.heap_bytes() - self.heap_top {
             self.compact_heap(layout);
         }
-        let slot = self.find_free_slot(layout);
         for (col, value) in row.iter().enumerate() {
             self.write_value(layout, slot, col, value, inline_ok);
         }
         self.occupancy_mut(layout)[slot / 64] |= 1 << (slot % 64);
         self.live += 1;
-        self.free_hint = slot + 1;
+        // No slot below the hint is free; filling the hint's own slot moves it up by one.
+        if slot == self.free_hint {
+            self.free_hint = slot + 1;
+        }
         debug_assert!(self.heap_top <= layout.heap_bytes());
-        Ok(slot as u16)
     }
 
     fn find_free_slot(&self, layout: &PageLayout) -> usize {
