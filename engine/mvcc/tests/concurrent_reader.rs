@@ -90,3 +90,33 @@ fn readers_see_exactly_their_snapshot_during_100k_commits() {
     }
     assert_eq!(rows_of(&db.snapshot(), table, pk), expected_rows(COMMITS));
 }
+
+// Proves a snapshot held across many small transactions on a large (multi-level) table keeps
+// its version, whichever mode (lent or copy-on-write) each transaction runs in.
+#[test]
+fn held_snapshot_survives_commits_on_a_large_table() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let def =
+        TableDef::new("t", vec![ColumnDef::new("id", ColumnType::U64), ColumnDef::new("v", ColumnType::U64)])
+            .with_primary_key(0);
+    let table = tx.create_table(def).unwrap();
+    for i in 0..200_000u64 {
+        tx.insert(table, vec![Value::U64(i), Value::U64(i)]).unwrap();
+    }
+    tx.commit();
+    for i in 200_000..200_010u64 {
+        let mut tx = db.begin();
+        tx.insert(table, vec![Value::U64(i), Value::U64(i)]).unwrap();
+        tx.commit();
+    }
+    let held = db.snapshot();
+    let rows = held.table(table).unwrap().row_count();
+    for i in 300_000..300_100u64 {
+        let mut tx = db.begin();
+        tx.insert(table, vec![Value::U64(i), Value::U64(i)]).unwrap();
+        tx.commit();
+        assert_eq!(held.table(table).unwrap().row_count(), rows, "after commit {i}");
+    }
+    assert_eq!(held.table(table).unwrap().scan().count() as u64, rows);
+}

@@ -683,6 +683,12 @@ mod tests {
         assert!(!page.delete(&layout, 17));
         assert_eq!(page.insert(&layout, &[Value::U32(99), Value::I32(-1)]), Ok(17));
         assert_eq!(page.read_row(&layout, 17), vec![Value::U32(99), Value::I32(-1)]);
+        assert!(page.delete(&layout, 3));
+        let row = [Value::U32(3), Value::I32(3)];
+        assert_eq!(page.insert_at(&layout, u16::MAX, &row), Err(PageError::PageFull), "slot out of range");
+        assert_eq!(page.insert_at(&layout, 4, &row), Err(PageError::PageFull), "slot taken");
+        assert_eq!(page.insert_at(&layout, 3, &row), Ok(()));
+        assert_eq!(page.read_row(&layout, 3), row.to_vec());
     }
 
     // Proves a row bigger than the heap still fits an empty page (via overflow).
@@ -706,12 +712,18 @@ mod tests {
     enum Op {
         Insert(u32, String),
         Delete(usize),
+        /// Delete a live row and put it straight back at its slot (what undo does).
+        DeleteAndRestore(usize),
+        /// `insert_at` an occupied slot must be refused.
+        InsertAtOccupied(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => (any::<u32>(), prop_oneof![".{0,40}", ".{500,700}"]).prop_map(|(k, s)| Op::Insert(k, s)),
             2 => any::<usize>().prop_map(Op::Delete),
+            1 => any::<usize>().prop_map(Op::DeleteAndRestore),
+            1 => any::<usize>().prop_map(Op::InsertAtOccupied),
         ]
     }
 
@@ -740,6 +752,17 @@ mod tests {
                         let slot = *model.keys().nth(i % model.len()).unwrap();
                         prop_assert!(page.delete(&layout, slot));
                         model.remove(&slot);
+                    }
+                    Op::DeleteAndRestore(i) => {
+                        if model.is_empty() { continue; }
+                        let slot = *model.keys().nth(i % model.len()).unwrap();
+                        prop_assert!(page.delete(&layout, slot));
+                        prop_assert_eq!(page.insert_at(&layout, slot, &model[&slot]), Ok(()));
+                    }
+                    Op::InsertAtOccupied(i) => {
+                        if model.is_empty() { continue; }
+                        let slot = *model.keys().nth(i % model.len()).unwrap();
+                        prop_assert_eq!(page.insert_at(&layout, slot, &model[&slot]), Err(PageError::PageFull));
                     }
                 }
                 prop_assert_eq!(page.live_rows(), model.len());
