@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion};
 use lightcone_benches::{
     criterion_median_ns, format_ns, print_ratio_table, CountingAlloc, LcTable, Rng, SqliteTable,
 };
@@ -58,50 +59,37 @@ fn reads(c: &mut Criterion, lc: &LcTable, sq: &SqliteTable) {
     g.finish();
 }
 
+/// Benchmarks `commit` with ids counting up from `*next`, so each iteration inserts a fresh row.
+fn bench_fresh_ids(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, next: &mut u32, commit: impl Fn(u32)) {
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                *next += 1;
+                *next
+            },
+            &commit,
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn commit_one(c: &mut Criterion) {
     // Fresh 1M-row tables so every iteration inserts a new id into a full-size table.
     let mut g = c.benchmark_group("commit_1_row_tx");
     let lc = LcTable::build(ROWS);
     let mut next = ROWS;
-    g.bench_function("lightcone", |b| {
-        b.iter_batched(
-            || {
-                next += 1;
-                next
-            },
-            |id| lc.commit_one(id),
-            BatchSize::SmallInput,
-        )
-    });
+    bench_fresh_ids(&mut g, "lightcone", &mut next, |id| lc.commit_one(id));
     // The same with a snapshot held for the whole run, as a long SQL query or subscription
     // scan would: the design allows a long reader to cost the writer at most 20%.
     let reader = lc.db.snapshot();
     let reader_rows = reader.table(lc.table).map(|t| t.row_count()).ok();
-    g.bench_function("lightcone_with_long_reader", |b| {
-        b.iter_batched(
-            || {
-                next += 1;
-                next
-            },
-            |id| lc.commit_one(id),
-            BatchSize::SmallInput,
-        )
-    });
+    bench_fresh_ids(&mut g, "lightcone_with_long_reader", &mut next, |id| lc.commit_one(id));
     assert_eq!(reader.table(lc.table).map(|t| t.row_count()).ok(), reader_rows, "the reader's version moved");
     drop(reader);
     drop(lc);
     let sq = SqliteTable::build(ROWS);
     let mut next = ROWS;
-    g.bench_function("sqlite", |b| {
-        b.iter_batched(
-            || {
-                next += 1;
-                next
-            },
-            |id| sq.commit_one(id),
-            BatchSize::SmallInput,
-        )
-    });
+    bench_fresh_ids(&mut g, "sqlite", &mut next, |id| sq.commit_one(id));
     g.finish();
 }
 
