@@ -30,6 +30,8 @@ pub enum MvccError {
     RowTooLarge { table: String, bytes: usize, max: usize },
     #[error("duplicate key {key} in unique index `{index}` of table `{table}`")]
     UniqueViolation { table: String, index: String, key: String },
+    #[error("key for index `{index}` of table `{table}` is {bytes} bytes encoded; the limit is {max}")]
+    KeyTooLarge { table: String, index: String, bytes: usize, max: usize },
     #[error("sequence on `{table}.{column}` is exhausted")]
     SequenceExhausted { table: String, column: String },
     #[error("index `{index}` is not unique")]

@@ -24,6 +24,8 @@ mod table;
 mod tx;
 
 pub use error::MvccError;
+/// Longest encoded index key (see `lightcone_btree_index::key`).
+pub use lightcone_btree_index::MAX_KEY_BYTES as MAX_INDEX_KEY_BYTES;
 pub use lightcone_page::{ColumnType, Row, RowId, Value, MAX_ROW_BYTES, MAX_VALUE_BYTES};
 pub use schema::{
     integer_max, ColId, ColumnDef, IndexAlgorithm, IndexDef, IndexId, SequenceDef, TableDef, TableId,

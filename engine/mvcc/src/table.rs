@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use lightcone_btree_index::{key, BTree, BTreeError};
+use lightcone_btree_index::{key, BTree, BTreeError, MAX_KEY_BYTES};
 use lightcone_page::{Page, PageError, PageLayout, Row, RowId, Value};
 
 use crate::error::MvccError;
@@ -128,6 +128,18 @@ impl TableState {
             row[col] = Value::integer_of_type(row[col].column_type(), value).ok_or_else(exhausted)?;
             advances.push((i, value.saturating_add(seq.increment)));
         }
+        // Only keys over variable-length columns can outgrow the tree's limit.
+        for (i, tree) in self.indexes.iter().enumerate().filter(|(_, t)| t.key_width().is_none()) {
+            let bytes = self.index_key(i, row).len();
+            if bytes > MAX_KEY_BYTES {
+                return Err(MvccError::KeyTooLarge {
+                    table: self.name().to_string(),
+                    index: self.schema.def.indexes[i].name.clone(),
+                    bytes,
+                    max: MAX_KEY_BYTES,
+                });
+            }
+        }
         Ok(advances)
     }
 
@@ -159,8 +171,9 @@ impl TableState {
             key.clear();
             self.encode_index_key(i, row, &mut key);
             if let Err(e) = self.indexes[i].insert(&key, rid.to_u64()) {
-                // Invariant: keys are built by `encode_index_key`, so width and size errors are
-                // impossible; a non-unique index cannot already hold the new row id.
+                // Invariant: keys are built by `encode_index_key` (so the width is right) and
+                // their size was checked in `prepare_row`; a non-unique index cannot already
+                // hold the new row id. So only a duplicate key can get here.
                 debug_assert!(matches!(e, BTreeError::DuplicateKey { .. }), "index insert failed: {e}");
                 for j in 0..i {
                     let earlier = self.index_key(j, row);

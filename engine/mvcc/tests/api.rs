@@ -345,3 +345,21 @@ fn snapshot_waits_for_a_lent_transaction() {
     assert_eq!(held.table(t).unwrap().row_count(), 2);
     assert_eq!(db.snapshot().table(t).unwrap().row_count(), 2);
 }
+
+// Proves an index key over the tree's size limit is a typed error, for insert and update,
+// and changes nothing (the update keeps the old row).
+#[test]
+fn oversized_index_key_is_refused() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    let pk = tx.index_id("person_id_idx_btree").unwrap();
+    let long = "x".repeat(MAX_INDEX_KEY_BYTES + 1);
+    assert!(matches!(tx.insert(t, person(0, &long, 1)), Err(MvccError::KeyTooLarge { .. })));
+    tx.insert(t, person(0, "a@x", 1)).unwrap();
+    assert!(matches!(tx.update_by_unique(pk, person(1, &long, 1)), Err(MvccError::KeyTooLarge { .. })));
+    let rows: Vec<_> = tx.table(t).unwrap().scan().map(|(_, r)| r).collect();
+    assert_eq!(rows, vec![person(1, "a@x", 1)]);
+    let (_, row) = tx.insert(t, person(0, "b@x", 1)).unwrap();
+    assert_eq!(row[0], Value::U64(2), "failed inserts consumed no sequence value");
+}
