@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use lightcone_mvcc::{
     ColumnDef, ColumnType, Database, IndexAlgorithm, IndexDef, MvccError, ReadTx, SequenceDef, TableDef,
-    TableId, Value, MAX_ROW_BYTES,
+    TableId, Value, MAX_INDEX_KEY_BYTES, MAX_ROW_BYTES,
 };
 
 fn people(tx: &mut lightcone_mvcc::WriteTx<'_>) -> TableId {
