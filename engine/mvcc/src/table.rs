@@ -23,8 +23,9 @@ pub(crate) struct TableState {
     pub(crate) pages: PVec<Page>,
     /// Parallel to `schema.def.indexes`.
     pub(crate) indexes: Vec<BTree>,
-    /// Next value of each sequence, parallel to `schema.def.sequences`.
-    pub(crate) seq_next: Vec<i128>,
+    /// Next value of each sequence, parallel to `schema.def.sequences`; `None` once the
+    /// sequence has stepped past what `i128` holds (it is exhausted).
+    pub(crate) seq_next: Vec<Option<i128>>,
     pub(crate) rows: u64,
 }
 
@@ -46,7 +47,7 @@ impl TableState {
                 BTree::new(idx.unique, key::fixed_key_width(&types))
             })
             .collect();
-        let seq_next = schema.def.sequences.iter().map(|s| s.start).collect();
+        let seq_next = schema.def.sequences.iter().map(|s| Some(s.start)).collect();
         TableState {
             schema: Arc::new(schema),
             layout: Arc::new(layout),
@@ -109,7 +110,7 @@ impl TableState {
     /// Validates `row` and fills in sequence values (an integer zero in an auto-inc column asks
     /// for the next value). Changes nothing in the table; returns the sequence advances to apply
     /// once the row is stored.
-    pub(crate) fn prepare_row(&self, row: &mut Row) -> Result<Vec<(usize, i128)>, MvccError> {
+    pub(crate) fn prepare_row(&self, row: &mut Row) -> Result<Vec<(usize, Option<i128>)>, MvccError> {
         self.layout.check_row(row).map_err(|e| self.page_error(e))?;
         let mut advances = Vec::new();
         for (i, seq) in self.schema.def.sequences.iter().enumerate() {
@@ -117,19 +118,16 @@ impl TableState {
             if !row[col].is_integer_zero() {
                 continue;
             }
-            let value = self.seq_next[i];
             let exhausted = || MvccError::SequenceExhausted {
                 table: self.name().to_string(),
                 column: self.schema.column_name(col).to_string(),
             };
-            if value > seq.max || value < seq.min {
-                return Err(exhausted());
-            }
+            let value = self.seq_next[i].filter(|v| (seq.min..=seq.max).contains(v)).ok_or_else(exhausted)?;
             row[col] = Value::integer_of_type(row[col].column_type(), value).ok_or_else(exhausted)?;
-            advances.push((i, value.saturating_add(seq.increment)));
+            advances.push((i, value.checked_add(seq.increment)));
         }
         // Only keys over variable-length columns can outgrow the tree's limit.
-        for (i, tree) in self.indexes.iter().enumerate().filter(|(_, t)| t.key_width().is_none()) {
+        for (i, _) in self.indexes.iter().enumerate().filter(|(_, t)| t.key_width().is_none()) {
             let bytes = self.index_key(i, row).len();
             if bytes > MAX_KEY_BYTES {
                 return Err(MvccError::KeyTooLarge {
@@ -161,7 +159,7 @@ impl TableState {
     pub(crate) fn insert_row(
         &mut self,
         row: &[Value],
-        advances: Vec<(usize, i128)>,
+        advances: Vec<(usize, Option<i128>)>,
         hints: &mut FreeHints,
         dropped_hints: &mut Vec<u32>,
     ) -> Result<RowId, MvccError> {
@@ -299,8 +297,8 @@ impl<'a> TableView<'a> {
         self.table.rows
     }
 
-    /// Current value of each sequence's next number, in schema order.
-    pub fn sequence_next(&self) -> &'a [i128] {
+    /// Each sequence's next number, in schema order (`None`: exhausted past `i128`).
+    pub fn sequence_next(&self) -> &'a [Option<i128>] {
         &self.table.seq_next
     }
 
@@ -322,20 +320,12 @@ impl<'a> TableView<'a> {
     }
 
     pub fn get(&self, rid: RowId) -> Option<Row> {
-        let page = self.table.pages.get(rid.page() as usize)?;
-        if !page.is_occupied(&self.table.layout, rid.slot()) {
-            return None;
-        }
-        Some(page.read_row(&self.table.layout, rid.slot()))
+        self.table.pages.get(rid.page() as usize)?.read_row(&self.table.layout, rid.slot())
     }
 
     /// One value of a row, without materialising the rest.
     pub fn get_value(&self, rid: RowId, col: usize) -> Option<Value> {
-        let page = self.table.pages.get(rid.page() as usize)?;
-        if col >= self.table.layout.column_count() || !page.is_occupied(&self.table.layout, rid.slot()) {
-            return None;
-        }
-        Some(page.read_value(&self.table.layout, rid.slot(), col))
+        self.table.pages.get(rid.page() as usize)?.read_value(&self.table.layout, rid.slot(), col)
     }
 
     /// Every row id, in page/slot order.
@@ -352,7 +342,9 @@ impl<'a> TableView<'a> {
     pub fn scan(&self) -> impl Iterator<Item = (RowId, Row)> + 'a {
         let layout = &*self.table.layout;
         self.table.pages.iter().enumerate().flat_map(move |(p, page)| {
-            page.occupied_slots(layout).map(move |s| (RowId::new(p as u32, s), page.read_row(layout, s)))
+            // Invariant: `occupied_slots` yields only occupied slots, which always read back.
+            page.occupied_slots(layout)
+                .filter_map(move |s| Some((RowId::new(p as u32, s), page.read_row(layout, s)?)))
         })
     }
 

@@ -258,7 +258,7 @@ struct TableLog {
     /// Rows that existed before the transaction and are gone, with their contents.
     deleted: AHashMap<RowId, Row>,
     /// Sequence counters before the transaction's first change to this table.
-    seq_before: Vec<i128>,
+    seq_before: Vec<Option<i128>>,
 }
 
 /// The exact net change of one committed transaction: the single source for the commit log
@@ -276,7 +276,7 @@ pub struct TxDelta {
 }
 
 impl TableLog {
-    fn new(seq_next: &[i128]) -> TableLog {
+    fn new(seq_next: &[Option<i128>]) -> TableLog {
         TableLog {
             inserted: InsertedRows::Appended(Vec::new()),
             deleted: AHashMap::new(),
@@ -345,7 +345,8 @@ pub struct SequenceUpdate {
     pub table_id: TableId,
     /// Position of the sequence in the table's schema.
     pub sequence: usize,
-    pub next: i128,
+    /// `None`: the sequence is exhausted (its next step overflows `i128`).
+    pub next: Option<i128>,
 }
 
 /// The one open write transaction. Reads see its own writes. Any operation that returns an
@@ -481,7 +482,7 @@ impl WriteTx<'_> {
         &mut self,
         table: TableId,
         row: &[Value],
-        advances: Vec<(usize, i128)>,
+        advances: Vec<(usize, Option<i128>)>,
     ) -> Result<RowId, MvccError> {
         let hints = self.meta.free_hints.entry(table).or_default();
         let mut dropped = Vec::new();

@@ -240,7 +240,7 @@ fn delta_is_the_net_change() {
     assert_eq!(first.created_tables[0].id, t);
     assert_eq!(first.tables[0].inserts, vec![person(1, "keep@x", 1)]);
     assert_eq!(first.sequences.len(), 1);
-    assert_eq!(first.sequences[0].next, 2);
+    assert_eq!(first.sequences[0].next, Some(2));
 
     let mut tx = db.begin();
     let pk = tx.index_id("person_id_idx_btree").unwrap();
@@ -362,4 +362,28 @@ fn oversized_index_key_is_refused() {
     assert_eq!(rows, vec![person(1, "a@x", 1)]);
     let (_, row) = tx.insert(t, person(0, "b@x", 1)).unwrap();
     assert_eq!(row[0], Value::U64(2), "failed inserts consumed no sequence value");
+}
+
+// Proves sequences stop with a typed error at the ends of i128, in both directions, instead
+// of repeating or wrapping.
+#[test]
+fn sequence_exhaustion_at_i128_limits() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    for (name, start, increment, min, max, first, second) in [
+        ("up", i128::MAX - 1, 1, 1, i128::MAX, i128::MAX - 1, i128::MAX),
+        ("down", i128::MIN + 1, -1, i128::MIN, -1, i128::MIN + 1, i128::MIN),
+        ("huge_step", 1, i128::MAX - 1, 1, i128::MAX, 1, i128::MAX),
+    ] {
+        let mut def = TableDef::new(name, vec![ColumnDef::new("id", ColumnType::I128)]);
+        def.sequences.push(SequenceDef { column: 0, start, increment, min, max });
+        let t = tx.create_table(def).unwrap();
+        assert_eq!(tx.insert(t, vec![Value::I128(0)]).unwrap().1, vec![Value::I128(first)], "{name}");
+        assert_eq!(tx.insert(t, vec![Value::I128(0)]).unwrap().1, vec![Value::I128(second)], "{name}");
+        assert!(
+            matches!(tx.insert(t, vec![Value::I128(0)]), Err(MvccError::SequenceExhausted { .. })),
+            "{name}"
+        );
+        assert_eq!(tx.table(t).unwrap().row_count(), 2);
+    }
 }

@@ -16,7 +16,7 @@
 //! let row = vec![Value::U32(7), Value::String("hi".into())];
 //! layout.check_row(&row).unwrap();
 //! let slot = page.insert(&layout, &row).unwrap();
-//! assert_eq!(page.read_row(&layout, slot), row);
+//! assert_eq!(page.read_row(&layout, slot), Some(row));
 //! assert_eq!(page.column::<u32>(&layout, 0).unwrap()[slot as usize], 7);
 //! ```
 
@@ -42,6 +42,8 @@ pub enum PageError {
     RowTooLarge { bytes: usize, max: usize },
     #[error("fixed-width part of a row is {bytes} bytes; a page holds at most {max}")]
     FixedRowTooWide { bytes: usize, max: usize },
+    #[error("no column {column}; the table has {columns}")]
+    NoSuchColumn { column: usize, columns: usize },
     #[error("column {column} ({ty}) cannot be read as {requested_bytes}-byte elements")]
     ColumnWidthMismatch { column: usize, ty: ColumnType, requested_bytes: usize },
     /// Not a user error: the caller should try another page.

@@ -133,8 +133,9 @@ impl PageLayout {
     pub fn column_count(&self) -> usize {
         self.columns.len()
     }
-    pub fn column_type(&self, col: usize) -> ColumnType {
-        self.columns[col].ty
+    /// The type of column `col`, if there is one.
+    pub fn column_type(&self, col: usize) -> Option<ColumnType> {
+        self.columns.get(col).map(|c| c.ty)
     }
     pub fn slots_per_page(&self) -> usize {
         self.slots
@@ -328,9 +329,11 @@ impl Page {
         need <= layout.heap_bytes() - self.heap_top + self.heap_garbage
     }
 
-    /// Stores `row` in a free slot. The row must already have passed [`PageLayout::check_row`].
-    /// Returns `PageError::PageFull` (and changes nothing) if there is no free slot or heap room.
+    /// Stores `row` in a free slot. Refuses a row that fails [`PageLayout::check_row`] with its
+    /// error, and returns `PageError::PageFull` if there is no free slot or heap room; either
+    /// way nothing changes.
     pub fn insert(&mut self, layout: &PageLayout, row: &[Value]) -> Result<u16, PageError> {
+        layout.check_row(row)?;
         if !self.can_fit(layout, row) {
             return Err(PageError::PageFull);
         }
@@ -345,6 +348,7 @@ impl Page {
     /// Returns `PageError::PageFull` (and changes nothing) if the slot is taken or out of
     /// range, or the heap has no room.
     pub fn insert_at(&mut self, layout: &PageLayout, slot: u16, row: &[Value]) -> Result<(), PageError> {
+        layout.check_row(row)?;
         if slot as usize >= layout.slots || self.is_occupied(layout, slot) || !self.can_fit(layout, row) {
             return Err(PageError::PageFull);
         }
@@ -353,7 +357,6 @@ impl Page {
     }
 
     fn store_at(&mut self, layout: &PageLayout, slot: usize, row: &[Value]) {
-        debug_assert!(layout.check_row(row).is_ok(), "insert of an unchecked row");
         let (inline_ok, need) = layout.inline_plan(row);
         if need > layout.heap_bytes() - self.heap_top {
             self.compact_heap(layout);
@@ -501,9 +504,12 @@ impl Page {
         self.heap_garbage = 0;
     }
 
-    /// The bytes of a variable-length value, without copying. `None` for fixed-width columns.
+    /// The bytes of a variable-length value, without copying. `None` for fixed-width or
+    /// missing columns and empty slots.
     pub fn var_bytes(&self, layout: &PageLayout, slot: u16, col: usize) -> Option<&[u8]> {
-        debug_assert!(self.is_occupied(layout, slot), "read of empty slot {slot}");
+        if !self.is_occupied(layout, slot) || col >= layout.columns.len() {
+            return None;
+        }
         let r = self.var_ref(layout, slot as usize, col)?;
         if r.is_overflow() {
             // Invariant: an occupied slot's overflow reference points at a live blob.
@@ -514,16 +520,18 @@ impl Page {
         }
     }
 
-    /// The raw column array bytes (`slots × width`).
-    pub fn column_bytes(&self, layout: &PageLayout, col: usize) -> &[u8] {
-        let c = layout.columns[col];
-        &self.bytes()[c.offset..c.offset + c.width * layout.slots]
+    /// The raw column array bytes (`slots × width`); `None` for a missing column.
+    pub fn column_bytes(&self, layout: &PageLayout, col: usize) -> Option<&[u8]> {
+        let c = layout.columns.get(col)?;
+        Some(&self.bytes()[c.offset..c.offset + c.width * layout.slots])
     }
 
     /// A fixed-width column as a typed slice of `slots_per_page` elements (unoccupied slots
     /// hold stale or zero values: mask with [`Page::occupancy`]).
     pub fn column<T: Pod>(&self, layout: &PageLayout, col: usize) -> Result<&[T], PageError> {
-        let c = layout.columns[col];
+        let Some(&c) = layout.columns.get(col) else {
+            return Err(PageError::NoSuchColumn { column: col, columns: layout.columns.len() });
+        };
         if c.ty.is_var_len() || std::mem::size_of::<T>() != c.width {
             return Err(PageError::ColumnWidthMismatch {
                 column: col,
@@ -533,16 +541,25 @@ impl Page {
         }
         // Column arrays start 16-byte aligned in a 16-byte-aligned buffer, so the cast can
         // only fail for a `T` aligned to more than 16 bytes.
-        bytemuck::try_cast_slice(self.column_bytes(layout, col)).map_err(|_| PageError::ColumnWidthMismatch {
-            column: col,
-            ty: c.ty,
-            requested_bytes: std::mem::size_of::<T>(),
+        bytemuck::try_cast_slice(&self.bytes()[c.offset..c.offset + c.width * layout.slots]).map_err(|_| {
+            PageError::ColumnWidthMismatch {
+                column: col,
+                ty: c.ty,
+                requested_bytes: std::mem::size_of::<T>(),
+            }
         })
     }
 
-    /// Reads one value.
-    pub fn read_value(&self, layout: &PageLayout, slot: u16, col: usize) -> Value {
-        debug_assert!(self.is_occupied(layout, slot), "read of empty slot {slot}");
+    /// Reads one value; `None` for an empty slot or a missing column.
+    pub fn read_value(&self, layout: &PageLayout, slot: u16, col: usize) -> Option<Value> {
+        if !self.is_occupied(layout, slot) || col >= layout.columns.len() {
+            return None;
+        }
+        Some(self.read_occupied(layout, slot, col))
+    }
+
+    /// Reads a value of an occupied slot and an existing column (checked by the callers).
+    fn read_occupied(&self, layout: &PageLayout, slot: u16, col: usize) -> Value {
         let c = layout.columns[col];
         if c.ty.is_var_len() {
             // Invariant: var-len columns always have bytes (see `var_bytes`).
@@ -580,9 +597,12 @@ impl Page {
         }
     }
 
-    /// Reads a whole row.
-    pub fn read_row(&self, layout: &PageLayout, slot: u16) -> Vec<Value> {
-        (0..layout.columns.len()).map(|col| self.read_value(layout, slot, col)).collect()
+    /// Reads a whole row; `None` for an empty slot.
+    pub fn read_row(&self, layout: &PageLayout, slot: u16) -> Option<Vec<Value>> {
+        if !self.is_occupied(layout, slot) {
+            return None;
+        }
+        Some((0..layout.columns.len()).map(|col| self.read_occupied(layout, slot, col)).collect())
     }
 
     /// Heap bytes this page holds (its buffer plus overflow values).
@@ -641,7 +661,7 @@ mod tests {
             slots.push((page.insert(&layout, &row).unwrap(), row));
         }
         for (slot, row) in &slots {
-            assert_eq!(&page.read_row(&layout, *slot), row);
+            assert_eq!(page.read_row(&layout, *slot), Some(row.clone()));
         }
         let u64s = page.column::<u64>(&layout, 4).unwrap();
         assert_eq!(u64s[slots[3].0 as usize], 3);
@@ -665,6 +685,24 @@ mod tests {
             layout.check_row(&[Value::U32(1), Value::Bytes(huge.into())]),
             Err(PageError::ValueTooLarge { column: 1, .. })
         ));
+        // The page itself refuses unchecked rows, and reads outside what exists give None.
+        let mut page = Page::new();
+        assert!(matches!(
+            page.insert(&layout, &[Value::U8(1), Value::Bytes(Box::new([]))]),
+            Err(PageError::TypeMismatch { .. })
+        ));
+        assert_eq!(page.live_rows(), 0);
+        let slot = page.insert(&layout, &[Value::U32(1), Value::Bytes(Box::new([9]))]).unwrap();
+        assert_eq!(page.read_value(&layout, slot, 2), None);
+        assert_eq!(page.read_value(&layout, slot + 1, 0), None);
+        assert_eq!(page.read_row(&layout, u16::MAX), None);
+        assert_eq!(page.var_bytes(&layout, slot, 1), Some(&[9u8][..]));
+        assert_eq!(page.var_bytes(&layout, slot, 0), None);
+        assert!(matches!(
+            page.column::<u32>(&layout, 5),
+            Err(PageError::NoSuchColumn { column: 5, columns: 2 })
+        ));
+        assert_eq!(layout.column_type(2), None);
         let too_wide = vec![ColumnType::U256; PAGE_BYTES / 32];
         assert!(matches!(PageLayout::new(&too_wide), Err(PageError::FixedRowTooWide { .. })));
     }
@@ -682,13 +720,13 @@ mod tests {
         assert!(page.delete(&layout, 17));
         assert!(!page.delete(&layout, 17));
         assert_eq!(page.insert(&layout, &[Value::U32(99), Value::I32(-1)]), Ok(17));
-        assert_eq!(page.read_row(&layout, 17), vec![Value::U32(99), Value::I32(-1)]);
+        assert_eq!(page.read_row(&layout, 17), Some(vec![Value::U32(99), Value::I32(-1)]));
         assert!(page.delete(&layout, 3));
         let row = [Value::U32(3), Value::I32(3)];
         assert_eq!(page.insert_at(&layout, u16::MAX, &row), Err(PageError::PageFull), "slot out of range");
         assert_eq!(page.insert_at(&layout, 4, &row), Err(PageError::PageFull), "slot taken");
         assert_eq!(page.insert_at(&layout, 3, &row), Ok(()));
-        assert_eq!(page.read_row(&layout, 3), row.to_vec());
+        assert_eq!(page.read_row(&layout, 3), Some(row.to_vec()));
     }
 
     // Proves a row bigger than the heap still fits an empty page (via overflow).
@@ -699,13 +737,13 @@ mod tests {
         let big = "x".repeat(100_000);
         let row = vec![Value::String(big.clone().into()), Value::Bytes(vec![7; 400].into())];
         let slot = page.insert(&layout, &row).unwrap();
-        assert_eq!(page.read_row(&layout, slot), row);
+        assert_eq!(page.read_row(&layout, slot), Some(row));
         // Many mid-sized values in one row: together larger than the heap.
         let wide = PageLayout::new(&[ColumnType::Bytes; 40]).unwrap();
         let row: Vec<Value> = (0..40).map(|i| Value::Bytes(vec![i as u8; 500].into())).collect();
         let mut page = Page::new();
         let slot = page.insert(&wide, &row).unwrap();
-        assert_eq!(page.read_row(&wide, slot), row);
+        assert_eq!(page.read_row(&wide, slot), Some(row));
     }
 
     #[derive(Debug, Clone)]
@@ -770,7 +808,7 @@ mod tests {
             let slots: Vec<u16> = page.occupied_slots(&layout).collect();
             prop_assert_eq!(slots, model.keys().copied().collect::<Vec<_>>());
             for (slot, row) in &model {
-                prop_assert_eq!(&page.read_row(&layout, *slot), row);
+                prop_assert_eq!(page.read_row(&layout, *slot), Some(row.clone()));
             }
         }
     }
