@@ -117,6 +117,48 @@ impl<T: Clone> PVec<T> {
         self.len += 1;
     }
 
+    /// Removes elements from the end until `len` remain (copying shared nodes on the way).
+    pub fn truncate(&mut self, len: usize) {
+        while self.len > len {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        fn pop_last<T: Clone>(node: &mut Node<T>) -> bool {
+            match node {
+                Node::Leaf(items) => {
+                    items.pop();
+                    items.is_empty()
+                }
+                Node::Inner(children) => {
+                    if let Some(last) = children.last_mut() {
+                        if pop_last(Arc::make_mut(last)) {
+                            children.pop();
+                        }
+                    }
+                    children.is_empty()
+                }
+            }
+        }
+        let Some(root) = self.root.as_mut() else { return };
+        pop_last(Arc::make_mut(root));
+        self.len -= 1;
+        if self.len == 0 {
+            self.root = None;
+            self.height = 0;
+            return;
+        }
+        // Elements are packed to the left, so once they fit under the first child, the root
+        // has only that child: drop a level.
+        while self.height > 0 && self.len <= FANOUT << (BITS * (self.height - 1)) {
+            let Some(Node::Inner(children)) = self.root.as_deref() else { break };
+            let only = Arc::clone(&children[0]);
+            self.root = Some(only);
+            self.height -= 1;
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         (0..self.len).filter_map(move |i| self.get(i))
     }
@@ -160,5 +202,26 @@ mod tests {
         assert_eq!(v.len(), 5001);
         assert!(snapshot.get(5000).is_none());
         assert_eq!(v.iter().count(), 5001);
+
+        // Truncating shrinks the tree (levels too) without touching the clone, and pushes work after.
+        v.truncate(33);
+        assert_eq!(v.len(), 33);
+        assert_eq!(v.height, 1);
+        assert!(v.get(33).is_none());
+        assert_eq!(*v.get(32).unwrap(), 32);
+        v.truncate(5);
+        assert_eq!(v.height, 0);
+        for i in 5..2000u32 {
+            v.push(i + 7);
+        }
+        assert_eq!(*v.get(0).unwrap(), 1_000_000);
+        assert_eq!(*v.get(4).unwrap(), 4);
+        assert_eq!(*v.get(1999).unwrap(), 2006);
+        v.truncate(0);
+        assert!(v.get(0).is_none());
+        v.push(9);
+        assert_eq!(v.iter().copied().collect::<Vec<_>>(), vec![9]);
+        assert_eq!(snapshot.iter().count(), 5000);
+        assert_eq!(*snapshot.get(4999).unwrap(), 4999);
     }
 }

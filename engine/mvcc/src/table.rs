@@ -13,6 +13,8 @@ use crate::schema::{IndexId, TableId, TableSchema};
 
 /// Most pages one table may have (page numbers are `u32`).
 pub const MAX_PAGES_PER_TABLE: usize = u32::MAX as usize;
+/// Hinted pages an insert tries before it appends a new page.
+const MAX_HINT_PROBES: usize = 4;
 
 /// A table at one version. Cloning is cheap (everything big is shared behind `Arc`), and the
 /// writer copies only what it changes while a snapshot still shares it.
@@ -163,7 +165,7 @@ impl TableState {
         hints: &mut FreeHints,
         dropped_hints: &mut Vec<u32>,
     ) -> Result<RowId, MvccError> {
-        let rid = self.store_row(row, hints, dropped_hints)?;
+        let (rid, created_page) = self.store_row(row, hints, dropped_hints)?;
         let mut key = Vec::new();
         for i in 0..self.indexes.len() {
             key.clear();
@@ -182,7 +184,12 @@ impl TableState {
                 if let Some(page) = self.pages.get_mut(rid.page() as usize) {
                     page.delete(&layout, rid.slot());
                 }
-                hints.pages.insert(rid.page());
+                if created_page {
+                    // The page was appended for this row and is empty again.
+                    self.truncate_pages(rid.page() as usize);
+                } else {
+                    hints.pages.insert(rid.page());
+                }
                 return Err(self.unique_violation(i, row));
             }
         }
@@ -193,44 +200,64 @@ impl TableState {
         Ok(rid)
     }
 
-    /// Puts the row in a page with room (a hinted one, else a new one).
+    /// Puts the row in a page with room (a hinted one, else a new one). Returns its id and
+    /// whether the page was created for it.
     fn store_row(
         &mut self,
         row: &[Value],
         hints: &mut FreeHints,
         dropped_hints: &mut Vec<u32>,
-    ) -> Result<RowId, MvccError> {
+    ) -> Result<(RowId, bool), MvccError> {
         let layout = Arc::clone(&self.layout);
-        let page_no = loop {
-            match hints.pages.last().copied() {
-                Some(p) if self.pages.get(p as usize).is_some_and(|page| page.can_fit(&layout, row)) => {
-                    break p
+        let mut chosen = None;
+        let mut stale = Vec::new();
+        // Newest hinted pages first. A page without a free slot (or gone after a rollback)
+        // loses its hint; one with slots but too little heap for this row keeps it.
+        for &p in hints.pages.iter().rev().take(MAX_HINT_PROBES) {
+            match self.pages.get(p as usize) {
+                Some(page) if page.can_fit(&layout, row) => {
+                    chosen = Some(p);
+                    break;
                 }
-                Some(p) => {
-                    hints.pages.remove(&p);
-                    dropped_hints.push(p);
+                Some(page) if page.has_free_slot(&layout) => {}
+                _ => stale.push(p),
+            }
+        }
+        for p in stale {
+            hints.pages.remove(&p);
+            dropped_hints.push(p);
+        }
+        let created = chosen.is_none();
+        let page_no = match chosen {
+            Some(p) => p,
+            None => {
+                if self.pages.len() >= MAX_PAGES_PER_TABLE {
+                    return Err(MvccError::TooManyPages {
+                        table: self.name().to_string(),
+                        max: MAX_PAGES_PER_TABLE,
+                    });
                 }
-                None => {
-                    if self.pages.len() >= MAX_PAGES_PER_TABLE {
-                        return Err(MvccError::TooManyPages {
-                            table: self.name().to_string(),
-                            max: MAX_PAGES_PER_TABLE,
-                        });
-                    }
-                    self.pages.push(Page::new());
-                    let p = (self.pages.len() - 1) as u32;
-                    hints.pages.insert(p);
-                    break p;
-                }
+                self.pages.push(Page::new());
+                let p = (self.pages.len() - 1) as u32;
+                hints.pages.insert(p);
+                p
             }
         };
-        // Invariant: `page_no` was just checked to exist and to fit the row.
+        // Invariant: `page_no` exists and was checked to fit the row (or is a new, empty page,
+        // which fits any row that passed `check_row`).
         let page = self.pages.get_mut(page_no as usize).expect("page exists");
         let slot = page.insert(&layout, row).expect("page was checked to fit the row");
         if !page.has_free_slot(&layout) {
             hints.pages.remove(&page_no);
+            dropped_hints.push(page_no);
         }
-        Ok(RowId::new(page_no, slot))
+        Ok((RowId::new(page_no, slot), created))
+    }
+
+    /// Drops empty pages past `len` (pages appended by a transaction being undone).
+    pub(crate) fn truncate_pages(&mut self, len: usize) {
+        debug_assert!(self.pages.iter().skip(len).all(|p| p.live_rows() == 0), "truncating live rows");
+        self.pages.truncate(len);
     }
 
     /// Puts `row` back at `rid` (which must be free), with its index entries: undoes a delete.

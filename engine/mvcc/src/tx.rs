@@ -259,6 +259,8 @@ struct TableLog {
     deleted: AHashMap<RowId, Row>,
     /// Sequence counters before the transaction's first change to this table.
     seq_before: Vec<Option<i128>>,
+    /// Page count before that change: undo drops pages appended since.
+    pages_before: usize,
 }
 
 /// The exact net change of one committed transaction: the single source for the commit log
@@ -276,11 +278,12 @@ pub struct TxDelta {
 }
 
 impl TableLog {
-    fn new(seq_next: &[Option<i128>]) -> TableLog {
+    fn new(table: &TableState) -> TableLog {
         TableLog {
             inserted: InsertedRows::Appended(Vec::new()),
             deleted: AHashMap::new(),
-            seq_before: seq_next.to_vec(),
+            seq_before: table.seq_next.clone(),
+            pages_before: table.pages.len(),
         }
     }
 }
@@ -487,7 +490,7 @@ impl WriteTx<'_> {
         let hints = self.meta.free_hints.entry(table).or_default();
         let mut dropped = Vec::new();
         let t = self.state.0.table_mut(table)?;
-        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(&t.seq_next));
+        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
         let result = t.insert_row(row, advances, hints, &mut dropped);
         self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
         let rid = result?;
@@ -502,7 +505,7 @@ impl WriteTx<'_> {
         }
         let hints = self.meta.free_hints.entry(table).or_default();
         let t = self.state.0.table_mut(table)?;
-        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(&t.seq_next));
+        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
         let row = t.delete(rid, hints);
         if let Some(row) = &row {
             // A row this transaction inserted just disappears; an older one is remembered.
@@ -613,6 +616,7 @@ impl WriteTx<'_> {
                 t.restore_row(rid, &row);
             }
             t.seq_next = log.seq_before;
+            t.truncate_pages(log.pages_before);
         }
         let st = &mut self.state.0;
         for &id in self.created.iter().rev() {
