@@ -29,7 +29,7 @@ pub use lightcone_btree_index::MAX_KEY_BYTES as MAX_INDEX_KEY_BYTES;
 pub use lightcone_page::{ColumnType, Row, RowId, Value, MAX_ROW_BYTES, MAX_VALUE_BYTES};
 pub use schema::{
     integer_max, ColId, ColumnDef, IndexAlgorithm, IndexDef, IndexId, SequenceDef, TableDef, TableId,
-    TableSchema, MAX_COLUMNS, MAX_NAME_BYTES, MAX_TABLES,
+    TableSchema, MAX_COLUMNS, MAX_INDEXES_PER_TABLE, MAX_NAME_BYTES, MAX_TABLES,
 };
 pub use table::{IndexScan, TableView, MAX_PAGES_PER_TABLE};
 pub use tx::{Database, ReadTx, SequenceUpdate, Snapshot, TableDelta, TxDelta, WriteTx};

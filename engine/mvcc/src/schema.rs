@@ -11,6 +11,8 @@ pub type ColId = u16;
 
 /// Most columns a table may have.
 pub const MAX_COLUMNS: usize = 4096;
+/// Most indexes one table may have (the primary-key index included).
+pub const MAX_INDEXES_PER_TABLE: usize = 256;
 /// Most tables a database may have.
 pub const MAX_TABLES: usize = 1 << 20;
 /// Longest table, column or index name, in bytes.

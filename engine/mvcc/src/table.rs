@@ -13,6 +13,8 @@ use crate::schema::{IndexId, TableId, TableSchema};
 
 /// Most pages one table may have (page numbers are `u32`).
 pub const MAX_PAGES_PER_TABLE: usize = u32::MAX as usize;
+/// Longest key shown in a unique-violation message.
+const MAX_KEY_DISPLAY_CHARS: usize = 200;
 /// Hinted pages an insert tries before it appends a new page.
 const MAX_HINT_PROBES: usize = 4;
 
@@ -79,11 +81,14 @@ impl TableState {
     fn unique_violation(&self, index: usize, row: &[Value]) -> MvccError {
         let idx = &self.schema.def.indexes[index];
         let key: Vec<String> = idx.columns.iter().map(|&c| row[c as usize].to_string()).collect();
-        MvccError::UniqueViolation {
-            table: self.name().to_string(),
-            index: idx.name.clone(),
-            key: format!("({})", key.join(", ")),
+        let mut key = format!("({})", key.join(", "));
+        if key.len() > MAX_KEY_DISPLAY_CHARS {
+            // Keep messages readable: a key can be kilobytes long.
+            let cut = (0..=MAX_KEY_DISPLAY_CHARS).rev().find(|&i| key.is_char_boundary(i)).unwrap_or(0);
+            key.truncate(cut);
+            key.push('…');
         }
+        MvccError::UniqueViolation { table: self.name().to_string(), index: idx.name.clone(), key }
     }
 
     pub(crate) fn page_error(&self, e: PageError) -> MvccError {

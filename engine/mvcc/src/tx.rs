@@ -5,12 +5,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 use ahash::{AHashMap, AHashSet};
+use lightcone_btree_index::{key, MAX_KEY_BYTES as MAX_INDEX_KEY_BYTES};
 use lightcone_page::{PageLayout, Row, RowId, Value};
 
 use crate::error::MvccError;
 use crate::schema::{
-    IndexAlgorithm, IndexDef, IndexId, TableDef, TableId, TableSchema, MAX_COLUMNS, MAX_NAME_BYTES,
-    MAX_TABLES,
+    IndexAlgorithm, IndexDef, IndexId, TableDef, TableId, TableSchema, MAX_COLUMNS, MAX_INDEXES_PER_TABLE,
+    MAX_NAME_BYTES, MAX_TABLES,
 };
 use crate::table::{FreeHints, TableState, TableView};
 
@@ -411,6 +412,15 @@ impl WriteTx<'_> {
         if self.state.0.tables.len() >= MAX_TABLES {
             return Err(invalid(format!("a database holds at most {MAX_TABLES} tables")));
         }
+        if def.indexes.len() > MAX_INDEXES_PER_TABLE {
+            return Err(invalid(format!(
+                "{} indexes; the limit is {MAX_INDEXES_PER_TABLE}",
+                def.indexes.len()
+            )));
+        }
+        if self.state.0.next_index_id.checked_add(def.indexes.len() as IndexId + 1).is_none() {
+            return Err(invalid("the database has run out of index ids".to_string()));
+        }
         if def.columns.len() > MAX_COLUMNS {
             return Err(invalid(format!("{} columns; the limit is {MAX_COLUMNS}", def.columns.len())));
         }
@@ -452,6 +462,12 @@ impl WriteTx<'_> {
             }
             if let Some(&c) = idx.columns.iter().find(|&&c| c as usize >= ncols) {
                 return Err(invalid(format!("index {i} names missing column {c}")));
+            }
+            let types: Vec<_> = idx.columns.iter().map(|&c| def.columns[c as usize].ty).collect();
+            if let Some(width) = key::fixed_key_width(&types).filter(|&w| w > MAX_INDEX_KEY_BYTES) {
+                return Err(invalid(format!(
+                    "index {i} has {width}-byte keys; the limit is {MAX_INDEX_KEY_BYTES}"
+                )));
             }
             if idx.name.is_empty() {
                 let cols: Vec<&str> =

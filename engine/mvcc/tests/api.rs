@@ -75,6 +75,10 @@ fn invalid_table_definitions() {
         TableDef::new("x", cols()).with_index(IndexDef::btree(vec![9], false)),
         TableDef::new("x", cols()).with_index(IndexDef::btree(vec![], false)),
         TableDef::new("x", (0..300).map(|i| ColumnDef::new(format!("w{i}"), ColumnType::U256)).collect()),
+        // A fixed-width key wider than the B+tree accepts.
+        TableDef::new("x", vec![ColumnDef::new("w", ColumnType::U256)])
+            .with_index(IndexDef::btree(vec![0; 200], false)),
+        (0..300).fold(TableDef::new("x", cols()), |d, _| d.with_index(IndexDef::btree(vec![0], false))),
     ];
     for def in bad {
         let err = tx.create_table(def.clone()).unwrap_err();
@@ -443,4 +447,17 @@ fn rollback_and_refused_inserts_leave_no_pages_behind() {
     tx.insert(wide, row.clone()).unwrap();
     assert!(matches!(tx.insert(wide, row), Err(MvccError::UniqueViolation { .. })));
     assert_eq!(tx.table(wide).unwrap().page_count(), 1);
+}
+
+// Proves a unique-violation message stays short even for a huge key.
+#[test]
+fn unique_violation_message_is_bounded() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    let long = "é".repeat(1500);
+    tx.insert(t, person(0, &long, 1)).unwrap();
+    let err = tx.insert(t, person(0, &long, 1)).unwrap_err().to_string();
+    assert!(err.len() < 400, "{} chars", err.len());
+    assert!(err.contains("person_email_idx_btree") && err.ends_with("of table `person`"), "{err}");
 }
