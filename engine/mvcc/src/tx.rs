@@ -123,9 +123,22 @@ struct WriterMeta {
 struct Published {
     /// `None` while lent to the open write transaction (see [`Database::begin`]).
     state: Option<Arc<DbStateRef>>,
-    /// The thread holding the lent state, so a snapshot request from it fails loudly instead
-    /// of waiting for itself.
-    lent_to: Option<ThreadId>,
+    /// The thread holding the open write transaction (either mode), so a snapshot or a second
+    /// `begin` from it fails loudly instead of waiting for itself.
+    writer_thread: Option<ThreadId>,
+    /// Set when a borrowed state could not be restored (a panic in the middle of an operation
+    /// or of its undo): the in-memory state can no longer be trusted; reopen from the log.
+    poisoned: bool,
+}
+
+impl Published {
+    fn check_usable(&self) {
+        assert!(
+            !self.poisoned,
+            "Database is poisoned: a panic inside a write transaction left its state unrecoverable in \
+             memory; reopen the database from its log"
+        );
+    }
 }
 
 /// A database: the catalog and all tables, versioned.
@@ -173,7 +186,8 @@ impl Database {
         Database {
             published: Mutex::new(Published {
                 state: Some(Arc::new(DbStateRef(DbState::default()))),
-                lent_to: None,
+                writer_thread: None,
+                poisoned: false,
             }),
             returned: Condvar::new(),
             writer: Mutex::default(),
@@ -184,26 +198,32 @@ impl Database {
     /// waits for that transaction to finish (readers wait for the writer, never the reverse).
     ///
     /// # Panics
-    /// If called on the thread that holds the open write transaction while that transaction
-    /// holds the state — the call would wait for itself. Use [`Database::try_snapshot`] there.
+    /// If called on the thread that holds the open write transaction (it could wait for
+    /// itself; use [`Database::try_snapshot`] there), or if the database is poisoned.
     pub fn snapshot(&self) -> Snapshot {
         let mut published = lock(&self.published);
+        assert!(
+            published.writer_thread != Some(std::thread::current().id()),
+            "Database::snapshot called on the thread holding the write transaction; it could wait \
+             for itself (take snapshots before begin() or after commit(), or use try_snapshot)"
+        );
         loop {
+            published.check_usable();
             if let Some(state) = &published.state {
                 return Snapshot { state: Arc::clone(state) };
             }
-            assert!(
-                published.lent_to != Some(std::thread::current().id()),
-                "Database::snapshot called on the thread holding the write transaction; it would wait \
-                 for itself (take snapshots before begin() or after commit(), or use try_snapshot)"
-            );
             published = self.returned.wait(published).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 
-    /// The latest committed version if it is available without waiting.
+    /// The latest committed version if it is available without waiting: `None` while the open
+    /// write transaction has borrowed it, or if the database is poisoned.
     pub fn try_snapshot(&self) -> Option<Snapshot> {
-        lock(&self.published).state.as_ref().map(|state| Snapshot { state: Arc::clone(state) })
+        let published = lock(&self.published);
+        if published.poisoned {
+            return None;
+        }
+        published.state.as_ref().map(|state| Snapshot { state: Arc::clone(state) })
     }
 
     /// Starts the write transaction, waiting while another one is open (one writer at a time).
@@ -213,17 +233,25 @@ impl Database {
     /// place, keeping an undo log (no copying at all); readers asking for a snapshot meanwhile
     /// wait until it commits or rolls back. Otherwise it works on a copy-on-write clone and
     /// readers are served the published version throughout.
+    ///
+    /// # Panics
+    /// If this thread already holds the write transaction (it would wait for itself), or if
+    /// the database is poisoned.
     pub fn begin(&self) -> WriteTx<'_> {
+        let me = std::thread::current().id();
+        assert!(
+            lock(&self.published).writer_thread != Some(me),
+            "Database::begin called on a thread that already holds the write transaction"
+        );
         let meta = lock(&self.writer);
         let mut published = lock(&self.published);
+        published.check_usable();
+        published.writer_thread = Some(me);
         // Invariant: only the holder of the writer lock takes the state, and every WriteTx puts
         // it back before releasing that lock.
         let current = published.state.take().expect("published state is present between transactions");
         let (state, lent) = match Arc::try_unwrap(current) {
-            Ok(DbStateRef(state)) => {
-                published.lent_to = Some(std::thread::current().id());
-                (state, true)
-            }
+            Ok(DbStateRef(state)) => (state, true),
             Err(shared) => {
                 let state = shared.0.clone();
                 published.state = Some(shared);
@@ -237,16 +265,22 @@ impl Database {
             state: DbStateRef(state),
             lent,
             finished: false,
+            in_operation: false,
             logs: AHashMap::new(),
             created: Vec::new(),
             dropped_hints: Vec::new(),
         }
     }
 
-    fn publish(&self, state: DbState) {
+    /// Ends the open transaction: publishes `state` (a commit, or a repaired borrowed state),
+    /// or marks the database poisoned, and wakes waiting readers either way.
+    fn end_transaction(&self, state: Option<DbState>, poisoned: bool) {
         let mut published = lock(&self.published);
-        published.state = Some(Arc::new(DbStateRef(state)));
-        published.lent_to = None;
+        if let Some(state) = state {
+            published.state = Some(Arc::new(DbStateRef(state)));
+        }
+        published.poisoned |= poisoned;
+        published.writer_thread = None;
         drop(published);
         self.returned.notify_all();
     }
@@ -363,6 +397,9 @@ pub struct WriteTx<'db> {
     /// false if it is a copy-on-write clone (rollback just drops it).
     lent: bool,
     finished: bool,
+    /// True while a mutating operation runs: if the transaction is dropped with this set, a
+    /// panic interrupted the operation and its undo log may be incomplete.
+    in_operation: bool,
     logs: AHashMap<TableId, TableLog>,
     created: Vec<TableId>,
     /// Free-page hints removed during the transaction, restored if it rolls back.
@@ -382,6 +419,18 @@ impl WriteTx<'_> {
 
     /// Creates a table (visible to others once committed). Returns its id.
     pub fn create_table(&mut self, def: TableDef) -> Result<TableId, MvccError> {
+        self.guarded(|tx| tx.create_table_inner(def))
+    }
+
+    /// Runs a mutating operation with `in_operation` set, so a panic inside it is detected.
+    fn guarded<R>(&mut self, op: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = std::mem::replace(&mut self.in_operation, true);
+        let result = op(self);
+        self.in_operation = outer;
+        result
+    }
+
+    fn create_table_inner(&mut self, def: TableDef) -> Result<TableId, MvccError> {
         let def = self.validate_table_def(def)?;
         let layout = PageLayout::new(&def.column_types())
             .map_err(|e| MvccError::InvalidSchema { table: def.name.clone(), reason: e.to_string() })?;
@@ -491,7 +540,11 @@ impl WriteTx<'_> {
     }
 
     /// Inserts a row; returns its id and the row as stored (with sequence values filled in).
-    pub fn insert(&mut self, table: TableId, mut row: Row) -> Result<(RowId, Row), MvccError> {
+    pub fn insert(&mut self, table: TableId, row: Row) -> Result<(RowId, Row), MvccError> {
+        self.guarded(|tx| tx.insert_inner(table, row))
+    }
+
+    fn insert_inner(&mut self, table: TableId, mut row: Row) -> Result<(RowId, Row), MvccError> {
         let advances = self.state.0.table(table)?.prepare_row(&mut row)?;
         let rid = self.insert_prepared(table, &row, advances)?;
         Ok((rid, row))
@@ -516,6 +569,10 @@ impl WriteTx<'_> {
 
     /// Deletes the row at `rid`; returns it, or `None` if there was no such row.
     pub fn delete(&mut self, table: TableId, rid: RowId) -> Result<Option<Row>, MvccError> {
+        self.guarded(|tx| tx.delete_inner(table, rid))
+    }
+
+    fn delete_inner(&mut self, table: TableId, rid: RowId) -> Result<Option<Row>, MvccError> {
         if !self.state.0.table(table)?.view().contains(rid) {
             return Ok(None);
         }
@@ -543,7 +600,11 @@ impl WriteTx<'_> {
 
     /// Replaces the row that has the same key in unique index `index` as `row`. Sequence
     /// columns holding zero are filled as for an insert. Returns the new row id and row.
-    pub fn update_by_unique(&mut self, index: IndexId, mut row: Row) -> Result<(RowId, Row), MvccError> {
+    pub fn update_by_unique(&mut self, index: IndexId, row: Row) -> Result<(RowId, Row), MvccError> {
+        self.guarded(|tx| tx.update_by_unique_inner(index, row))
+    }
+
+    fn update_by_unique_inner(&mut self, index: IndexId, mut row: Row) -> Result<(RowId, Row), MvccError> {
         let (table, pos) = self.state.0.index_location(index)?;
         let t = self.state.0.table(table)?;
         let def = &t.schema.def.indexes[pos];
@@ -605,7 +666,7 @@ impl WriteTx<'_> {
         }
         self.finished = true;
         self.dropped_hints.clear();
-        self.db.publish(std::mem::take(&mut self.state.0));
+        self.db.end_transaction(Some(std::mem::take(&mut self.state.0)), false);
         delta
     }
 
@@ -656,11 +717,22 @@ impl Drop for WriteTx<'_> {
         if self.finished {
             return;
         }
-        // Rollback. A lent state is repaired in place and handed back; a copy is just dropped,
-        // since readers were served the published version all along.
-        if self.lent {
-            self.undo();
-            self.db.publish(std::mem::take(&mut self.state.0));
+        // Rollback. A copy is just dropped: readers were served the published version all
+        // along. A borrowed state is repaired in place and handed back — unless a panic cut an
+        // operation short (its undo log may be incomplete) or the undo itself panicked; then the
+        // state cannot be trusted and the database is poisoned rather than left to hang readers.
+        let state = if !self.lent {
+            None
+        } else if self.in_operation {
+            Some(None)
+        } else {
+            let undone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.undo()));
+            Some(undone.ok().map(|()| std::mem::take(&mut self.state.0)))
+        };
+        match state {
+            None => self.db.end_transaction(None, false),
+            Some(Some(repaired)) => self.db.end_transaction(Some(repaired), false),
+            Some(None) => self.db.end_transaction(None, true),
         }
         // The base version is back: pages whose hints were dropped because they filled up
         // during the transaction may have room again there.
@@ -696,4 +768,38 @@ fn cancel_reinserted(inserts: &mut Vec<Row>, deletes: &mut Vec<Row>) {
         }
         _ => true,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ColumnDef;
+    use lightcone_page::ColumnType;
+
+    // Proves a panic in the middle of an operation on a borrowed state poisons the database:
+    // readers waiting for it wake up and fail loudly instead of hanging or seeing a torn state.
+    #[test]
+    fn panic_mid_operation_poisons_instead_of_hanging() {
+        let db = Arc::new(Database::new());
+        let mut tx = db.begin();
+        tx.create_table(TableDef::new("t", vec![ColumnDef::new("a", ColumnType::U8)])).unwrap();
+        tx.commit();
+        let waiter = {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.snapshot())).is_err()
+            })
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut tx = db.begin();
+            assert!(tx.lent, "no snapshot is held, so the state is borrowed");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            tx.guarded(|_| panic!("invariant broken mid-operation"));
+        }));
+        assert!(outcome.is_err());
+        assert!(waiter.join().unwrap(), "the waiting reader must be woken and refused");
+        assert!(db.try_snapshot().is_none());
+        assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.begin().rollback())).is_err());
+    }
 }

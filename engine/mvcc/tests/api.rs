@@ -344,7 +344,9 @@ fn snapshot_waits_for_a_lent_transaction() {
     let held = db.snapshot();
     let mut tx = db.begin();
     tx.insert(t, person(0, "c@x", 3)).unwrap();
-    assert_eq!(db.snapshot().table(t).unwrap().row_count(), 2);
+    assert_eq!(db.try_snapshot().unwrap().table(t).unwrap().row_count(), 2);
+    let db2 = std::sync::Arc::clone(&db);
+    assert_eq!(std::thread::spawn(move || db2.snapshot().table(t).unwrap().row_count()).join().unwrap(), 2);
     drop(tx);
     assert_eq!(held.table(t).unwrap().row_count(), 2);
     assert_eq!(db.snapshot().table(t).unwrap().row_count(), 2);
@@ -460,4 +462,29 @@ fn unique_violation_message_is_bounded() {
     let err = tx.insert(t, person(0, &long, 1)).unwrap_err().to_string();
     assert!(err.len() < 400, "{} chars", err.len());
     assert!(err.contains("person_email_idx_btree") && err.ends_with("of table `person`"), "{err}");
+}
+
+// Proves a panic between operations (a reducer bug, say) rolls the transaction back through
+// unwinding and leaves the database fully usable; a second begin on the same thread is refused.
+#[test]
+fn panic_inside_a_transaction_rolls_back() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let t = people(&mut tx);
+    tx.insert(t, person(0, "a@x", 1)).unwrap();
+    tx.commit();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut tx = db.begin();
+        tx.insert(t, person(0, "b@x", 2)).unwrap();
+        panic!("reducer bug");
+    }));
+    assert!(outcome.is_err());
+    assert_eq!(db.snapshot().table(t).unwrap().row_count(), 1);
+    let tx = db.begin();
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.begin().rollback()));
+    assert!(again.is_err(), "a second begin on the writer's thread must not deadlock");
+    drop(tx);
+    let mut tx = db.begin();
+    assert_eq!(tx.insert(t, person(0, "c@x", 3)).unwrap().1[0], Value::U64(2));
+    tx.commit();
 }
