@@ -42,6 +42,8 @@ pub enum MvccError {
     KeyArity { index: String, expected: usize, got: usize },
     #[error("no row in `{table}` has key {key} in index `{index}`")]
     NoSuchRow { table: String, index: String, key: String },
+    #[error("log replay: {0}")]
+    ReplayMismatch(String),
     #[error("table `{table}` reached its limit of {max} pages")]
     TooManyPages { table: String, max: usize },
 }

@@ -117,10 +117,16 @@ impl TableState {
     /// Validates `row` and fills in sequence values (an integer zero in an auto-inc column asks
     /// for the next value). Changes nothing in the table; returns the sequence advances to apply
     /// once the row is stored.
-    pub(crate) fn prepare_row(&self, row: &mut Row) -> Result<Vec<(usize, Option<i128>)>, MvccError> {
+    /// `fill_sequences: false` stores the row exactly as given (log replay).
+    pub(crate) fn prepare_row(
+        &self,
+        row: &mut Row,
+        fill_sequences: bool,
+    ) -> Result<Vec<(usize, Option<i128>)>, MvccError> {
         self.layout.check_row(row).map_err(|e| self.page_error(e))?;
         let mut advances = Vec::new();
-        for (i, seq) in self.schema.def.sequences.iter().enumerate() {
+        let sequences = if fill_sequences { &self.schema.def.sequences[..] } else { &[] };
+        for (i, seq) in sequences.iter().enumerate() {
             let col = seq.column as usize;
             if !row[col].is_integer_zero() {
                 continue;

@@ -545,7 +545,7 @@ impl WriteTx<'_> {
     }
 
     fn insert_inner(&mut self, table: TableId, mut row: Row) -> Result<(RowId, Row), MvccError> {
-        let advances = self.state.0.table(table)?.prepare_row(&mut row)?;
+        let advances = self.state.0.table(table)?.prepare_row(&mut row, true)?;
         let rid = self.insert_prepared(table, &row, advances)?;
         Ok((rid, row))
     }
@@ -622,11 +622,82 @@ impl WriteTx<'_> {
             });
         };
         // Validate against every other row first, so a conflict changes nothing.
-        let advances = t.prepare_row(&mut row)?;
+        let advances = t.prepare_row(&mut row, true)?;
         t.check_unique(&row, Some(old))?;
         self.delete(table, old)?;
         let rid = self.insert_prepared(table, &row, advances)?;
         Ok((rid, row))
+    }
+
+    /// Re-applies a committed transaction's delta (log replay): creates its tables with the same
+    /// ids, deletes its deleted rows (found by content), stores its inserted rows exactly as they
+    /// were (no sequence filling) and sets its sequence counters. Committing afterwards yields
+    /// the same delta and offset as the original commit when replayed in order. A delta that
+    /// does not fit this state is refused with [`MvccError::ReplayMismatch`]; the caller should
+    /// drop the transaction then (earlier steps of the delta may have been applied).
+    pub fn apply_delta(&mut self, delta: &TxDelta) -> Result<(), MvccError> {
+        self.guarded(|tx| tx.apply_delta_inner(delta))
+    }
+
+    fn apply_delta_inner(&mut self, delta: &TxDelta) -> Result<(), MvccError> {
+        let mismatch = |what: String| MvccError::ReplayMismatch(what);
+        for schema in &delta.created_tables {
+            let id = self.create_table_inner(schema.def.clone())?;
+            let created = self.table(id)?.schema();
+            if id != schema.id || created.index_ids != schema.index_ids {
+                return Err(mismatch(format!(
+                    "table `{}` was created as id {} with indexes {:?}, now {id} with {:?}",
+                    schema.name(),
+                    schema.id,
+                    schema.index_ids,
+                    created.index_ids
+                )));
+            }
+        }
+        for table in &delta.tables {
+            for row in &table.deletes {
+                let rid = self.find_row(table.table_id, row)?.ok_or_else(|| {
+                    mismatch(format!("a row deleted from table {} is not there: {row:?}", table.table_id))
+                })?;
+                self.delete_inner(table.table_id, rid)?;
+            }
+            for row in &table.inserts {
+                let mut row = row.clone();
+                self.state.0.table(table.table_id)?.prepare_row(&mut row, false)?;
+                self.insert_prepared(table.table_id, &row, Vec::new())?;
+            }
+        }
+        for update in &delta.sequences {
+            let t = self.state.0.table_mut(update.table_id)?;
+            if update.sequence >= t.seq_next.len() {
+                return Err(mismatch(format!(
+                    "table {} has no sequence {}",
+                    update.table_id, update.sequence
+                )));
+            }
+            self.logs.entry(update.table_id).or_insert_with(|| TableLog::new(t));
+            t.seq_next[update.sequence] = update.next;
+        }
+        Ok(())
+    }
+
+    /// A row equal to `row`: found through a unique index when the table has one, else by scan.
+    fn find_row(&self, table: TableId, row: &[Value]) -> Result<Option<RowId>, MvccError> {
+        let view = self.table(table)?;
+        let schema = view.schema();
+        if let Some(pos) = schema.def.indexes.iter().position(|i| i.unique) {
+            let Some(key) = schema.def.indexes[pos]
+                .columns
+                .iter()
+                .map(|&c| row.get(c as usize).cloned())
+                .collect::<Option<Vec<_>>>()
+            else {
+                return Ok(None);
+            };
+            let found = view.unique_lookup(schema.index_ids[pos], &key)?;
+            return Ok(found.filter(|&rid| view.get(rid).is_some_and(|r| r == row)));
+        }
+        Ok(view.scan().find(|(_, r)| r == row).map(|(rid, _)| rid))
     }
 
     /// Makes the transaction's changes visible to new snapshots and returns its delta.
