@@ -259,7 +259,9 @@ impl Database {
             }
         };
         drop(published);
+        let tx_offset_before = state.tx_offset;
         WriteTx {
+            tx_offset_before,
             db: self,
             meta,
             state: DbStateRef(state),
@@ -400,6 +402,8 @@ pub struct WriteTx<'db> {
     /// True while a mutating operation runs: if the transaction is dropped with this set, a
     /// panic interrupted the operation and its undo log may be incomplete.
     in_operation: bool,
+    /// The state's offset at begin (commit bumps it before `before_publish` runs).
+    tx_offset_before: u64,
     logs: AHashMap<TableId, TableLog>,
     created: Vec<TableId>,
     /// Free-page hints removed during the transaction, restored if it rolls back.
@@ -701,7 +705,14 @@ impl WriteTx<'_> {
     }
 
     /// Makes the transaction's changes visible to new snapshots and returns its delta.
-    pub fn commit(mut self) -> TxDelta {
+    pub fn commit(self) -> TxDelta {
+        self.commit_with(|_| ()).0
+    }
+
+    /// Commits, calling `before_publish` with the delta while the writer lock is still held —
+    /// so calls happen in commit order (this is where the commit log appends) — and before
+    /// the new version becomes visible to readers.
+    pub fn commit_with<R>(mut self, before_publish: impl FnOnce(&TxDelta) -> R) -> (TxDelta, R) {
         let mut delta = TxDelta::default();
         let st = &self.state.0;
         for &id in &self.created {
@@ -735,10 +746,11 @@ impl WriteTx<'_> {
             self.state.0.tx_offset += 1;
             delta.tx_offset = self.state.0.tx_offset;
         }
+        let result = before_publish(&delta);
         self.finished = true;
         self.dropped_hints.clear();
         self.db.end_transaction(Some(std::mem::take(&mut self.state.0)), false);
-        delta
+        (delta, result)
     }
 
     /// Discards every change. (Dropping the transaction does the same.)
@@ -767,6 +779,7 @@ impl WriteTx<'_> {
             t.truncate_pages(log.pages_before);
         }
         let st = &mut self.state.0;
+        st.tx_offset = self.tx_offset_before;
         for &id in self.created.iter().rev() {
             // Invariant: created tables were pushed last, in this order.
             let table = st.tables.pop().flatten().expect("created table is last");

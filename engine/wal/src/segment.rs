@@ -1,0 +1,56 @@
+//! Segment files: a 16-byte header (magic, first tx offset) followed by records.
+
+use std::path::{Path, PathBuf};
+
+use crate::WalError;
+
+/// Identifies a Lightcone log segment, format version 1.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"LCWAL01\n";
+/// Magic plus the first tx offset.
+pub const SEGMENT_HEADER_BYTES: usize = 16;
+const SUFFIX: &str = ".wal";
+
+/// The file name of the segment whose first record has `first_offset`.
+pub fn segment_file_name(first_offset: u64) -> String {
+    format!("{first_offset:020}{SUFFIX}")
+}
+
+pub fn segment_header(first_offset: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..].copy_from_slice(&first_offset.to_le_bytes());
+    h
+}
+
+/// The first tx offset a segment's header declares.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<u64, WalError> {
+    if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..8] != SEGMENT_MAGIC {
+        return Err(WalError::BadSegmentHeader { segment: path.to_path_buf() });
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[8..16]);
+    Ok(u64::from_le_bytes(first))
+}
+
+/// The segments in `dir`, ordered by the first offset in their names. Other files are ignored.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(WalError::io(dir, e)),
+    };
+    let mut segments = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| WalError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(SUFFIX) else { continue };
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(first) = stem.parse::<u64>() {
+                segments.push((first, entry.path()));
+            }
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
