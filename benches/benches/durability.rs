@@ -1,0 +1,230 @@
+//! Durability benchmarks (a load generator, not criterion: throughput under concurrency):
+//! - durable 1-row insert transactions/s with 1, 8 and 64 concurrent committers, group commit,
+//!   io_uring vs pwrite+fdatasync, and SQLite in WAL mode with `synchronous=FULL` (one
+//!   transaction per insert) in the same run;
+//! - replay rows/s and restart time of a 10M-row log.
+//!
+//! Run: `cargo bench -p lightcone-benches --bench durability`
+//! (`LIGHTCONE_BENCH_SECS` per configuration, default 3; `LIGHTCONE_REPLAY_ROWS`, default 10M;
+//! data goes to `LIGHTCONE_BENCH_DIR` or the system temp dir.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lightcone_mvcc::{ColumnDef, ColumnType, Database, TableDef, TableId, Value};
+use lightcone_wal::{BackendChoice, CommitLog, Durability, LogOptions};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn bench_dir(name: &str) -> PathBuf {
+    let root = std::env::var_os("LIGHTCONE_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = root.join(format!("lightcone-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn table_def() -> TableDef {
+    TableDef::new("t", vec![ColumnDef::new("id", ColumnType::U64), ColumnDef::new("v", ColumnType::I64)])
+        .with_primary_key(0)
+}
+
+fn create(db: &Database, log: &CommitLog) -> TableId {
+    let mut tx = db.begin();
+    let t = tx.create_table(table_def()).expect("fresh database");
+    let (_, ticket) = tx.commit_with(|d| log.append(d));
+    log.wait(ticket.expect("log accepts")).expect("durable");
+    t
+}
+
+/// Durable 1-row transactions per second with `committers` threads.
+fn lightcone_tps(backend: BackendChoice, committers: u64, secs: u64) -> (f64, lightcone_wal::BackendKind) {
+    let dir = bench_dir("tps");
+    let db = Database::new();
+    let options = LogOptions { durability: Durability::Fsync, backend, ..LogOptions::default() };
+    let (log, _) = CommitLog::open(&dir, &db, options, |_| {}).expect("open log");
+    let table = create(&db, &log);
+    let done = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..committers {
+            let (db, log, done) = (&db, &log, &done);
+            s.spawn(move || {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    i += 1;
+                    let mut tx = db.begin();
+                    tx.insert(table, vec![Value::U64(c << 40 | i), Value::I64(i as i64)]).expect("fresh id");
+                    let (_, ticket) = tx.commit_with(|d| log.append(d));
+                    log.wait(ticket.expect("log accepts")).expect("durable");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let tps = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let kind = log.backend();
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+    (tps, kind)
+}
+
+/// Durable 1-row transactions per second as the server runs them: one database thread executes
+/// transactions back to back (reducers are serialised anyway) while up to `in_flight` callers
+/// wait for their commit to become durable; a caller is answered once its transaction is
+/// fdatasync'd. No OS thread per caller, so 2 cores are not spent on context switches.
+fn lightcone_pipelined_tps(backend: BackendChoice, in_flight: u64, secs: u64) -> f64 {
+    let dir = bench_dir("pipelined");
+    let db = Database::new();
+    let options = LogOptions { durability: Durability::Fsync, backend, ..LogOptions::default() };
+    let (log, _) = CommitLog::open(&dir, &db, options, |_| {}).expect("open log");
+    let table = create(&db, &log);
+    let mut pending = std::collections::VecDeque::new();
+    let mut answered = 0u64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        if pending.len() as u64 == in_flight {
+            // Every caller is waiting: answer the oldest (group commit answers many at once).
+            let oldest = pending.pop_front().expect("in_flight > 0");
+            log.wait(oldest).expect("durable");
+            answered += 1;
+            while pending.front().is_some_and(|t: &lightcone_wal::Ticket| t.0 <= log.durable_offset()) {
+                pending.pop_front();
+                answered += 1;
+            }
+        }
+        i += 1;
+        let mut tx = db.begin();
+        tx.insert(table, vec![Value::U64(i), Value::I64(i as i64)]).expect("fresh id");
+        let (_, ticket) = tx.commit_with(|d| log.append(d));
+        pending.push_back(ticket.expect("log accepts"));
+    }
+    let tps = answered as f64 / start.elapsed().as_secs_f64();
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+    tps
+}
+
+/// The same workload on SQLite: WAL journal, synchronous=FULL, one transaction per insert,
+/// each committer on its own connection (SQLite serialises writers itself).
+fn sqlite_tps(committers: u64, secs: u64) -> f64 {
+    let dir = bench_dir("sqlite");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let path = dir.join("bench.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open sqlite");
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER);",
+        )
+        .expect("setup");
+    }
+    let done = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..committers {
+            let (path, done) = (&path, &done);
+            s.spawn(move || {
+                let conn = rusqlite::Connection::open(path).expect("open sqlite");
+                conn.execute_batch("PRAGMA synchronous=FULL;").expect("pragma");
+                conn.busy_timeout(Duration::from_secs(30)).expect("busy timeout");
+                let mut insert = conn.prepare("INSERT INTO t (id, v) VALUES (?1, ?2)").expect("prepare");
+                let mut i = 0i64;
+                while Instant::now() < deadline {
+                    i += 1;
+                    // Autocommit: one durable transaction per insert.
+                    insert.execute(((c as i64) << 40 | i, i)).expect("insert");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let tps = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    tps
+}
+
+/// Writes a log of `rows` rows (10k rows per transaction) and returns its directory.
+fn write_replay_log(rows: u64) -> PathBuf {
+    let dir = bench_dir("replay");
+    let db = Database::new();
+    let options = LogOptions { durability: Durability::None, ..LogOptions::default() };
+    let (log, _) = CommitLog::open(&dir, &db, options, |_| {}).expect("open log");
+    let table = create(&db, &log);
+    let per_tx = 10_000;
+    let mut next = 0u64;
+    while next < rows {
+        let mut tx = db.begin();
+        for _ in 0..per_tx.min(rows - next) {
+            next += 1;
+            tx.insert(table, vec![Value::U64(next), Value::I64(next as i64 * 3)]).expect("fresh id");
+        }
+        let (_, ticket) = tx.commit_with(|d| log.append(d));
+        log.wait(ticket.expect("log accepts")).expect("written");
+    }
+    log.flush().expect("flush");
+    dir
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with no `--bench` flag: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let secs = if quick { 1 } else { env_u64("LIGHTCONE_BENCH_SECS", 3) };
+    let replay_rows = if quick { 100_000 } else { env_u64("LIGHTCONE_REPLAY_ROWS", 10_000_000) };
+
+    println!("durable 1-row insert transactions per second ({secs} s each; fdatasync before each answer)");
+    println!("\nserver shape: one database thread, N callers in flight");
+    println!("{:<12} {:>16} {:>16} {:>16} {:>10}", "in flight", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite");
+    for in_flight in [1u64, 8, 64] {
+        let uring = lightcone_pipelined_tps(BackendChoice::Auto, in_flight, secs);
+        let pwrite = lightcone_pipelined_tps(BackendChoice::Pwrite, in_flight, secs);
+        let sqlite = sqlite_tps(in_flight, secs);
+        println!(
+            "{in_flight:<12} {uring:>16.0} {pwrite:>16.0} {sqlite:>16.0} {:>9.1}x",
+            uring.max(pwrite) / sqlite.max(1e-9)
+        );
+    }
+    println!("\nthread per committer (each blocks on its own commit)");
+    println!("{:<12} {:>16} {:>16} {:>16} {:>10}", "committers", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite");
+    for committers in [1u64, 8, 64] {
+        let (uring, kind) = lightcone_tps(BackendChoice::Auto, committers, secs);
+        let (pwrite, _) = lightcone_tps(BackendChoice::Pwrite, committers, secs);
+        let sqlite = sqlite_tps(committers, secs);
+        let uring_label = if kind == lightcone_wal::BackendKind::IoUring {
+            format!("{uring:.0}")
+        } else {
+            format!("{uring:.0} (pwrite)")
+        };
+        println!(
+            "{committers:<12} {uring_label:>16} {pwrite:>16.0} {sqlite:>16.0} {:>9.1}x",
+            uring.max(pwrite) / sqlite.max(1e-9)
+        );
+    }
+
+    println!("\nreplay of a {replay_rows}-row log (10k rows per transaction)");
+    let dir = write_replay_log(replay_rows);
+    let db = Database::new();
+    let start = Instant::now();
+    let (log, recovery) = CommitLog::open(&dir, &db, LogOptions::default(), |_| {}).expect("reopen");
+    let restart = start.elapsed();
+    let stats = recovery.replay;
+    println!(
+        "log {:.0} MiB in {} segments; restart (open + replay) {:.2} s; replay {:.2} M rows/s; {} transactions",
+        dir_bytes(&dir) as f64 / (1 << 20) as f64,
+        stats.scan.segments,
+        restart.as_secs_f64(),
+        stats.rows_per_second() / 1e6,
+        stats.applied
+    );
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+}
