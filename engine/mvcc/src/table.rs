@@ -117,16 +117,10 @@ impl TableState {
     /// Validates `row` and fills in sequence values (an integer zero in an auto-inc column asks
     /// for the next value). Changes nothing in the table; returns the sequence advances to apply
     /// once the row is stored.
-    /// `fill_sequences: false` stores the row exactly as given (log replay).
-    pub(crate) fn prepare_row(
-        &self,
-        row: &mut Row,
-        fill_sequences: bool,
-    ) -> Result<Vec<(usize, Option<i128>)>, MvccError> {
+    pub(crate) fn prepare_row(&self, row: &mut Row) -> Result<Vec<(usize, Option<i128>)>, MvccError> {
         self.layout.check_row(row).map_err(|e| self.page_error(e))?;
         let mut advances = Vec::new();
-        let sequences = if fill_sequences { &self.schema.def.sequences[..] } else { &[] };
-        for (i, seq) in sequences.iter().enumerate() {
+        for (i, seq) in self.schema.def.sequences.iter().enumerate() {
             let col = seq.column as usize;
             if !row[col].is_integer_zero() {
                 continue;
@@ -139,7 +133,18 @@ impl TableState {
             row[col] = Value::integer_of_type(row[col].column_type(), value).ok_or_else(exhausted)?;
             advances.push((i, value.checked_add(seq.increment)));
         }
-        // Only keys over variable-length columns can outgrow the tree's limit.
+        self.check_key_sizes(row)?;
+        Ok(advances)
+    }
+
+    /// Validates a row that is stored exactly as given (log replay: no sequence filling).
+    pub(crate) fn check_row_as_is(&self, row: &[Value]) -> Result<(), MvccError> {
+        self.layout.check_row(row).map_err(|e| self.page_error(e))?;
+        self.check_key_sizes(row)
+    }
+
+    /// Only keys over variable-length columns can outgrow the tree's limit.
+    fn check_key_sizes(&self, row: &[Value]) -> Result<(), MvccError> {
         for (i, _) in self.indexes.iter().enumerate().filter(|(_, t)| t.key_width().is_none()) {
             let bytes = self.index_key(i, row).len();
             if bytes > MAX_KEY_BYTES {
@@ -151,7 +156,7 @@ impl TableState {
                 });
             }
         }
-        Ok(advances)
+        Ok(())
     }
 
     /// Fails if `row` would collide in a unique index with any row other than `replacing`.

@@ -549,7 +549,7 @@ impl WriteTx<'_> {
     }
 
     fn insert_inner(&mut self, table: TableId, mut row: Row) -> Result<(RowId, Row), MvccError> {
-        let advances = self.state.0.table(table)?.prepare_row(&mut row, true)?;
+        let advances = self.state.0.table(table)?.prepare_row(&mut row)?;
         let rid = self.insert_prepared(table, &row, advances)?;
         Ok((rid, row))
     }
@@ -626,7 +626,7 @@ impl WriteTx<'_> {
             });
         };
         // Validate against every other row first, so a conflict changes nothing.
-        let advances = t.prepare_row(&mut row, true)?;
+        let advances = t.prepare_row(&mut row)?;
         t.check_unique(&row, Some(old))?;
         self.delete(table, old)?;
         let rid = self.insert_prepared(table, &row, advances)?;
@@ -666,9 +666,8 @@ impl WriteTx<'_> {
                 self.delete_inner(table.table_id, rid)?;
             }
             for row in &table.inserts {
-                let mut row = row.clone();
-                self.state.0.table(table.table_id)?.prepare_row(&mut row, false)?;
-                self.insert_prepared(table.table_id, &row, Vec::new())?;
+                self.state.0.table(table.table_id)?.check_row_as_is(row)?;
+                self.insert_prepared(table.table_id, row, Vec::new())?;
             }
         }
         for update in &delta.sequences {
@@ -702,6 +701,22 @@ impl WriteTx<'_> {
             return Ok(found.filter(|&rid| view.get(rid).is_some_and(|r| r == row)));
         }
         Ok(view.scan().find(|(_, r)| r == row).map(|(rid, _)| rid))
+    }
+
+    /// Commits a transaction rebuilt by [`WriteTx::apply_delta`] as offset `tx_offset` without
+    /// building its delta again (the caller has it). `tx_offset` must be past the current one.
+    pub fn commit_replayed(mut self, tx_offset: u64) -> Result<(), MvccError> {
+        if tx_offset <= self.state.0.tx_offset {
+            return Err(MvccError::ReplayMismatch(format!(
+                "tx {tx_offset} is not after the database's offset {}",
+                self.state.0.tx_offset
+            )));
+        }
+        self.state.0.tx_offset = tx_offset;
+        self.finished = true;
+        self.dropped_hints.clear();
+        self.db.end_transaction(Some(std::mem::take(&mut self.state.0)), false);
+        Ok(())
     }
 
     /// Makes the transaction's changes visible to new snapshots and returns its delta.

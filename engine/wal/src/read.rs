@@ -164,17 +164,9 @@ pub fn replay_into(
             source,
         })?;
         let mut tx = db.begin();
-        tx.apply_delta(&delta).map_err(|source| WalError::Replay { tx_offset: frame.tx_offset, source })?;
-        let applied = tx.commit();
-        if applied.tx_offset != frame.tx_offset {
-            return Err(WalError::Replay {
-                tx_offset: frame.tx_offset,
-                source: lightcone_mvcc::MvccError::ReplayMismatch(format!(
-                    "replaying it produced tx offset {}",
-                    applied.tx_offset
-                )),
-            });
-        }
+        let replay_error = |source| WalError::Replay { tx_offset: frame.tx_offset, source };
+        tx.apply_delta(&delta).map_err(replay_error)?;
+        tx.commit_replayed(frame.tx_offset).map_err(replay_error)?;
         at = frame.tx_offset;
         stats.applied += 1;
         for t in &delta.tables {
