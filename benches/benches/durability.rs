@@ -172,7 +172,8 @@ fn write_replay_log(rows: u64) -> PathBuf {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+    std::fs::read_dir(dir)
+        .map_or(0, |entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
 }
 
 fn main() {
@@ -183,7 +184,10 @@ fn main() {
 
     println!("durable 1-row insert transactions per second ({secs} s each; fdatasync before each answer)");
     println!("\nserver shape: one database thread, N callers in flight");
-    println!("{:<12} {:>16} {:>16} {:>16} {:>10}", "in flight", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite");
+    println!(
+        "{:<12} {:>16} {:>16} {:>16} {:>10}",
+        "in flight", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite"
+    );
     for in_flight in [1u64, 8, 64] {
         let uring = lightcone_pipelined_tps(BackendChoice::Auto, in_flight, secs);
         let pwrite = lightcone_pipelined_tps(BackendChoice::Pwrite, in_flight, secs);
@@ -194,7 +198,10 @@ fn main() {
         );
     }
     println!("\nthread per committer (each blocks on its own commit)");
-    println!("{:<12} {:>16} {:>16} {:>16} {:>10}", "committers", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite");
+    println!(
+        "{:<12} {:>16} {:>16} {:>16} {:>10}",
+        "committers", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite"
+    );
     for committers in [1u64, 8, 64] {
         let (uring, kind) = lightcone_tps(BackendChoice::Auto, committers, secs);
         let (pwrite, _) = lightcone_tps(BackendChoice::Pwrite, committers, secs);

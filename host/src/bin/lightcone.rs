@@ -1,0 +1,60 @@
+//! The `lightcone` command-line tool.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "lightcone", version, about = "Lightcone: a database that is also its own server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a database's commit log and replay it in memory (read-only), printing tables,
+    /// row counts, offsets and replay speed.
+    Replay {
+        /// The database's data directory (or its `log` directory).
+        data_dir: PathBuf,
+        /// Replay only up to and including this transaction offset (point in time).
+        #[arg(long, value_name = "TX_OFFSET")]
+        until: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Replay { data_dir, until } => {
+            let bar = ProgressBar::hidden();
+            let result = lightcone_host::replay::run_replay(&data_dir, until, |done, total| {
+                if bar.is_hidden() && total >= 1_000 {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:40} {pos}/{len} transactions ({per_sec}, eta {eta})",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                }
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            match result {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
