@@ -19,6 +19,7 @@
 
 mod error;
 mod pvec;
+mod restore;
 mod schema;
 mod table;
 mod tx;
@@ -31,5 +32,6 @@ pub use schema::{
     integer_max, ColId, ColumnDef, IndexAlgorithm, IndexDef, IndexId, SequenceDef, TableDef, TableId,
     TableSchema, MAX_COLUMNS, MAX_INDEXES_PER_TABLE, MAX_NAME_BYTES, MAX_TABLES,
 };
+pub use restore::{Restorer, TableRestorer};
 pub use table::{IndexScan, TableView, MAX_PAGES_PER_TABLE};
 pub use tx::{Database, ReadTx, SequenceUpdate, Snapshot, TableDelta, TxDelta, WriteTx};

@@ -28,6 +28,27 @@ pub(crate) struct DbState {
 }
 
 impl DbState {
+    pub(crate) fn set_tx_offset(&mut self, tx_offset: u64) {
+        self.tx_offset = tx_offset;
+    }
+
+    pub(crate) fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Adds a fully built table (restore), registering its name and index ids.
+    pub(crate) fn push_table(&mut self, table: TableState) {
+        let id = table.schema.id;
+        debug_assert_eq!(id as usize, self.tables.len());
+        Arc::make_mut(&mut self.table_names).insert(table.schema.name().to_string(), id);
+        let locations = Arc::make_mut(&mut self.index_locations);
+        for (pos, &index) in table.schema.index_ids.iter().enumerate() {
+            locations.insert(index, (id, pos));
+            self.next_index_id = self.next_index_id.max(index.saturating_add(1));
+        }
+        self.tables.push(Some(Arc::new(table)));
+    }
+
     fn table(&self, id: TableId) -> Result<&TableState, MvccError> {
         self.tables.get(id as usize).and_then(|t| t.as_deref()).ok_or(MvccError::NoSuchTable(id))
     }
@@ -183,9 +204,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Database {
     pub fn new() -> Database {
+        Database::from_state(DbState::default())
+    }
+
+    pub(crate) fn from_state(state: DbState) -> Database {
         Database {
             published: Mutex::new(Published {
-                state: Some(Arc::new(DbStateRef(DbState::default()))),
+                state: Some(Arc::new(DbStateRef(state))),
                 writer_thread: None,
                 poisoned: false,
             }),
