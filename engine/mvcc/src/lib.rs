@@ -28,10 +28,10 @@ pub use error::MvccError;
 /// Longest encoded index key (see `lightcone_btree_index::key`).
 pub use lightcone_btree_index::MAX_KEY_BYTES as MAX_INDEX_KEY_BYTES;
 pub use lightcone_page::{ColumnType, Row, RowId, Value, I256, MAX_ROW_BYTES, MAX_VALUE_BYTES, U256};
+pub use restore::{Restorer, TableRestorer};
 pub use schema::{
     integer_max, ColId, ColumnDef, IndexAlgorithm, IndexDef, IndexId, SequenceDef, TableDef, TableId,
     TableSchema, MAX_COLUMNS, MAX_INDEXES_PER_TABLE, MAX_NAME_BYTES, MAX_TABLES,
 };
-pub use restore::{Restorer, TableRestorer};
 pub use table::{IndexScan, TableView, MAX_PAGES_PER_TABLE};
 pub use tx::{Database, ReadTx, SequenceUpdate, Snapshot, TableDelta, TxDelta, WriteTx};

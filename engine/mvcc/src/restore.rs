@@ -35,9 +35,15 @@ impl Restorer {
     ) -> Result<TableRestorer<'_>, MvccError> {
         let invalid = |reason: String| MvccError::InvalidSchema { table: schema.def.name.clone(), reason };
         if schema.id as usize != self.state.table_count() {
-            return Err(invalid(format!("table id {} out of order (expected {})", schema.id, self.state.table_count())));
+            return Err(invalid(format!(
+                "table id {} out of order (expected {})",
+                schema.id,
+                self.state.table_count()
+            )));
         }
-        if schema.index_ids.len() != schema.def.indexes.len() || sequence_next.len() != schema.def.sequences.len() {
+        if schema.index_ids.len() != schema.def.indexes.len()
+            || sequence_next.len() != schema.def.sequences.len()
+        {
             return Err(invalid("index ids or sequence counters do not match the definition".into()));
         }
         let layout = PageLayout::new(&schema.def.column_types()).map_err(|e| invalid(e.to_string()))?;
@@ -91,12 +97,11 @@ impl TableRestorer<'_> {
             entries.sort_unstable();
             let def = &self.table.schema.def.indexes[i];
             let width = self.table.indexes[i].key_width();
-            self.table.indexes[i] = BTree::bulk_build(def.unique, width, entries).map_err(|e| {
-                MvccError::InvalidSchema {
+            self.table.indexes[i] =
+                BTree::bulk_build(def.unique, width, entries).map_err(|e| MvccError::InvalidSchema {
                     table: self.table.schema.name().to_string(),
                     reason: format!("index `{}` cannot be rebuilt: {e}", def.name),
-                }
-            })?;
+                })?;
         }
         self.parent.state.push_table(self.table);
         Ok(())

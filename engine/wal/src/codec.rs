@@ -116,7 +116,8 @@ fn tag_type(tag: u8) -> Option<ColumnType> {
     ColumnType::ALL.get(tag as usize).copied()
 }
 
-fn encode_row(out: &mut Vec<u8>, row: &[Value]) {
+/// Appends one self-describing row.
+pub fn encode_row(out: &mut Vec<u8>, row: &[Value]) {
     put_u16(out, row.len() as u16);
     for v in row {
         out.push(type_tag(v.column_type()));
@@ -147,13 +148,7 @@ fn decode_rows(r: &mut Reader<'_>) -> Result<Vec<Row>, DecodeError> {
     let n = r.count(2)?;
     let mut rows = Vec::with_capacity(n);
     for _ in 0..n {
-        let len = r.u16()? as usize;
-        r.check_count(len, 2)?;
-        let mut row = Vec::with_capacity(len);
-        for _ in 0..len {
-            row.push(decode_value(r)?);
-        }
-        rows.push(row);
+        rows.push(decode_row(r)?);
     }
     Ok(rows)
 }
@@ -188,7 +183,8 @@ fn decode_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
     })
 }
 
-fn encode_schema(out: &mut Vec<u8>, schema: &TableSchema) {
+/// Appends a table schema (with its ids).
+pub fn encode_schema(out: &mut Vec<u8>, schema: &TableSchema) {
     let def = &schema.def;
     put_u32(out, schema.id);
     put_bytes(out, def.name.as_bytes());
@@ -227,6 +223,31 @@ fn encode_schema(out: &mut Vec<u8>, schema: &TableSchema) {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
+}
+
+/// Decodes one schema from the start of `bytes`; returns it and the bytes it took.
+pub fn decode_schema_prefix(bytes: &[u8]) -> Result<(TableSchema, usize), DecodeError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let schema = decode_schema(&mut r)?;
+    Ok((schema, r.pos))
+}
+
+/// Decodes one row from the start of `bytes`; returns it and the bytes it took.
+pub fn decode_row_prefix(bytes: &[u8]) -> Result<(Row, usize), DecodeError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let row = decode_row(&mut r)?;
+    Ok((row, r.pos))
+}
+
+fn decode_row(r: &mut Reader<'_>) -> Result<Row, DecodeError> {
+    let len = r.u16()? as usize;
+    // A value takes at least its tag and one byte.
+    r.check_count(len, 2)?;
+    let mut row = Vec::with_capacity(len);
+    for _ in 0..len {
+        row.push(decode_value(r)?);
+    }
+    Ok(row)
 }
 
 fn decode_schema(r: &mut Reader<'_>) -> Result<TableSchema, DecodeError> {

@@ -127,8 +127,22 @@ impl CommitLog {
             f.set_len(torn.valid_bytes).map_err(|e| WalError::io(&torn.segment, e))?;
             f.sync_all().map_err(|e| WalError::io(&torn.segment, e))?;
         }
-        let last =
-            replay.scan.last_offset.unwrap_or(0).max(lightcone_mvcc::ReadTx::tx_offset(&db.snapshot()));
+        let log_last = replay.scan.last_offset.unwrap_or(0);
+        let db_offset = lightcone_mvcc::ReadTx::tx_offset(&db.snapshot());
+        if db_offset > log_last && replay.scan.segments > 0 {
+            // The database came from a snapshot newer than the log's end (the log lagged it, as
+            // it may with `Durability::None`): every segment is covered, and appending after
+            // them would leave a gap. Remove them.
+            tracing::warn!(
+                log_last,
+                db_offset,
+                "commit log ends before the restored state; removing covered segments"
+            );
+            for (_, path) in list_segments(dir)? {
+                std::fs::remove_file(&path).map_err(|e| WalError::io(&path, e))?;
+            }
+        }
+        let last = log_last.max(db_offset);
         let tail = Tail::open_last(dir, &options)?;
         let backend = tail.as_ref().map_or(
             if options.backend == BackendChoice::Pwrite { BackendKind::Pwrite } else { probe_backend(dir) },
