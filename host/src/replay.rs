@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use lightcone_mvcc::{Database, ReadTx};
 use lightcone_wal::{replay_into, scan, ReplayStats, ScanReport, WalError};
 
-/// The log directory of a data directory: `<dir>/log` if present, else `<dir>` itself.
+/// The log directory of a data directory: `<dir>/log` if present, else `<dir>` itself (a bare
+/// log directory).
 pub fn log_dir(data_dir: &Path) -> PathBuf {
     let nested = data_dir.join("log");
     if nested.is_dir() {
@@ -20,6 +21,10 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
 
 /// What a replay found, ready to print.
 pub struct ReplayReport {
+    /// Every finished snapshot (offset), all verified.
+    pub snapshots: Vec<u64>,
+    /// The snapshot the replay started from, if any.
+    pub base_snapshot: Option<u64>,
     pub verify: ScanReport,
     pub replay: ReplayStats,
     /// (table name, rows) in table-id order.
@@ -35,6 +40,8 @@ pub enum ReplayCommandError {
     Empty { dir: PathBuf },
     #[error(transparent)]
     Wal(#[from] WalError),
+    #[error(transparent)]
+    Snapshot(#[from] lightcone_snapshot::SnapshotError),
 }
 
 /// Verifies every segment and record, then replays up to `until` (inclusive) into a fresh
@@ -48,17 +55,31 @@ pub fn run_replay(
         return Err(ReplayCommandError::NotADirectory(data_dir.to_path_buf()));
     }
     let dir = log_dir(data_dir);
-    // Pass 1: checksums, framing and offsets of everything, without applying.
+    // Pass 1: every snapshot's hashes, and the checksums, framing and offsets of every log
+    // record, without applying anything.
+    let snapshot_dirs = lightcone_snapshot::list_snapshots(data_dir)?;
+    for (_, snapshot) in &snapshot_dirs {
+        lightcone_snapshot::verify_snapshot(snapshot)?;
+    }
     let verify = scan(&dir, |_, _, _| Ok(ControlFlow::Continue(())))?;
-    if verify.segments == 0 {
+    if verify.segments == 0 && snapshot_dirs.is_empty() {
         return Err(ReplayCommandError::Empty { dir });
     }
-    let total = match (until, verify.first_offset, verify.last_offset) {
-        (Some(u), Some(first), Some(last)) => u.min(last).saturating_sub(first) + 1,
-        _ => verify.records,
+    // Start from the newest snapshot at or before the point in time asked for.
+    let base = snapshot_dirs.iter().rev().find(|(offset, _)| until.is_none_or(|u| *offset <= u));
+    // Records to apply: those after the base snapshot, up to `until`.
+    let total = match (verify.first_offset, verify.last_offset) {
+        (Some(first), Some(last)) => {
+            let start = first.max(base.map_or(0, |(o, _)| o + 1));
+            (until.unwrap_or(last).min(last) + 1).saturating_sub(start)
+        }
+        _ => 0,
     };
     // Pass 2: apply.
-    let db = Database::new();
+    let db = match base {
+        Some((_, snapshot)) => lightcone_snapshot::load_snapshot(snapshot)?,
+        None => Database::new(),
+    };
     let replay = replay_into(&dir, &db, until, |p| on_progress(p.applied, total))?;
     let snapshot = db.snapshot();
     let tables = snapshot
@@ -66,12 +87,28 @@ pub fn run_replay(
         .into_iter()
         .filter_map(|id| snapshot.table(id).ok().map(|t| (t.schema().name().to_string(), t.row_count())))
         .collect();
-    Ok(ReplayReport { verify, replay, tables, tx_offset: snapshot.tx_offset() })
+    Ok(ReplayReport {
+        snapshots: snapshot_dirs.iter().map(|(o, _)| *o).collect(),
+        base_snapshot: base.map(|(o, _)| *o),
+        verify,
+        replay,
+        tables,
+        tx_offset: snapshot.tx_offset(),
+    })
 }
 
 impl ReplayReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let shown: Vec<String> = self.snapshots.iter().map(|o| o.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "snapshots verified: {}",
+            if shown.is_empty() { "none".into() } else { shown.join(", ") }
+        );
+        if let Some(base) = self.base_snapshot {
+            let _ = writeln!(out, "starting from the snapshot at tx {base}");
+        }
         let v = &self.verify;
         let _ = writeln!(
             out,
