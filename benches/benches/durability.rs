@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lightcone_mvcc::{ColumnDef, ColumnType, Database, TableDef, TableId, Value};
+use lightcone_snapshot::{compact_log, open_data_dir, write_snapshot};
 use lightcone_wal::{BackendChoice, CommitLog, Durability, LogOptions};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -149,12 +150,12 @@ fn sqlite_tps(committers: u64, secs: u64) -> f64 {
     tps
 }
 
-/// Writes a log of `rows` rows (10k rows per transaction) and returns its directory.
+/// Writes a data directory whose log holds `rows` rows (10k rows per transaction).
 fn write_replay_log(rows: u64) -> PathBuf {
     let dir = bench_dir("replay");
     let db = Database::new();
     let options = LogOptions { durability: Durability::None, ..LogOptions::default() };
-    let (log, _) = CommitLog::open(&dir, &db, options, |_| {}).expect("open log");
+    let (log, _) = CommitLog::open(&dir.join("log"), &db, options, |_| {}).expect("open log");
     let table = create(&db, &log);
     let per_tx = 10_000;
     let mut next = 0u64;
@@ -217,20 +218,30 @@ fn main() {
         );
     }
 
-    println!("\nreplay of a {replay_rows}-row log (10k rows per transaction)");
+    println!("\nrestart of a {replay_rows}-row database (10k rows per transaction)");
     let dir = write_replay_log(replay_rows);
-    let db = Database::new();
-    let start = Instant::now();
-    let (log, recovery) = CommitLog::open(&dir, &db, LogOptions::default(), |_| {}).expect("reopen");
-    let restart = start.elapsed();
-    let stats = recovery.replay;
+    let (db, log, report) = open_data_dir(&dir, LogOptions::default(), |_| {}).expect("reopen");
+    let stats = &report.log.replay;
     println!(
-        "log {:.0} MiB in {} segments; restart (open + replay) {:.2} s; replay {:.2} M rows/s; {} transactions",
-        dir_bytes(&dir) as f64 / (1 << 20) as f64,
+        "from the log alone: log {:.0} MiB in {} segments; restart {:.2} s; replay {:.2} M rows/s",
+        dir_bytes(&dir.join("log")) as f64 / (1 << 20) as f64,
         stats.scan.segments,
-        restart.as_secs_f64(),
+        report.elapsed.as_secs_f64(),
         stats.rows_per_second() / 1e6,
-        stats.applied
+    );
+    let start = Instant::now();
+    let info = write_snapshot(&dir, &db.snapshot()).expect("snapshot");
+    let wrote = start.elapsed();
+    compact_log(&dir, info.tx_offset).expect("compact");
+    drop((db, log));
+    let (_db, log, report) =
+        open_data_dir(&dir, LogOptions::default(), |_| {}).expect("reopen from snapshot");
+    println!(
+        "from a snapshot: written in {:.2} s ({:.0} MiB); restart {:.2} s (snapshot load + index bulk build {:.2} s)",
+        wrote.as_secs_f64(),
+        info.bytes as f64 / (1 << 20) as f64,
+        report.elapsed.as_secs_f64(),
+        report.snapshot_load.as_secs_f64()
     );
     drop(log);
     let _ = std::fs::remove_dir_all(&dir);

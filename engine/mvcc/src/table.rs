@@ -72,7 +72,7 @@ impl TableState {
         out
     }
 
-    fn encode_index_key(&self, index: usize, row: &[Value], out: &mut Vec<u8>) {
+    pub(crate) fn encode_index_key(&self, index: usize, row: &[Value], out: &mut Vec<u8>) {
         for &col in &self.schema.def.indexes[index].columns {
             key::encode_value(out, &row[col as usize]);
         }
