@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lightcone_mvcc::{Database, ReadTx, Restorer, Snapshot};
-use lightcone_wal::codec::{decode_row_prefix, decode_schema_prefix, encode_row, encode_schema, DecodeError};
+use lightcone_wal::codec::{
+    decode_row_prefix, decode_schema_prefix, decode_sequence_counters_prefix, encode_row, encode_schema,
+    encode_sequence_counters, DecodeError,
+};
 use lightcone_wal::{CommitLog, LogOptions, Recovery, ReplayProgress, WalError};
 
 const MANIFEST: &str = "MANIFEST";
@@ -118,17 +121,7 @@ pub fn write_snapshot(data_dir: &Path, snapshot: &Snapshot) -> Result<SnapshotIn
         let view =
             snapshot.table(id).map_err(|source| SnapshotError::Restore { dir: tmp.clone(), source })?;
         encode_schema(&mut catalog, view.schema());
-        let seqs = view.sequence_next();
-        catalog.extend_from_slice(&(seqs.len() as u16).to_le_bytes());
-        for s in seqs {
-            match s {
-                Some(v) => {
-                    catalog.push(1);
-                    catalog.extend_from_slice(&v.to_le_bytes());
-                }
-                None => catalog.push(0),
-            }
-        }
+        encode_sequence_counters(&mut catalog, view.sequence_next());
         catalog.extend_from_slice(&view.row_count().to_le_bytes());
         let file_name = format!("table-{id}.rows");
         let mut out = HashingWriter::create(&tmp.join(&file_name))?;
@@ -290,22 +283,9 @@ pub fn load_snapshot(dir: &Path) -> Result<Database, SnapshotError> {
     for _ in 0..count {
         let (schema, used) = decode_schema_prefix(&catalog[pos..]).map_err(decode(&catalog_path, pos))?;
         pos += used;
-        let nseq = u16::from_le_bytes(take(&mut pos, 2)?.try_into().map_err(|_| short(&catalog_path))?);
-        let mut seqs = Vec::with_capacity(nseq as usize);
-        for _ in 0..nseq {
-            seqs.push(match take(&mut pos, 1)?[0] {
-                0 => None,
-                1 => Some(i128::from_le_bytes(
-                    take(&mut pos, 16)?.try_into().map_err(|_| short(&catalog_path))?,
-                )),
-                _ => {
-                    return Err(SnapshotError::Corrupt {
-                        file: catalog_path.clone(),
-                        reason: "bad sequence flag".into(),
-                    })
-                }
-            });
-        }
+        let (seqs, used) =
+            decode_sequence_counters_prefix(&catalog[pos..]).map_err(decode(&catalog_path, pos))?;
+        pos += used;
         let rows = u64::from_le_bytes(take(&mut pos, 8)?.try_into().map_err(|_| short(&catalog_path))?);
         let rows_path = dir.join(format!("table-{}.rows", schema.id));
         let data = std::fs::read(&rows_path).map_err(io(&rows_path))?;

@@ -39,26 +39,14 @@ pub fn encode_delta(out: &mut Vec<u8>, delta: &TxDelta) {
     put_u32(out, delta.tables.len() as u32);
     for t in &delta.tables {
         put_u32(out, t.table_id);
-        put_u32(out, t.deletes.len() as u32);
-        for row in &t.deletes {
-            encode_row(out, row);
-        }
-        put_u32(out, t.inserts.len() as u32);
-        for row in &t.inserts {
-            encode_row(out, row);
-        }
+        encode_rows(out, &t.deletes);
+        encode_rows(out, &t.inserts);
     }
     put_u32(out, delta.sequences.len() as u32);
     for s in &delta.sequences {
         put_u32(out, s.table_id);
         put_u32(out, s.sequence as u32);
-        match s.next {
-            Some(next) => {
-                out.push(1);
-                out.extend_from_slice(&next.to_le_bytes());
-            }
-            None => out.push(0),
-        }
+        encode_opt_i128(out, s.next);
     }
 }
 
@@ -82,11 +70,7 @@ pub fn decode_delta(bytes: &[u8], tx_offset: u64) -> Result<TxDelta, DecodeError
     for _ in 0..r.count(9)? {
         let table_id = r.u32()?;
         let sequence = r.u32()? as usize;
-        let next = match r.u8()? {
-            0 => None,
-            1 => Some(r.i128()?),
-            tag => return Err(DecodeError::BadTag { what: "sequence", tag, at: r.pos - 1 }),
-        };
+        let next = decode_opt_i128(&mut r)?;
         delta.sequences.push(SequenceUpdate { table_id, sequence, next });
     }
     if r.pos != bytes.len() {
@@ -114,6 +98,51 @@ fn type_tag(ty: ColumnType) -> u8 {
 
 fn tag_type(tag: u8) -> Option<ColumnType> {
     ColumnType::ALL.get(tag as usize).copied()
+}
+
+fn encode_rows(out: &mut Vec<u8>, rows: &[Row]) {
+    put_u32(out, rows.len() as u32);
+    for row in rows {
+        encode_row(out, row);
+    }
+}
+
+/// Appends sequence counters (`None` = exhausted), as snapshots store them.
+pub fn encode_sequence_counters(out: &mut Vec<u8>, counters: &[Option<i128>]) {
+    put_u16(out, counters.len() as u16);
+    for c in counters {
+        encode_opt_i128(out, *c);
+    }
+}
+
+/// Decodes counters written by [`encode_sequence_counters`]; returns them and the bytes taken.
+pub fn decode_sequence_counters_prefix(bytes: &[u8]) -> Result<(Vec<Option<i128>>, usize), DecodeError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let n = r.u16()? as usize;
+    r.check_count(n, 1)?;
+    let mut counters = Vec::with_capacity(n);
+    for _ in 0..n {
+        counters.push(decode_opt_i128(&mut r)?);
+    }
+    Ok((counters, r.pos))
+}
+
+fn encode_opt_i128(out: &mut Vec<u8>, v: Option<i128>) {
+    match v {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn decode_opt_i128(r: &mut Reader<'_>) -> Result<Option<i128>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.i128()?)),
+        tag => Err(DecodeError::BadTag { what: "optional integer", tag, at: r.pos - 1 }),
+    }
 }
 
 /// Appends one self-describing row.
