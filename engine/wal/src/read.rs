@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lightcone_mvcc::{Database, ReadTx};
+use lightcone_mvcc::{Database, ReadTx, TxDelta};
 
 use crate::codec::decode_delta;
 use crate::frame::{decode_frame, Frame, FRAME_HEADER_BYTES};
@@ -108,6 +108,9 @@ fn valid_record_after(bytes: &[u8], from: usize, at_least: u64) -> bool {
         .any(|p| decode_frame(&bytes[p..]).is_ok_and(|f| f.tx_offset >= at_least))
 }
 
+/// Decoded transactions waiting to be applied during a replay.
+const REPLAY_QUEUE_DEPTH: usize = 16;
+
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplayStats {
@@ -143,40 +146,59 @@ pub fn replay_into(
 ) -> Result<ReplayStats, WalError> {
     let start = Instant::now();
     let mut stats = ReplayStats::default();
-    let mut at = db.snapshot().tx_offset();
-    let scan = scan(dir, |segment, offset, frame| {
-        if until.is_some_and(|u| frame.tx_offset > u) {
-            return Ok(ControlFlow::Break(()));
-        }
-        if frame.tx_offset <= at {
-            return Ok(ControlFlow::Continue(()));
-        }
-        if frame.tx_offset != at + 1 {
-            return Err(WalError::MissingRecords {
-                segment: segment.to_path_buf(),
-                expected: at + 1,
-                found: frame.tx_offset,
-            });
-        }
-        let delta = decode_delta(frame.payload, frame.tx_offset).map_err(|source| WalError::Decode {
-            segment: segment.to_path_buf(),
-            offset,
-            source,
-        })?;
-        let mut tx = db.begin();
-        let replay_error = |source| WalError::Replay { tx_offset: frame.tx_offset, source };
-        tx.apply_delta(&delta).map_err(replay_error)?;
-        tx.commit_replayed(frame.tx_offset).map_err(replay_error)?;
-        at = frame.tx_offset;
-        stats.applied += 1;
-        for t in &delta.tables {
-            stats.rows_inserted += t.inserts.len() as u64;
-            stats.rows_deleted += t.deletes.len() as u64;
-        }
-        progress(ReplayProgress { tx_offset: at, applied: stats.applied });
-        Ok(ControlFlow::Continue(()))
-    })?;
-    stats.scan = scan;
+    let base = db.snapshot().tx_offset();
+    // Two stages on two threads: reading, checking and decoding records overlaps applying
+    // them. The channel is bounded, so memory stays at a few transactions in flight.
+    let (send, receive) = std::sync::mpsc::sync_channel::<TxDelta>(REPLAY_QUEUE_DEPTH);
+    let (scan_result, apply_result) = std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut expected = base + 1;
+            scan(dir, |segment, offset, frame| {
+                if until.is_some_and(|u| frame.tx_offset > u) {
+                    return Ok(ControlFlow::Break(()));
+                }
+                if frame.tx_offset < expected {
+                    return Ok(ControlFlow::Continue(())); // already in the database
+                }
+                if frame.tx_offset != expected {
+                    return Err(WalError::MissingRecords {
+                        segment: segment.to_path_buf(),
+                        expected,
+                        found: frame.tx_offset,
+                    });
+                }
+                let delta = decode_delta(frame.payload, frame.tx_offset).map_err(|source| WalError::Decode {
+                    segment: segment.to_path_buf(),
+                    offset,
+                    source,
+                })?;
+                expected += 1;
+                // A closed channel means the applier failed; it reports why.
+                Ok(if send.send(delta).is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })
+            })
+        });
+        let mut apply = || -> Result<(), WalError> {
+            for delta in receive.iter() {
+                let mut tx = db.begin();
+                let replay_error = |source| WalError::Replay { tx_offset: delta.tx_offset, source };
+                tx.apply_delta(&delta).map_err(replay_error)?;
+                tx.commit_replayed(delta.tx_offset).map_err(replay_error)?;
+                stats.applied += 1;
+                for t in &delta.tables {
+                    stats.rows_inserted += t.inserts.len() as u64;
+                    stats.rows_deleted += t.deletes.len() as u64;
+                }
+                progress(ReplayProgress { tx_offset: delta.tx_offset, applied: stats.applied });
+            }
+            Ok(())
+        };
+        let applied = apply();
+        drop(receive);
+        // Invariant: the reader thread does not panic (it returns errors), so join succeeds.
+        (reader.join().expect("log reader thread panicked"), applied)
+    });
+    apply_result?;
+    stats.scan = scan_result?;
     stats.elapsed = start.elapsed();
     Ok(stats)
 }
