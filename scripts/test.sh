@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # Toolchain pieces: the wasm target for module fixtures, rustfmt and clippy for the checks.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add wasm32-unknown-unknown >/dev/null
+bash scripts/install-powerloss.sh  # FUSE power-cut tool for engine/wal/tests/powerloss.rs
 
 export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

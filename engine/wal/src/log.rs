@@ -66,6 +66,11 @@ struct Queue {
     last_appended: u64,
     /// Every transaction at or below this offset is durable (or written, in `None` mode).
     durable: u64,
+    /// Every transaction at or below this offset is written and synced (equals `durable` in
+    /// `Fsync` mode; in `None` mode it moves only when `flush` asks for a sync).
+    synced: u64,
+    /// `flush` in `None` mode asks the disk thread to sync the tail.
+    sync_requested: bool,
     failed: Option<String>,
     closing: bool,
     /// `append` wakes the disk thread once this many records are queued: 1 when idle, more
@@ -155,6 +160,8 @@ impl CommitLog {
                 records: Vec::new(),
                 last_appended: last,
                 durable: last,
+                synced: last,
+                sync_requested: false,
                 failed: None,
                 closing: false,
                 wake_at_records: 1,
@@ -220,22 +227,33 @@ impl CommitLog {
     }
 
     fn wait_durable(&self, offset: u64) -> Result<(), WalError> {
+        self.wait_until(|q| q.durable >= offset)
+    }
+
+    fn wait_until(&self, done: impl Fn(&Queue) -> bool) -> Result<(), WalError> {
         let mut q = lock(&self.shared.queue);
         loop {
             if let Some(failed) = &q.failed {
                 return Err(WalError::Failed(failed.clone()));
             }
-            if q.durable >= offset {
+            if done(&q) {
                 return Ok(());
             }
             q = self.shared.done.wait(q).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// Makes everything appended so far durable, whatever the durability mode.
+    /// Makes everything appended so far durable (written and synced), whatever the mode.
     pub fn flush(&self) -> Result<(), WalError> {
-        let last = lock(&self.shared.queue).last_appended;
-        self.wait_durable(last)
+        let last = {
+            let mut q = lock(&self.shared.queue);
+            if q.synced < q.last_appended {
+                q.sync_requested = true;
+            }
+            q.last_appended
+        };
+        self.shared.work.notify_one();
+        self.wait_until(|q| q.synced >= last)
     }
 
     /// Offset of the last durable transaction.
@@ -319,10 +337,20 @@ fn disk_loop(shared: &Shared, tail: &mut Option<Tail>, dir: &Path, options: &Log
     let mut last_batch_records = 0usize;
     let mut last_sync = Duration::ZERO;
     loop {
-        let (records, last) = {
+        let (records, last, sync_now) = {
             let mut q = lock(&shared.queue);
-            while q.pending.is_empty() && !q.closing {
+            while q.pending.is_empty() && !q.closing && !q.sync_requested {
                 q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if q.pending.is_empty() && q.sync_requested {
+                // `None` mode flush with everything already written: sync the tail.
+                q.sync_requested = false;
+                let written = q.durable;
+                drop(q);
+                let result =
+                    tail.as_mut().map_or(Ok(()), |t| t.io.sync().map_err(|e| WalError::io(&t.dir, e)));
+                finish_batch(shared, result, written, written);
+                continue;
             }
             if q.pending.is_empty() {
                 return; // closing, nothing left
@@ -340,24 +368,34 @@ fn disk_loop(shared: &Shared, tail: &mut Option<Tail>, dir: &Path, options: &Log
                 q.wake_at_records = 1;
             }
             std::mem::swap(&mut batch, &mut q.pending);
-            (std::mem::take(&mut q.records), q.last_appended)
+            let sync_now = sync || std::mem::take(&mut q.sync_requested);
+            (std::mem::take(&mut q.records), q.last_appended, sync_now)
         };
         let started = Instant::now();
-        let result = write_batch(tail, dir, options, &batch, &records, sync);
+        let result = write_batch(tail, dir, options, &batch, &records, sync_now);
         last_sync = started.elapsed();
         last_batch_records = records.len();
         batch.clear();
-        let mut q = lock(&shared.queue);
-        match result {
-            Ok(()) => q.durable = last,
-            Err(e) => {
-                tracing::error!("commit log write failed; the log is now read-only: {e}");
-                q.failed = Some(e.to_string());
-            }
-        }
-        drop(q);
-        shared.done.notify_all();
+        let synced = if sync_now { last } else { lock(&shared.queue).synced };
+        finish_batch(shared, result, last, synced);
     }
+}
+
+/// Records the outcome of a write (and sync) and answers the waiters.
+fn finish_batch(shared: &Shared, result: Result<(), WalError>, written: u64, synced: u64) {
+    let mut q = lock(&shared.queue);
+    match result {
+        Ok(()) => {
+            q.durable = q.durable.max(written);
+            q.synced = q.synced.max(synced);
+        }
+        Err(e) => {
+            tracing::error!("commit log write failed; the log is now read-only: {e}");
+            q.failed = Some(e.to_string());
+        }
+    }
+    drop(q);
+    shared.done.notify_all();
 }
 
 fn write_batch(

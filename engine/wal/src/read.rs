@@ -167,11 +167,8 @@ pub fn replay_into(
                         found: frame.tx_offset,
                     });
                 }
-                let delta = decode_delta(frame.payload, frame.tx_offset).map_err(|source| WalError::Decode {
-                    segment: segment.to_path_buf(),
-                    offset,
-                    source,
-                })?;
+                let delta = decode_delta(frame.payload, frame.tx_offset)
+                    .map_err(|source| WalError::Decode { segment: segment.to_path_buf(), offset, source })?;
                 expected += 1;
                 // A closed channel means the applier failed; it reports why.
                 Ok(if send.send(delta).is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })
