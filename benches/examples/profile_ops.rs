@@ -1,6 +1,6 @@
 //! Runs one Lightcone workload in a loop, for profilers (`perf record`, callgrind).
 //!
-//! `cargo run --release -p lightcone-benches --example profile_ops -- <insert|point|range|scan|commit>`
+//! `cargo run --release -p lightcone-benches --example profile_ops -- <insert|point|range|scan|commit|replay>`
 
 use lightcone_benches::{LcTable, Rng};
 
@@ -28,6 +28,42 @@ fn main() {
                 };
             }
         }
+        "replay" => {
+            // A 2M-row log (10k rows per transaction), replayed three times.
+            let dir = std::env::temp_dir().join(format!("lightcone-profile-replay-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            {
+                let db = lightcone_mvcc::Database::new();
+                let opts = lightcone_wal::LogOptions {
+                    durability: lightcone_wal::Durability::None,
+                    ..Default::default()
+                };
+                let (log, _) = lightcone_wal::CommitLog::open(&dir, &db, opts, |_| {}).expect("open");
+                let lc = LcTable { db, table: 0, pk: 0 };
+                let mut tx = lc.db.begin();
+                let t = tx.create_table(lightcone_benches::table_def()).expect("create");
+                tx.commit_with(|d| log.append(d)).1.expect("append");
+                for chunk in 0..200u32 {
+                    let mut tx = lc.db.begin();
+                    for i in 0..10_000u32 {
+                        let id = chunk * 10_000 + i + 1;
+                        tx.insert(
+                            t,
+                            vec![lightcone_mvcc::Value::U32(id), lightcone_mvcc::Value::I32(id as i32)],
+                        )
+                        .expect("insert");
+                    }
+                    tx.commit_with(|d| log.append(d)).1.expect("append");
+                }
+                log.flush().expect("flush");
+            }
+            for _ in 0..3 {
+                let db = lightcone_mvcc::Database::new();
+                let stats = lightcone_wal::replay_into(&dir, &db, None, |_| {}).expect("replay");
+                eprintln!("replay: {:.2} M rows/s", stats.rows_per_second() / 1e6);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         "commit" => {
             let lc = LcTable::build(ROWS);
             for id in ROWS + 1..ROWS + 1_000_000 {
@@ -35,7 +71,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: profile_ops <insert|point|range|scan|commit>");
+            eprintln!("usage: profile_ops <insert|point|range|scan|commit|replay>");
             std::process::exit(2);
         }
     }

@@ -75,15 +75,17 @@ fn value_for(id: u32) -> i32 {
     (id as i32).wrapping_mul(7) - 3
 }
 
+/// `{id u32 primary key, v i32}`.
+pub fn table_def() -> TableDef {
+    TableDef::new("t", vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("v", ColumnType::I32)])
+        .with_primary_key(0)
+}
+
 impl LcTable {
     pub fn create() -> LcTable {
         let db = Database::new();
         let mut tx = db.begin();
-        let def = TableDef::new(
-            "t",
-            vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("v", ColumnType::I32)],
-        )
-        .with_primary_key(0);
+        let def = table_def();
         // Invariant: a fresh database accepts this fixed, valid definition.
         let table = tx.create_table(def).expect("valid table definition");
         let pk = tx.table(table).expect("just created").schema().index_ids[0];

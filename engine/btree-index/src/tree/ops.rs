@@ -94,7 +94,11 @@ pub(super) fn insert(
     match Arc::make_mut(slot) {
         Node::Leaf(e) => leaf_insert(e, key, value, cx, rightmost),
         Node::Internal(n) => {
-            let c = n.child_for(key, value, cx);
+            // Appends (ascending keys: sequences, log replay) skip the binary search.
+            let c = match n.seps.last() {
+                Some((k, v)) if cx.cmp(k, v, key, value) != Ordering::Greater => n.children.len() - 1,
+                _ => n.child_for(key, value, cx),
+            };
             let last = c + 1 == n.children.len();
             match insert(&mut n.children[c], key, value, cx, rightmost && last, checked)? {
                 None => Ok(None),
@@ -111,7 +115,10 @@ fn leaf_insert(
     cx: Ctx,
     rightmost: bool,
 ) -> Result<Option<Split>, BTreeError> {
-    let pos = leaf.partition_point(|k, v| cx.cmp(k, v, key, value) == Ordering::Less);
+    let pos = match leaf.last() {
+        Some((k, v)) if cx.cmp(k, v, key, value) == Ordering::Less => leaf.len(),
+        _ => leaf.partition_point(|k, v| cx.cmp(k, v, key, value) == Ordering::Less),
+    };
     if pos < leaf.len() && cx.cmp(leaf.key(pos), leaf.value(pos), key, value) == Ordering::Equal {
         return Err(if cx.unique {
             BTreeError::DuplicateKey { existing: leaf.value(pos) }
