@@ -5,18 +5,19 @@
 //!
 //! `LIGHTCONE_CRASH_CYCLES` sets the number of kill/reopen cycles (default 20).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lightcone_mvcc::{ColumnDef, ColumnType, Database, ReadTx, TableDef, Value};
+use lightcone_mvcc::{Database, ReadTx};
 use lightcone_wal::{CommitLog, LogOptions};
 
 const CHILD_DIR_ENV: &str = "LIGHTCONE_CRASH_CHILD_DIR";
 const CHILD_BASE_ENV: &str = "LIGHTCONE_CRASH_CHILD_BASE";
-const COMMITTERS: u64 = 4;
 
 fn open(dir: &Path) -> (Database, CommitLog) {
     let db = Database::new();
@@ -25,47 +26,12 @@ fn open(dir: &Path) -> (Database, CommitLog) {
 }
 
 /// Not a test on its own: the body of the child process (returns at once unless spawned by
-/// the crash test). Each transaction inserts two rows of one group; it prints `ack <group>`
-/// once the commit log says the transaction is durable.
+/// the crash test); see [`common::commit_pairs_forever`].
 #[test]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else { return };
     let base: u64 = std::env::var(CHILD_BASE_ENV).ok().and_then(|b| b.parse().ok()).unwrap_or(0);
-    let (db, log) = open(Path::new(&dir));
-    let table = match db.snapshot().table_id("pairs") {
-        Ok(t) => t,
-        Err(_) => {
-            let mut tx = db.begin();
-            let def = TableDef::new(
-                "pairs",
-                vec![ColumnDef::new("k", ColumnType::U64), ColumnDef::new("group", ColumnType::U64)],
-            )
-            .with_primary_key(0);
-            let t = tx.create_table(def).unwrap();
-            let (_, ticket) = tx.commit_with(|d| log.append(d));
-            log.wait(ticket.unwrap()).unwrap();
-            t
-        }
-    };
-    let stdout = std::sync::Mutex::new(std::io::stdout());
-    std::thread::scope(|s| {
-        for c in 0..COMMITTERS {
-            let (db, log, stdout) = (&db, &log, &stdout);
-            s.spawn(move || {
-                for i in 0.. {
-                    let group = base + c * 10_000_000 + i;
-                    let mut tx = db.begin();
-                    tx.insert(table, vec![Value::U64(group * 2), Value::U64(group)]).unwrap();
-                    tx.insert(table, vec![Value::U64(group * 2 + 1), Value::U64(group)]).unwrap();
-                    let (_, ticket) = tx.commit_with(|d| log.append(d));
-                    log.wait(ticket.unwrap()).unwrap();
-                    let mut out = stdout.lock().unwrap();
-                    writeln!(out, "ack {group}").unwrap();
-                    out.flush().unwrap();
-                }
-            });
-        }
-    });
+    common::commit_pairs_forever(Path::new(&dir), base, LogOptions::default(), |_| {});
 }
 
 // Proves that across repeated SIGKILLs under concurrent commits, every acknowledged
@@ -109,12 +75,7 @@ fn sigkill_during_commits_loses_no_acknowledged_transaction() {
         let (db, log) = open(dir.path());
         let snapshot = db.snapshot();
         let table = snapshot.table_id("pairs").expect("the table's creation was acknowledged");
-        let mut groups: BTreeMap<u64, usize> = BTreeMap::new();
-        for (_, row) in snapshot.table(table).unwrap().scan() {
-            if let Value::U64(g) = row[1] {
-                *groups.entry(g).or_default() += 1;
-            }
-        }
+        let groups = common::group_sizes(&snapshot, table);
         for group in &acked {
             assert_eq!(groups.get(group), Some(&2), "cycle {cycle}: acknowledged group {group} lost or torn");
         }

@@ -9,8 +9,10 @@
 //! installed (`bash scripts/install-powerloss.sh`; root and /dev/fuse). If it cannot be used the
 //! test fails, unless `LIGHTCONE_SKIP_POWERLOSS=1`, in which case it says why and passes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -25,7 +27,6 @@ const CHILD_BASE_ENV: &str = "LIGHTCONE_POWERLOSS_CHILD_BASE";
 /// the kernel allows it). Cycles alternate so both backends' syncs face a power cut.
 const CHILD_BACKEND_ENV: &str = "LIGHTCONE_POWERLOSS_CHILD_BACKEND";
 const SKIP_ENV: &str = "LIGHTCONE_SKIP_POWERLOSS";
-const COMMITTERS: u64 = 4;
 /// How long a child may take to acknowledge its first commit (it replays the log first).
 const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -46,42 +47,8 @@ fn powerloss_child() {
     if std::env::var(CHILD_BACKEND_ENV).as_deref() == Ok("pwrite") {
         options.backend = BackendChoice::Pwrite;
     }
-    let (db, log) = open(Path::new(&dir), options);
-    println!("backend {:?}", log.backend());
-    let table = match db.snapshot().table_id("pairs") {
-        Ok(t) => t,
-        Err(_) => {
-            let mut tx = db.begin();
-            let def = TableDef::new(
-                "pairs",
-                vec![ColumnDef::new("k", ColumnType::U64), ColumnDef::new("group", ColumnType::U64)],
-            )
-            .with_primary_key(0);
-            let t = tx.create_table(def).unwrap();
-            let (_, ticket) = tx.commit_with(|d| log.append(d));
-            log.wait(ticket.unwrap()).unwrap();
-            t
-        }
-    };
-    let stdout = std::sync::Mutex::new(std::io::stdout());
-    std::thread::scope(|s| {
-        for c in 0..COMMITTERS {
-            let (db, log, stdout) = (&db, &log, &stdout);
-            s.spawn(move || {
-                for i in 0.. {
-                    let group = base + c * 10_000_000 + i;
-                    let mut tx = db.begin();
-                    tx.insert(table, vec![Value::U64(group * 2), Value::U64(group)]).unwrap();
-                    tx.insert(table, vec![Value::U64(group * 2 + 1), Value::U64(group)]).unwrap();
-                    let (_, ticket) = tx.commit_with(|d| log.append(d));
-                    // After the cut the log fails with EIO and this panics: the child is done.
-                    log.wait(ticket.unwrap()).unwrap();
-                    let mut out = stdout.lock().unwrap();
-                    writeln!(out, "ack {group}").unwrap();
-                    out.flush().unwrap();
-                }
-            });
-        }
+    common::commit_pairs_forever(Path::new(&dir), base, options, |log| {
+        println!("backend {:?}", log.backend())
     });
 }
 
@@ -295,12 +262,7 @@ fn power_cut_loses_no_acknowledged_transaction() {
                 acked_all.len()
             )
         });
-        let mut groups: BTreeMap<u64, usize> = BTreeMap::new();
-        for (_, row) in snapshot.table(table).unwrap().scan() {
-            if let Value::U64(g) = row[1] {
-                *groups.entry(g).or_default() += 1;
-            }
-        }
+        let groups = common::group_sizes(&snapshot, table);
         for group in &acked_all {
             assert_eq!(
                 groups.get(group),
