@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 # Toolchain pieces: the wasm target for module fixtures, rustfmt and clippy for the checks.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add wasm32-unknown-unknown >/dev/null
-bash scripts/install-powerloss.sh  # FUSE power-cut tool for engine/wal/tests/powerloss.rs
+# FUSE power-cut tool for engine/wal/tests/powerloss.rs. If it cannot be installed here (no
+# root, no apt, no /dev/fuse) the rest still runs and the power-cut tests say SKIPPED loudly.
+if ! bash scripts/install-powerloss.sh; then
+    echo "WARNING: the powerloss tool could not be installed: power-cut tests will be SKIPPED" >&2
+    export LIGHTCONE_SKIP_POWERLOSS=1
+fi
 
 export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
