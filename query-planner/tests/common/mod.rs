@@ -1,0 +1,53 @@
+//! Shared fixture: a `person` table with a primary key, a btree index, a hash index and an
+//! identity column.
+
+#![allow(dead_code)]
+
+use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexAlgorithm, IndexDef, TableDef, Value, U256};
+
+pub fn people() -> Database {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let def = TableDef::new(
+        "person",
+        vec![
+            ColumnDef::new("id", ColumnType::U64),
+            ColumnDef::new("name", ColumnType::String),
+            ColumnDef::new("age", ColumnType::U32),
+            ColumnDef::new("city", ColumnType::U8),
+            ColumnDef::new("owner", ColumnType::U256),
+            ColumnDef::new("score", ColumnType::I16),
+            ColumnDef::new("Tag", ColumnType::U8),
+            ColumnDef::new("TAG", ColumnType::U8),
+        ],
+    )
+    .with_primary_key(0)
+    .with_index(IndexDef::btree(vec![2], false))
+    .with_index(IndexDef {
+        name: String::new(),
+        columns: vec![3],
+        unique: false,
+        algorithm: IndexAlgorithm::Hash,
+    })
+    .with_index(IndexDef::btree(vec![5, 2], false))
+    .with_index(IndexDef::btree(vec![4], false));
+    let t = tx.create_table(def).unwrap();
+    for i in 0..20u64 {
+        tx.insert(
+            t,
+            vec![
+                Value::U64(i),
+                Value::String(format!("p{i}").into()),
+                Value::U32((i * 7 % 50) as u32),
+                Value::U8((i % 3) as u8),
+                Value::U256(U256::from_u128((i % 4) as u128)),
+                Value::I16(i as i16 - 10),
+                Value::U8(0),
+                Value::U8(1),
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit();
+    db
+}
