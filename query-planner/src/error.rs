@@ -11,7 +11,8 @@ pub enum PlanError {
     UnknownTable(String),
     #[error("unknown column `{column}` in table `{table}`")]
     UnknownColumn { column: String, table: String },
-    /// An unquoted name that matches several columns case-insensitively and none exactly.
+    /// An unquoted name that matches several columns case-insensitively and none exactly, or
+    /// an unqualified name found in more than one joined table.
     #[error("ambiguous column `{column}`: matches {candidates:?}")]
     AmbiguousColumn { column: String, candidates: Vec<String> },
     #[error("type mismatch: `{literal}` is not a valid {ty} value for column `{column}`")]

@@ -1,12 +1,14 @@
 //! Execution of a [`PhysicalPlan`] on a snapshot (or any [`ReadTx`]).
 
+use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::ops::Bound;
 
-use lightcone_mvcc::{ColumnType, ReadTx, Row, Value, U256};
+use lightcone_mvcc::{ColId, ColumnType, ReadTx, Row, TableView, Value, U256};
 
 use crate::error::PlanError;
-use crate::logical::{bind, Operand, Predicate};
-use crate::physical::{plan_physical, AccessPath, Output, PhysicalPlan};
+use crate::logical::{bind, ColumnRef, Operand, Predicate};
+use crate::physical::{plan_physical, AccessPath, JoinMethod, JoinStep, Output, PhysicalPlan, TableAccess};
 
 /// Values a query may reference that are supplied by the caller at execution.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,8 +27,7 @@ pub struct QueryResult {
 /// Parses, binds, plans and runs `sql` on `tx` (typically a [`Snapshot`](lightcone_mvcc::Snapshot)).
 pub fn execute(tx: &impl ReadTx, sql: &str, params: &Params) -> Result<QueryResult, PlanError> {
     let bound = bind(tx, sql)?;
-    let view = tx.table(bound.plan.table())?;
-    let plan = plan_physical(&bound.plan, view.schema())?;
+    let plan = plan_physical(&bound.plan, tx)?;
     if bound.explain {
         let rows = crate::explain::render(&plan).lines().map(|l| vec![Value::String(l.into())]).collect();
         return Ok(QueryResult { columns: vec![("plan".into(), ColumnType::String)], rows });
@@ -78,19 +79,41 @@ pub(crate) fn eval(p: &Predicate, row: &Row) -> bool {
     }
 }
 
-/// Runs an already planned query.
-pub fn execute_plan(
-    tx: &impl ReadTx,
-    plan: &PhysicalPlan,
-    params: &Params,
-) -> Result<QueryResult, PlanError> {
-    if plan.uses_sender() && params.sender.is_none() {
-        return Err(PlanError::MissingSender);
+/// Where each table instance's columns start in a joined row.
+struct Layout(Vec<(String, usize)>);
+
+impl Layout {
+    fn pos(&self, c: &ColumnRef) -> Result<usize, PlanError> {
+        self.0.iter().find(|(a, _)| *a == c.alias).map(|(_, off)| off + c.col as usize).ok_or_else(|| {
+            PlanError::Unsupported(format!("column `{}.{}` outside the query", c.alias, c.name))
+        })
     }
-    let sender = params.sender;
-    let view = tx.table(plan.table)?;
-    let filter = plan.filter.as_ref().map(|f| substitute(f, sender)).transpose()?;
-    let rows: Box<dyn Iterator<Item = Row> + '_> = match &plan.access {
+
+    /// `p` with columns renumbered to joined-row positions.
+    fn remap(&self, p: &Predicate) -> Result<Predicate, PlanError> {
+        Ok(match p {
+            Predicate::Cmp { col, op, rhs } => {
+                let pos = self.pos(col)?;
+                let col_id = ColId::try_from(pos).map_err(|_| {
+                    PlanError::Unsupported(format!("joined rows wider than {} columns", ColId::MAX))
+                })?;
+                Predicate::Cmp { col: ColumnRef { col: col_id, ..col.clone() }, op: *op, rhs: rhs.clone() }
+            }
+            Predicate::And(l, r) => Predicate::And(Box::new(self.remap(l)?), Box::new(self.remap(r)?)),
+            Predicate::Or(l, r) => Predicate::Or(Box::new(self.remap(l)?), Box::new(self.remap(r)?)),
+            Predicate::Not(x) => Predicate::Not(Box::new(self.remap(x)?)),
+        })
+    }
+}
+
+/// The rows of one table instance via its access path and filter (local column positions).
+fn fetch<'a>(
+    view: TableView<'a>,
+    t: &TableAccess,
+    sender: Option<U256>,
+) -> Result<Box<dyn Iterator<Item = Row> + 'a>, PlanError> {
+    let filter = t.filter.as_ref().map(|f| substitute(f, sender)).transpose()?;
+    let rows: Box<dyn Iterator<Item = Row> + 'a> = match &t.access {
         AccessPath::FullScan => Box::new(view.scan().map(|(_, r)| r)),
         AccessPath::IndexSeek { index, key, .. } => {
             let key = key.iter().map(|k| resolve(k, sender)).collect::<Result<Vec<_>, _>>()?;
@@ -103,19 +126,140 @@ pub fn execute_plan(
             Box::new(scan.filter_map(move |rid| view.get(rid)))
         }
     };
-    let mut rows = rows.filter(|r| filter.as_ref().is_none_or(|f| eval(f, r)));
+    Ok(Box::new(rows.filter(move |r| filter.as_ref().is_none_or(|f| eval(f, r)))))
+}
+
+fn key_of(row: &Row, positions: &[usize]) -> Option<Vec<Value>> {
+    positions.iter().map(|&p| row.get(p).cloned()).collect()
+}
+
+fn concat(outer: &Row, inner: &Row) -> Row {
+    let mut r = Vec::with_capacity(outer.len() + inner.len());
+    r.extend(outer.iter().cloned());
+    r.extend(inner.iter().cloned());
+    r
+}
+
+/// Joins `outer` (joined rows laid out by `layout`) with the step's inner table.
+fn join_step(
+    tx: &impl ReadTx,
+    outer: Vec<Row>,
+    step: &JoinStep,
+    layout: &Layout,
+    sender: Option<U256>,
+) -> Result<Vec<Row>, PlanError> {
+    let view = tx.table(step.inner.table)?;
+    let outer_pos = step.on.iter().map(|(o, _)| layout.pos(o)).collect::<Result<Vec<_>, _>>()?;
+    let inner_pos: Vec<usize> = step.on.iter().map(|(_, i)| i.col as usize).collect();
+    let mut out = Vec::new();
+    match &step.method {
+        JoinMethod::IndexJoin { index, key, .. } => {
+            let filter = step.inner.filter.as_ref().map(|f| substitute(f, sender)).transpose()?;
+            let key_pos = key.iter().map(|(o, _)| layout.pos(o)).collect::<Result<Vec<_>, _>>()?;
+            for o in &outer {
+                let (Some(k), Some(ok)) = (key_of(o, &key_pos), key_of(o, &outer_pos)) else { continue };
+                for rid in view.index_seek(*index, &k)? {
+                    let Some(i) = view.get(rid) else { continue };
+                    if filter.as_ref().is_none_or(|f| eval(f, &i))
+                        && key_of(&i, &inner_pos).as_ref() == Some(&ok)
+                    {
+                        out.push(concat(o, &i));
+                    }
+                }
+            }
+        }
+        JoinMethod::HashJoin => {
+            let inner: Vec<Row> = fetch(view, &step.inner, sender)?.collect();
+            if inner.len() <= outer.len() {
+                let mut table: HashMap<Vec<Value>, Vec<usize>> = HashMap::new();
+                for (n, i) in inner.iter().enumerate() {
+                    if let Some(k) = key_of(i, &inner_pos) {
+                        table.entry(k).or_default().push(n);
+                    }
+                }
+                for o in &outer {
+                    for &n in key_of(o, &outer_pos).and_then(|k| table.get(&k)).into_iter().flatten() {
+                        out.push(concat(o, &inner[n]));
+                    }
+                }
+            } else {
+                let mut table: HashMap<Vec<Value>, Vec<usize>> = HashMap::new();
+                for (n, o) in outer.iter().enumerate() {
+                    if let Some(k) = key_of(o, &outer_pos) {
+                        table.entry(k).or_default().push(n);
+                    }
+                }
+                for i in &inner {
+                    for &n in key_of(i, &inner_pos).and_then(|k| table.get(&k)).into_iter().flatten() {
+                        out.push(concat(&outer[n], i));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs an already planned query.
+pub fn execute_plan(
+    tx: &impl ReadTx,
+    plan: &PhysicalPlan,
+    params: &Params,
+) -> Result<QueryResult, PlanError> {
+    if plan.uses_sender() && params.sender.is_none() {
+        return Err(PlanError::MissingSender);
+    }
+    let sender = params.sender;
+    let mut layout = Layout(Vec::new());
+    let mut width = 0;
+    for t in plan.tables() {
+        layout.0.push((t.alias.clone(), width));
+        width += tx.table(t.table)?.schema().def.columns.len();
+    }
+    let first = fetch(tx.table(plan.first.table)?, &plan.first, sender)?;
+    let mut rows: Box<dyn Iterator<Item = Row> + '_> = if plan.joins.is_empty() {
+        first
+    } else {
+        let mut joined: Vec<Row> = first.collect();
+        for step in &plan.joins {
+            joined = join_step(tx, joined, step, &layout, sender)?;
+        }
+        Box::new(joined.into_iter())
+    };
+    if let Some(f) = &plan.filter {
+        let f = substitute(&layout.remap(f)?, sender)?;
+        rows = Box::new(rows.filter(move |r| eval(&f, r)));
+    }
+    if !plan.order_by.is_empty() {
+        let keys = plan
+            .order_by
+            .iter()
+            .map(|k| Ok((layout.pos(&k.col)?, k.desc)))
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        let mut sorted: Vec<Row> = rows.collect();
+        sorted.sort_by(|a, b| {
+            keys.iter()
+                .map(|&(p, desc)| {
+                    let ord = a.get(p).cmp(&b.get(p));
+                    if desc {
+                        ord.reverse()
+                    } else {
+                        ord
+                    }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        });
+        rows = Box::new(sorted.into_iter());
+    }
     let limit = plan.limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     match &plan.output {
         Output::Columns(cols) => {
             let columns = cols.iter().map(|c| (c.name.clone(), c.ty)).collect();
+            let pos = cols.iter().map(|c| layout.pos(c)).collect::<Result<Vec<_>, _>>()?;
             let out = rows
-                .by_ref()
                 .take(limit)
-                .map(|r| {
-                    cols.iter()
-                        .map(|c| r.get(c.col as usize).cloned().unwrap_or(Value::Bool(false)))
-                        .collect()
-                })
+                .map(|r| pos.iter().map(|&p| r.get(p).cloned().unwrap_or(Value::Bool(false))).collect())
                 .collect();
             Ok(QueryResult { columns, rows: out })
         }

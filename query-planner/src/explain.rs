@@ -1,4 +1,6 @@
-//! `EXPLAIN` text: one operator per line, in pipeline order (access path first).
+//! `EXPLAIN` text: one operator per line, in pipeline order (access path first). Join steps
+//! follow their outer input; the inner table's access and filter are indented beneath.
+//! Columns are qualified by their table instance when the query joins tables.
 
 use std::fmt::Write;
 use std::ops::Bound;
@@ -6,53 +8,131 @@ use std::ops::Bound;
 use lightcone_mvcc::{ReadTx, Value};
 
 use crate::error::PlanError;
-use crate::logical::{bind, Operand, Predicate};
-use crate::physical::{plan_physical, AccessPath, Output, PhysicalPlan};
+use crate::logical::{bind, ColumnRef, Operand, Predicate};
+use crate::physical::{plan_physical, AccessPath, JoinMethod, Output, PhysicalPlan, TableAccess};
 
 /// The plan `sql` (with or without a leading `EXPLAIN`) would run, as text, e.g.
-/// `IndexSeek person_id_idx_btree (id = 5)` / `Filter (age > 3)` / `Limit 10` / `Project id, name`.
+/// `IndexSeek person_id_idx_btree (id = 5)` / `Filter (age > 3)` / `Limit 10` / `Project id, name`,
+/// or for a join `FullScan user` / `IndexJoin message_sender_idx_btree (user.identity = message.sender)`.
 pub fn explain(tx: &impl ReadTx, sql: &str) -> Result<String, PlanError> {
     let bound = bind(tx, sql)?;
-    let view = tx.table(bound.plan.table())?;
-    Ok(render(&plan_physical(&bound.plan, view.schema())?))
+    Ok(render(&plan_physical(&bound.plan, tx)?))
+}
+
+struct Names {
+    qualified: bool,
+}
+
+impl Names {
+    fn col(&self, c: &ColumnRef) -> String {
+        if self.qualified {
+            format!("{}.{}", c.alias, c.name)
+        } else {
+            c.name.clone()
+        }
+    }
+
+    fn pairs(&self, on: &[(ColumnRef, ColumnRef)]) -> String {
+        let parts: Vec<String> =
+            on.iter().map(|(o, i)| format!("{} = {}", self.col(o), self.col(i))).collect();
+        parts.join(" AND ")
+    }
+
+    fn predicate(&self, p: &Predicate) -> String {
+        match p {
+            Predicate::Cmp { col, op, rhs } => format!("{} {} {}", self.col(col), op.symbol(), operand(rhs)),
+            Predicate::And(l, r) => format!("{} AND {}", self.paren(l), self.paren(r)),
+            Predicate::Or(l, r) => format!("{} OR {}", self.paren(l), self.paren(r)),
+            Predicate::Not(x) => format!("NOT {}", self.paren(x)),
+        }
+    }
+
+    fn paren(&self, p: &Predicate) -> String {
+        match p {
+            Predicate::Cmp { .. } => self.predicate(p),
+            _ => format!("({})", self.predicate(p)),
+        }
+    }
+
+    fn access(&self, s: &mut String, t: &TableAccess, indent: &str) {
+        match &t.access {
+            AccessPath::FullScan => {
+                let _ = writeln!(s, "{indent}FullScan {}", self.table(t));
+            }
+            AccessPath::IndexSeek { index_name, columns, key, .. } => {
+                let parts: Vec<String> = columns
+                    .iter()
+                    .zip(key)
+                    .map(|(c, k)| format!("{} = {}", self.col(c), operand(k)))
+                    .collect();
+                let _ = writeln!(s, "{indent}IndexSeek {index_name} ({})", parts.join(" AND "));
+            }
+            AccessPath::IndexRange { index_name, column, lo, hi, .. } => {
+                let c = self.col(column);
+                let mut parts = Vec::new();
+                match lo {
+                    Bound::Included(o) => parts.push(format!("{c} >= {}", operand(o))),
+                    Bound::Excluded(o) => parts.push(format!("{c} > {}", operand(o))),
+                    Bound::Unbounded => {}
+                }
+                match hi {
+                    Bound::Included(o) => parts.push(format!("{c} <= {}", operand(o))),
+                    Bound::Excluded(o) => parts.push(format!("{c} < {}", operand(o))),
+                    Bound::Unbounded => {}
+                }
+                let _ = writeln!(s, "{indent}IndexRange {index_name} ({})", parts.join(" AND "));
+            }
+        }
+        self.filter(s, t.filter.as_ref(), indent);
+    }
+
+    fn table(&self, t: &TableAccess) -> String {
+        if self.qualified && t.alias != t.table_name {
+            format!("{} AS {}", t.table_name, t.alias)
+        } else {
+            t.table_name.clone()
+        }
+    }
+
+    fn filter(&self, s: &mut String, f: Option<&Predicate>, indent: &str) {
+        if let Some(f) = f {
+            let _ = writeln!(s, "{indent}Filter ({})", self.predicate(f));
+        }
+    }
 }
 
 pub(crate) fn render(plan: &PhysicalPlan) -> String {
+    let names = Names { qualified: !plan.joins.is_empty() };
     let mut s = String::new();
-    match &plan.access {
-        AccessPath::FullScan => {
-            let _ = writeln!(s, "FullScan {}", plan.table_name);
-        }
-        AccessPath::IndexSeek { index_name, columns, key, .. } => {
-            let parts: Vec<String> =
-                columns.iter().zip(key).map(|(c, k)| format!("{} = {}", c.name, operand(k))).collect();
-            let _ = writeln!(s, "IndexSeek {index_name} ({})", parts.join(" AND "));
-        }
-        AccessPath::IndexRange { index_name, column, lo, hi, .. } => {
-            let mut parts = Vec::new();
-            match lo {
-                Bound::Included(o) => parts.push(format!("{} >= {}", column.name, operand(o))),
-                Bound::Excluded(o) => parts.push(format!("{} > {}", column.name, operand(o))),
-                Bound::Unbounded => {}
+    names.access(&mut s, &plan.first, "");
+    for step in &plan.joins {
+        match &step.method {
+            JoinMethod::IndexJoin { index_name, .. } => {
+                let _ = writeln!(s, "IndexJoin {index_name} ({})", names.pairs(&step.on));
+                names.filter(&mut s, step.inner.filter.as_ref(), "  ");
             }
-            match hi {
-                Bound::Included(o) => parts.push(format!("{} <= {}", column.name, operand(o))),
-                Bound::Excluded(o) => parts.push(format!("{} < {}", column.name, operand(o))),
-                Bound::Unbounded => {}
+            JoinMethod::HashJoin => {
+                let _ = writeln!(s, "HashJoin ({})", names.pairs(&step.on));
+                names.access(&mut s, &step.inner, "  ");
             }
-            let _ = writeln!(s, "IndexRange {index_name} ({})", parts.join(" AND "));
         }
     }
-    if let Some(f) = &plan.filter {
-        let _ = writeln!(s, "Filter ({})", predicate(f));
+    names.filter(&mut s, plan.filter.as_ref(), "");
+    if !plan.order_by.is_empty() {
+        let keys: Vec<String> = plan
+            .order_by
+            .iter()
+            .map(|k| format!("{} {}", names.col(&k.col), if k.desc { "DESC" } else { "ASC" }))
+            .collect();
+        let _ = writeln!(s, "Sort {}", keys.join(", "));
     }
     match &plan.output {
         Output::Columns(cols) => {
             if let Some(n) = plan.limit {
                 let _ = writeln!(s, "Limit {n}");
             }
-            let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-            let _ = writeln!(s, "Project {}", names.join(", "));
+            let cols: Vec<String> = cols.iter().map(|c| names.col(c)).collect();
+            let _ = writeln!(s, "Project {}", cols.join(", "));
         }
         Output::Count(name) => {
             let _ = writeln!(s, "Count AS {name}");
@@ -70,21 +150,5 @@ fn operand(o: &Operand) -> String {
         Operand::Sender => ":sender".into(),
         Operand::Literal(Value::String(v)) => format!("'{}'", v.replace('\'', "''")),
         Operand::Literal(v) => v.to_string(),
-    }
-}
-
-fn predicate(p: &Predicate) -> String {
-    match p {
-        Predicate::Cmp { col, op, rhs } => format!("{} {} {}", col.name, op.symbol(), operand(rhs)),
-        Predicate::And(l, r) => format!("{} AND {}", paren(l), paren(r)),
-        Predicate::Or(l, r) => format!("{} OR {}", paren(l), paren(r)),
-        Predicate::Not(x) => format!("NOT {}", paren(x)),
-    }
-}
-
-fn paren(p: &Predicate) -> String {
-    match p {
-        Predicate::Cmp { .. } => predicate(p),
-        _ => format!("({})", predicate(p)),
     }
 }

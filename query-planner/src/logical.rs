@@ -2,19 +2,21 @@
 
 use lightcone_mvcc::{ColId, ColumnType, MvccError, ReadTx, TableId, TableSchema, Value, I256, U256};
 use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, LimitClause,
-    ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
-    UnaryOperator, Value as SqlValue,
+    AccessExpr, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    JoinConstraint, JoinOperator, LimitClause, ObjectName, OrderBy, OrderByKind, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, UnaryOperator, Value as SqlValue,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
 use crate::error::PlanError;
 
-/// A column of a base table, resolved by the binder.
+/// A column of a base table instance, resolved by the binder. `alias` names the table
+/// instance (its `AS` alias, else the table name) and is unique within a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnRef {
     pub table: TableId,
+    pub alias: String,
     pub col: ColId,
     pub name: String,
     pub ty: ColumnType,
@@ -97,6 +99,22 @@ impl Predicate {
         }
     }
 
+    /// The table instances (aliases) the predicate references, deduplicated.
+    pub fn aliases(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = match self {
+            Predicate::Cmp { col, .. } => vec![col.alias.as_str()],
+            Predicate::And(l, r) | Predicate::Or(l, r) => {
+                let mut v = l.aliases();
+                v.extend(r.aliases());
+                v
+            }
+            Predicate::Not(p) => p.aliases(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Whether evaluating this predicate needs the `:sender` value.
     pub fn uses_sender(&self) -> bool {
         match self {
@@ -107,31 +125,54 @@ impl Predicate {
     }
 }
 
+/// One `ORDER BY` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub col: ColumnRef,
+    pub desc: bool,
+}
+
 /// A relational plan over base tables: what a query means, independent of access paths.
-/// An incremental evaluator can differentiate it: `Select` over `Scan` with column references.
+/// An incremental evaluator can differentiate it: `Select`, `Project` and `Join` over `Scan`s
+/// with column references.
+///
+/// Shape produced by [`bind`]: `[Limit] (Project | Count) [Sort] [Select] from`, where `from` is
+/// a `Scan` or a left-deep tree of `Join`s whose right inputs are `Scan`s (in `FROM` order).
+/// A joined row is the concatenation of its tables' rows, in `FROM` order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogicalPlan {
-    /// Every row of a table.
-    Scan { table: TableId, name: String },
+    /// Every row of a table; `alias` is the instance name columns refer to.
+    Scan { table: TableId, name: String, alias: String },
+    /// Inner equi-join: pairs of `left` and `right` rows where every `(l, r)` in `on` has
+    /// equal values (`l` from `left`, `r` from `right`; an empty `on` is a cross product).
+    Join { left: Box<LogicalPlan>, right: Box<LogicalPlan>, on: Vec<(ColumnRef, ColumnRef)> },
     /// The input's rows satisfying `pred`.
     Select { input: Box<LogicalPlan>, pred: Predicate },
     /// The listed columns of each input row.
     Project { input: Box<LogicalPlan>, columns: Vec<ColumnRef> },
     /// One row holding the number of input rows (a `u64` column named `name`).
     Count { input: Box<LogicalPlan>, name: String },
+    /// The input's rows ordered by `keys` (first key most significant; ties keep input order).
+    Sort { input: Box<LogicalPlan>, keys: Vec<SortKey> },
     /// At most `n` input rows.
     Limit { input: Box<LogicalPlan>, n: u64 },
 }
 
 impl LogicalPlan {
-    /// The base table this (single-table) plan reads.
-    pub fn table(&self) -> TableId {
+    /// The base tables this plan reads, in `FROM` order (a table joined twice appears twice).
+    pub fn tables(&self) -> Vec<TableId> {
         match self {
-            LogicalPlan::Scan { table, .. } => *table,
+            LogicalPlan::Scan { table, .. } => vec![*table],
+            LogicalPlan::Join { left, right, .. } => {
+                let mut v = left.tables();
+                v.extend(right.tables());
+                v
+            }
             LogicalPlan::Select { input, .. }
             | LogicalPlan::Project { input, .. }
             | LogicalPlan::Count { input, .. }
-            | LogicalPlan::Limit { input, .. } => input.table(),
+            | LogicalPlan::Sort { input, .. }
+            | LogicalPlan::Limit { input, .. } => input.tables(),
         }
     }
 }
@@ -169,9 +210,6 @@ fn bind_query(tx: &impl ReadTx, q: &Query) -> Result<LogicalPlan, PlanError> {
     if let Some(w) = &q.with {
         return Err(unsupported(w));
     }
-    if let Some(o) = &q.order_by {
-        return Err(unsupported(o));
-    }
     if let Some(f) = &q.fetch {
         return Err(unsupported(f));
     }
@@ -185,7 +223,7 @@ fn bind_query(tx: &impl ReadTx, q: &Query) -> Result<LogicalPlan, PlanError> {
         SetExpr::Select(s) => s,
         other => return Err(unsupported(other)),
     };
-    let plan = bind_select(tx, select)?;
+    let plan = bind_select(tx, select, q.order_by.as_ref())?;
     let limit = match &q.limit_clause {
         None => None,
         Some(LimitClause::LimitOffset { limit, offset: None, limit_by }) if limit_by.is_empty() => {
@@ -217,23 +255,18 @@ fn bind_limit(e: &Expr) -> Result<u64, PlanError> {
     }
 }
 
-/// The table in scope: its schema and the name it may be qualified by.
-struct Scope<'a> {
+/// One table instance in scope: its schema and the name it may be qualified by.
+struct Rel<'a> {
     schema: &'a TableSchema,
     qualifier: String,
 }
 
-impl Scope<'_> {
-    fn check_qualifier(&self, q: &Ident, whole: &dyn std::fmt::Display) -> Result<(), PlanError> {
-        let matches = if q.quote_style.is_some() {
+impl Rel<'_> {
+    fn matches(&self, q: &Ident) -> bool {
+        if q.quote_style.is_some() {
             q.value == self.qualifier
         } else {
             q.value.eq_ignore_ascii_case(&self.qualifier)
-        };
-        if matches {
-            Ok(())
-        } else {
-            Err(PlanError::UnknownTable(format!("{q}` in `{whole}")))
         }
     }
 
@@ -257,12 +290,18 @@ impl Scope<'_> {
             }
             None => return Err(self.unknown(ident)),
         };
-        Ok(ColumnRef {
+        Ok(self.col_ref(found))
+    }
+
+    fn col_ref(&self, i: usize) -> ColumnRef {
+        let c = &self.schema.def.columns[i];
+        ColumnRef {
             table: self.schema.id,
-            col: found as ColId,
-            name: cols[found].name.clone(),
-            ty: cols[found].ty,
-        })
+            alias: self.qualifier.clone(),
+            col: i as ColId,
+            name: c.name.clone(),
+            ty: c.ty,
+        }
     }
 
     fn unknown(&self, ident: &Ident) -> PlanError {
@@ -270,27 +309,97 @@ impl Scope<'_> {
     }
 
     fn all_columns(&self) -> Vec<ColumnRef> {
-        (0..self.schema.def.columns.len())
-            .map(|i| {
-                let c = &self.schema.def.columns[i];
-                ColumnRef { table: self.schema.id, col: i as ColId, name: c.name.clone(), ty: c.ty }
-            })
-            .collect()
+        (0..self.schema.def.columns.len()).map(|i| self.col_ref(i)).collect()
+    }
+}
+
+/// The table instances in scope, in `FROM` order.
+struct Scope<'a> {
+    rels: Vec<Rel<'a>>,
+}
+
+impl Scope<'_> {
+    fn rel(&self, q: &Ident, whole: &dyn std::fmt::Display) -> Result<&Rel<'_>, PlanError> {
+        let hits: Vec<&Rel<'_>> = self.rels.iter().filter(|r| r.matches(q)).collect();
+        match hits.as_slice() {
+            [r] => Ok(r),
+            // Qualifiers are unique case-sensitively; prefer the exact spelling.
+            many if !many.is_empty() => many
+                .iter()
+                .find(|r| r.qualifier == q.value)
+                .copied()
+                .ok_or_else(|| unsupported(format!("{whole} (ambiguous table name `{q}`)"))),
+            _ => Err(PlanError::UnknownTable(format!("{q}` in `{whole}"))),
+        }
+    }
+
+    fn column(&self, ident: &Ident) -> Result<ColumnRef, PlanError> {
+        if let [rel] = self.rels.as_slice() {
+            return rel.column(ident);
+        }
+        let mut hits = Vec::new();
+        for rel in &self.rels {
+            match rel.column(ident) {
+                Ok(c) => hits.push(c),
+                Err(PlanError::UnknownColumn { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match hits.len() {
+            1 => Ok(hits.remove(0)),
+            0 => Err(PlanError::UnknownColumn {
+                column: ident.value.clone(),
+                table: self.rels.iter().map(|r| r.qualifier.as_str()).collect::<Vec<_>>().join(", "),
+            }),
+            _ => Err(PlanError::AmbiguousColumn {
+                column: ident.value.clone(),
+                candidates: hits.iter().map(|c| format!("{}.{}", c.alias, c.name)).collect(),
+            }),
+        }
     }
 
     /// A column reference expression: `col` or `qualifier.col`.
     fn column_expr(&self, e: &Expr) -> Result<Option<ColumnRef>, PlanError> {
-        match e {
-            Expr::Identifier(id) => Ok(Some(self.column(id)?)),
-            Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-                [q, c] => {
-                    self.check_qualifier(q, e)?;
-                    Ok(Some(self.column(c)?))
-                }
-                _ => Err(unsupported(e)),
-            },
-            _ => Ok(None),
+        match column_path(e).as_deref() {
+            None => Ok(None),
+            Some([id]) => Ok(Some(self.column(id)?)),
+            Some([q, c]) => Ok(Some(self.rel(q, e)?.column(c)?)),
+            Some(_) => Err(unsupported(e)),
         }
+    }
+}
+
+/// The identifiers of a (possibly qualified) column reference. Keyword-like names such as
+/// `user` parse as argument-less functions (`user.x` as a field access on one).
+fn column_path(e: &Expr) -> Option<Vec<Ident>> {
+    match e {
+        Expr::Identifier(id) => Some(vec![id.clone()]),
+        Expr::CompoundIdentifier(parts) => Some(parts.clone()),
+        Expr::Function(f)
+            if matches!(f.args, FunctionArguments::None)
+                && matches!(f.parameters, FunctionArguments::None)
+                && f.filter.is_none()
+                && f.null_treatment.is_none()
+                && f.over.is_none()
+                && f.within_group.is_empty()
+                && !f.uses_odbc_syntax =>
+        {
+            match f.name.0.as_slice() {
+                [p] => p.as_ident().map(|i| vec![i.clone()]),
+                _ => None,
+            }
+        }
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            let mut path = column_path(root)?;
+            for a in access_chain {
+                match a {
+                    AccessExpr::Dot(Expr::Identifier(id)) => path.push(id.clone()),
+                    _ => return None,
+                }
+            }
+            Some(path)
+        }
+        _ => None,
     }
 }
 
@@ -301,7 +410,87 @@ fn single_name(name: &ObjectName) -> Result<&Ident, PlanError> {
     }
 }
 
-fn bind_select(tx: &impl ReadTx, s: &Select) -> Result<LogicalPlan, PlanError> {
+/// Resolves a `FROM` item to a table instance in scope.
+fn bind_relation<'a>(tx: &'a impl ReadTx, factor: &TableFactor) -> Result<Rel<'a>, PlanError> {
+    let (name, alias) = match factor {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            with_hints,
+            version: None,
+            partitions,
+            json_path: None,
+            sample: None,
+            index_hints,
+            ..
+        } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => (name, alias),
+        other => return Err(unsupported(other)),
+    };
+    let table_ident = single_name(name)?;
+    let table_id = match tx.table_id(&table_ident.value) {
+        Ok(id) => id,
+        Err(MvccError::NoSuchTableName(n)) => return Err(PlanError::UnknownTable(n)),
+        Err(e) => return Err(e.into()),
+    };
+    let schema = tx.table(table_id)?.schema();
+    let qualifier = match alias {
+        Some(a) if !a.columns.is_empty() => return Err(unsupported(a)),
+        Some(a) => a.name.value.clone(),
+        None => table_ident.value.clone(),
+    };
+    Ok(Rel { schema, qualifier })
+}
+
+fn scan_of(rel: &Rel<'_>) -> LogicalPlan {
+    LogicalPlan::Scan {
+        table: rel.schema.id,
+        name: rel.schema.name().to_string(),
+        alias: rel.qualifier.clone(),
+    }
+}
+
+/// Binds an `ON` condition: a conjunction of `column = column` between two different tables.
+/// Returns the pairs as (earlier table's column, later table's column), by `FROM` position.
+fn bind_on(
+    scope: &Scope<'_>,
+    e: &Expr,
+    out: &mut Vec<(usize, ColumnRef, ColumnRef)>,
+) -> Result<(), PlanError> {
+    match e {
+        Expr::Nested(inner) => bind_on(scope, inner, out),
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            bind_on(scope, left, out)?;
+            bind_on(scope, right, out)
+        }
+        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => {
+            let (Some(l), Some(r)) = (scope.column_expr(strip(left))?, scope.column_expr(strip(right))?)
+            else {
+                return Err(unsupported(format!("ON {e} (only column = column equalities)")));
+            };
+            let pos = |c: &ColumnRef| scope.rels.iter().position(|r| r.qualifier == c.alias).unwrap_or(0);
+            let (lp, rp) = (pos(&l), pos(&r));
+            if lp == rp {
+                return Err(unsupported(format!("ON {e} (both columns are from `{}`)", l.alias)));
+            }
+            if l.ty != r.ty {
+                return Err(unsupported(format!(
+                    "ON {e} (columns of different types {} and {})",
+                    l.ty, r.ty
+                )));
+            }
+            if lp < rp {
+                out.push((rp, l, r));
+            } else {
+                out.push((lp, r, l));
+            }
+            Ok(())
+        }
+        _ => Err(unsupported(format!("ON {e} (only column = column equalities)"))),
+    }
+}
+
+fn bind_select(tx: &impl ReadTx, s: &Select, order_by: Option<&OrderBy>) -> Result<LogicalPlan, PlanError> {
     if let Some(d) = &s.distinct {
         return Err(unsupported(d));
     }
@@ -342,47 +531,65 @@ fn bind_select(tx: &impl ReadTx, s: &Select) -> Result<LogicalPlan, PlanError> {
         [one] => one,
         many => {
             let names: Vec<String> = many.iter().map(|t| t.to_string()).collect();
-            return Err(unsupported(format!("FROM {} (joins)", names.join(", "))));
+            return Err(unsupported(format!("FROM {} (comma joins; use JOIN … ON)", names.join(", "))));
         }
     };
-    if let Some(j) = from.joins.first() {
-        return Err(unsupported(format!("{j} (joins)")));
+    let mut scope = Scope { rels: vec![bind_relation(tx, &from.relation)?] };
+    let mut plan = scan_of(&scope.rels[0]);
+    // ON pairs, by the FROM position of their later table.
+    let mut pairs: Vec<(usize, ColumnRef, ColumnRef)> = Vec::new();
+    for join in &from.joins {
+        let on = match &join.join_operator {
+            JoinOperator::Join(JoinConstraint::On(e)) | JoinOperator::Inner(JoinConstraint::On(e))
+                if !join.global =>
+            {
+                e
+            }
+            _ => return Err(unsupported(format!("{join} (only [INNER] JOIN … ON)"))),
+        };
+        let rel = bind_relation(tx, &join.relation)?;
+        if scope.rels.iter().any(|r| r.qualifier.eq_ignore_ascii_case(&rel.qualifier)) {
+            return Err(unsupported(format!(
+                "{join} (table name `{}` used twice; add an alias)",
+                rel.qualifier
+            )));
+        }
+        scope.rels.push(rel);
+        bind_on(&scope, on, &mut pairs)?;
     }
-    let (name, alias) = match &from.relation {
-        TableFactor::Table {
-            name,
-            alias,
-            args: None,
-            with_hints,
-            version: None,
-            partitions,
-            json_path: None,
-            sample: None,
-            index_hints,
-            ..
-        } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => (name, alias),
-        other => return Err(unsupported(other)),
-    };
-    let table_ident = single_name(name)?;
-    let table_id = match tx.table_id(&table_ident.value) {
-        Ok(id) => id,
-        Err(MvccError::NoSuchTableName(n)) => return Err(PlanError::UnknownTable(n)),
-        Err(e) => return Err(e.into()),
-    };
-    let view = tx.table(table_id)?;
-    let schema = view.schema();
-    let qualifier = match alias {
-        Some(a) if !a.columns.is_empty() => return Err(unsupported(a)),
-        Some(a) => a.name.value.clone(),
-        None => table_ident.value.clone(),
-    };
-    let scope = Scope { schema, qualifier };
-
-    let mut plan = LogicalPlan::Scan { table: table_id, name: schema.name().to_string() };
+    for (i, rel) in scope.rels.iter().enumerate().skip(1) {
+        let on = pairs.iter().filter(|p| p.0 == i).map(|(_, l, r)| (l.clone(), r.clone())).collect();
+        plan = LogicalPlan::Join { left: Box::new(plan), right: Box::new(scan_of(rel)), on };
+    }
     if let Some(w) = &s.selection {
         plan = LogicalPlan::Select { input: Box::new(plan), pred: bind_pred(&scope, w)? };
     }
+    if let Some(o) = order_by {
+        let keys = bind_order_by(&scope, o)?;
+        if !keys.is_empty() {
+            plan = LogicalPlan::Sort { input: Box::new(plan), keys };
+        }
+    }
     bind_projection(&scope, &s.projection, plan)
+}
+
+fn bind_order_by(scope: &Scope<'_>, o: &OrderBy) -> Result<Vec<SortKey>, PlanError> {
+    let exprs = match (&o.kind, &o.interpolate) {
+        (OrderByKind::Expressions(e), None) => e,
+        _ => return Err(unsupported(o)),
+    };
+    exprs
+        .iter()
+        .map(|item| {
+            if item.with_fill.is_some() || item.options.nulls_first.is_some() {
+                return Err(unsupported(format!("ORDER BY {item}")));
+            }
+            match scope.column_expr(strip(&item.expr))? {
+                Some(col) => Ok(SortKey { col, desc: item.options.asc == Some(false) }),
+                None => Err(unsupported(format!("ORDER BY {item} (only columns)"))),
+            }
+        })
+        .collect()
 }
 
 fn bind_projection(
@@ -410,7 +617,7 @@ fn bind_projection(
         match item {
             SelectItem::Wildcard(opts) => {
                 if opts.to_string().trim().is_empty() {
-                    columns.extend(scope.all_columns());
+                    columns.extend(scope.rels.iter().flat_map(Rel::all_columns));
                 } else {
                     return Err(unsupported(item));
                 }
@@ -422,8 +629,7 @@ fn bind_projection(
                 match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(n) => {
                         let q = single_name(n)?;
-                        scope.check_qualifier(q, item)?;
-                        columns.extend(scope.all_columns());
+                        columns.extend(scope.rel(q, item)?.all_columns());
                     }
                     SelectItemQualifiedWildcardKind::Expr(_) => return Err(unsupported(item)),
                 }

@@ -1,12 +1,13 @@
-//! Access-path choice: turns a [`LogicalPlan`] into a [`PhysicalPlan`] that reads a table via
-//! a full scan, an index seek or an index range.
+//! Physical planning: access-path choice per table (full scan, index seek or index range),
+//! `WHERE` pushdown to single tables, and a join method per join step (index nested-loop join
+//! when the inner table has an index led by the join columns, else a hash join).
 
 use std::ops::Bound;
 
-use lightcone_mvcc::{IndexId, TableId, TableSchema};
+use lightcone_mvcc::{IndexId, ReadTx, TableId, TableSchema};
 
 use crate::error::PlanError;
-use crate::logical::{CmpOp, ColumnRef, LogicalPlan, Operand, Predicate};
+use crate::logical::{CmpOp, ColumnRef, LogicalPlan, Operand, Predicate, SortKey};
 
 /// How rows are fetched from the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,29 +30,9 @@ pub enum AccessPath {
     },
 }
 
-/// What the query returns per fetched row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    Columns(Vec<ColumnRef>),
-    /// A single `u64` column with this name counting the rows.
-    Count(String),
-}
-
-/// An executable single-table plan: fetch via `access`, keep rows passing `filter`,
-/// produce `output`, keep at most `limit` result rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PhysicalPlan {
-    pub table: TableId,
-    pub table_name: String,
-    pub access: AccessPath,
-    pub filter: Option<Predicate>,
-    pub output: Output,
-    pub limit: Option<u64>,
-}
-
-impl PhysicalPlan {
-    pub fn uses_sender(&self) -> bool {
-        let in_access = match &self.access {
+impl AccessPath {
+    fn uses_sender(&self) -> bool {
+        match self {
             AccessPath::FullScan => false,
             AccessPath::IndexSeek { key, .. } => key.contains(&Operand::Sender),
             AccessPath::IndexRange { lo, hi, .. } => {
@@ -60,13 +41,113 @@ impl PhysicalPlan {
                 };
                 b(lo) || b(hi)
             }
-        };
-        in_access || self.filter.as_ref().is_some_and(Predicate::uses_sender)
+        }
     }
 }
 
-/// Chooses an access path for `plan` on the table described by `schema`.
-pub fn plan_physical(plan: &LogicalPlan, schema: &TableSchema) -> Result<PhysicalPlan, PlanError> {
+/// What the query returns per result row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Columns(Vec<ColumnRef>),
+    /// A single `u64` column with this name counting the rows.
+    Count(String),
+}
+
+/// Reading one table instance: fetch via `access`, keep rows passing `filter` (which only
+/// references this table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableAccess {
+    pub table: TableId,
+    pub table_name: String,
+    pub alias: String,
+    pub access: AccessPath,
+    pub filter: Option<Predicate>,
+}
+
+/// How a join step finds the inner rows matching an outer row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinMethod {
+    /// Index nested-loop join: per outer row, seek `index` on the inner table with the outer
+    /// values of `key` (pairs of outer column, inner index column, in index-column order). The
+    /// inner table's `access` is unused; its `filter` holds all its pushed-down predicates.
+    IndexJoin { index: IndexId, index_name: String, key: Vec<(ColumnRef, ColumnRef)> },
+    /// Fetch the inner table via its access path, then hash the smaller side on the join key.
+    HashJoin,
+}
+
+/// Joining one more table to the rows produced so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinStep {
+    pub inner: TableAccess,
+    /// Equalities (outer column, inner column) every joined pair satisfies.
+    pub on: Vec<(ColumnRef, ColumnRef)>,
+    pub method: JoinMethod,
+}
+
+/// An executable plan: read `first`, join each of `joins` in order (left-deep, `FROM` order;
+/// a joined row is the concatenation of the tables' rows), keep rows passing `filter` (the
+/// predicates spanning tables), sort by `order_by`, produce `output`, keep at most `limit`
+/// result rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhysicalPlan {
+    pub first: TableAccess,
+    pub joins: Vec<JoinStep>,
+    pub filter: Option<Predicate>,
+    pub order_by: Vec<SortKey>,
+    pub output: Output,
+    pub limit: Option<u64>,
+}
+
+impl PhysicalPlan {
+    pub fn uses_sender(&self) -> bool {
+        let table =
+            |t: &TableAccess| t.access.uses_sender() || t.filter.as_ref().is_some_and(Predicate::uses_sender);
+        table(&self.first)
+            || self.joins.iter().any(|j| table(&j.inner))
+            || self.filter.as_ref().is_some_and(Predicate::uses_sender)
+    }
+
+    /// The table instances read, in `FROM` order.
+    pub fn tables(&self) -> impl Iterator<Item = &TableAccess> {
+        std::iter::once(&self.first).chain(self.joins.iter().map(|j| &j.inner))
+    }
+}
+
+fn shape(p: &LogicalPlan) -> PlanError {
+    PlanError::Unsupported(format!("plan shape {p:?}"))
+}
+
+/// Flattens a left-deep join tree into (table, name, alias) in order plus each step's `on`.
+#[allow(clippy::type_complexity)]
+fn flatten(
+    p: &LogicalPlan,
+    scans: &mut Vec<(TableId, String, String)>,
+    ons: &mut Vec<Vec<(ColumnRef, ColumnRef)>>,
+) -> Result<(), PlanError> {
+    match p {
+        LogicalPlan::Scan { table, name, alias } => {
+            scans.push((*table, name.clone(), alias.clone()));
+            Ok(())
+        }
+        LogicalPlan::Join { left, right, on } => {
+            flatten(left, scans, ons)?;
+            match right.as_ref() {
+                LogicalPlan::Scan { table, name, alias } => scans.push((*table, name.clone(), alias.clone())),
+                other => return Err(shape(other)),
+            }
+            ons.push(on.clone());
+            Ok(())
+        }
+        other => Err(shape(other)),
+    }
+}
+
+fn and_all(preds: Vec<Predicate>) -> Option<Predicate> {
+    preds.into_iter().reduce(|a, b| Predicate::And(Box::new(a), Box::new(b)))
+}
+
+/// Chooses access paths and join methods for `plan`, reading schemas from `tx`.
+pub fn plan_physical(plan: &LogicalPlan, tx: &impl ReadTx) -> Result<PhysicalPlan, PlanError> {
     let (limit, rest) = match plan {
         LogicalPlan::Limit { input, n } => (Some(*n), input.as_ref()),
         p => (None, p),
@@ -74,21 +155,102 @@ pub fn plan_physical(plan: &LogicalPlan, schema: &TableSchema) -> Result<Physica
     let (output, rest) = match rest {
         LogicalPlan::Project { input, columns } => (Output::Columns(columns.clone()), input.as_ref()),
         LogicalPlan::Count { input, name } => (Output::Count(name.clone()), input.as_ref()),
-        other => return Err(PlanError::Unsupported(format!("plan shape {other:?}"))),
+        other => return Err(shape(other)),
+    };
+    let (order_by, rest) = match rest {
+        LogicalPlan::Sort { input, keys } => (keys.clone(), input.as_ref()),
+        p => (Vec::new(), p),
     };
     let (pred, rest) = match rest {
         LogicalPlan::Select { input, pred } => (Some(pred), input.as_ref()),
         p => (None, p),
     };
-    let (table, table_name) = match rest {
-        LogicalPlan::Scan { table, name } => (*table, name.clone()),
-        other => return Err(PlanError::Unsupported(format!("plan shape {other:?}"))),
-    };
-    let (access, filter) = match pred {
-        None => (AccessPath::FullScan, None),
-        Some(p) => choose_access(p, schema),
-    };
-    Ok(PhysicalPlan { table, table_name, access, filter, output, limit })
+    let mut scans = Vec::new();
+    let mut ons = Vec::new();
+    flatten(rest, &mut scans, &mut ons)?;
+
+    // Pushdown: conjuncts over one table go to that table; the rest run after the joins.
+    let mut pushed: Vec<Vec<Predicate>> = vec![Vec::new(); scans.len()];
+    let mut post = Vec::new();
+    for c in pred.map(Predicate::conjuncts).unwrap_or_default() {
+        match c.aliases().as_slice() {
+            [a] => match scans.iter().position(|s| s.2 == *a) {
+                Some(i) => pushed[i].push(c.clone()),
+                None => post.push(c.clone()),
+            },
+            _ => post.push(c.clone()),
+        }
+    }
+    let mut accesses = Vec::new();
+    for ((table, table_name, alias), preds) in scans.into_iter().zip(pushed) {
+        let view = tx.table(table)?;
+        let (access, filter) = match and_all(preds) {
+            None => (AccessPath::FullScan, None),
+            Some(p) => choose_access(&p, view.schema()),
+        };
+        accesses.push((TableAccess { table, table_name, alias, access, filter }, view.schema()));
+    }
+    let mut it = accesses.into_iter();
+    let Some((first, _)) = it.next() else { return Err(shape(rest)) };
+    let mut joins = Vec::new();
+    for ((mut inner, schema), on) in it.zip(ons) {
+        let method = match choose_join_index(&on, schema) {
+            Some(method) => {
+                // The seek replaces the inner access path: all pushed predicates become the filter.
+                let mut preds: Vec<Predicate> = Vec::new();
+                if let AccessPath::IndexSeek { columns, key, .. } = &inner.access {
+                    for (c, k) in columns.iter().zip(key) {
+                        preds.push(Predicate::Cmp { col: c.clone(), op: CmpOp::Eq, rhs: k.clone() });
+                    }
+                }
+                if let AccessPath::IndexRange { column, lo, hi, .. } = &inner.access {
+                    for (b, incl, excl) in [(lo, CmpOp::Ge, CmpOp::Gt), (hi, CmpOp::Le, CmpOp::Lt)] {
+                        match b {
+                            Bound::Included(o) => {
+                                preds.push(Predicate::Cmp { col: column.clone(), op: incl, rhs: o.clone() })
+                            }
+                            Bound::Excluded(o) => {
+                                preds.push(Predicate::Cmp { col: column.clone(), op: excl, rhs: o.clone() })
+                            }
+                            Bound::Unbounded => {}
+                        }
+                    }
+                }
+                preds.extend(inner.filter.take());
+                inner.access = AccessPath::FullScan;
+                inner.filter = and_all(preds);
+                method
+            }
+            None => JoinMethod::HashJoin,
+        };
+        joins.push(JoinStep { inner, on, method });
+    }
+    Ok(PhysicalPlan { first, joins, filter: and_all(post), order_by, output, limit })
+}
+
+/// The best index on the inner table whose leading columns are all join columns: the most
+/// key columns covered, then unique. Hash indexes must be covered entirely.
+fn choose_join_index(on: &[(ColumnRef, ColumnRef)], schema: &TableSchema) -> Option<JoinMethod> {
+    let mut best: Option<((usize, bool), JoinMethod)> = None;
+    for (pos, idx) in schema.def.indexes.iter().enumerate() {
+        let Some(&index) = schema.index_ids.get(pos) else { continue };
+        let mut key = Vec::new();
+        for &c in &idx.columns {
+            match on.iter().find(|(_, inner)| inner.col == c) {
+                Some(pair) => key.push(pair.clone()),
+                None => break,
+            }
+        }
+        let full = key.len() == idx.columns.len();
+        if key.is_empty() || !(full || idx.algorithm.supports_range()) {
+            continue;
+        }
+        let rank = (key.len(), idx.unique && full);
+        if best.as_ref().is_none_or(|b| rank > b.0) {
+            best = Some((rank, JoinMethod::IndexJoin { index, index_name: idx.name.clone(), key }));
+        }
+    }
+    best.map(|b| b.1)
 }
 
 /// Ranking of a candidate index: higher is better.
@@ -174,8 +336,7 @@ fn choose_access(pred: &Predicate, schema: &TableSchema) -> (AccessPath, Option<
                 .filter(|(i, _)| !used.contains(i))
                 .map(|(_, p)| (*p).clone())
                 .collect();
-            let filter = rest.into_iter().reduce(|a, b| Predicate::And(Box::new(a), Box::new(b)));
-            (path, filter)
+            (path, and_all(rest))
         }
     }
 }

@@ -51,3 +51,67 @@ pub fn people() -> Database {
     tx.commit();
     db
 }
+
+/// `user(identity pk, name, city)`, `message(id pk, sender btree-indexed, room, body)` and
+/// `room(id, title)` with no indexes.
+pub fn chat() -> Database {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let user = tx
+        .create_table(
+            TableDef::new(
+                "user",
+                vec![
+                    ColumnDef::new("identity", ColumnType::U256),
+                    ColumnDef::new("name", ColumnType::String),
+                    ColumnDef::new("city", ColumnType::U8),
+                ],
+            )
+            .with_primary_key(0),
+        )
+        .unwrap();
+    let message = tx
+        .create_table(
+            TableDef::new(
+                "message",
+                vec![
+                    ColumnDef::new("id", ColumnType::U64),
+                    ColumnDef::new("sender", ColumnType::U256),
+                    ColumnDef::new("room", ColumnType::U32),
+                    ColumnDef::new("body", ColumnType::String),
+                ],
+            )
+            .with_primary_key(0)
+            .with_index(IndexDef::btree(vec![1], false)),
+        )
+        .unwrap();
+    let room = tx
+        .create_table(TableDef::new(
+            "room",
+            vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("title", ColumnType::String)],
+        ))
+        .unwrap();
+    for i in 0..4u128 {
+        let row = vec![
+            Value::U256(U256::from_u128(i)),
+            Value::String(format!("u{i}").into()),
+            Value::U8(i as u8 % 2),
+        ];
+        tx.insert(user, row).unwrap();
+    }
+    for r in 0..3u32 {
+        tx.insert(room, vec![Value::U32(r), Value::String(format!("r{r}").into())]).unwrap();
+    }
+    // 10 messages; sender 4 does not exist; room 3 does not exist.
+    for i in 0..10u64 {
+        let row = vec![
+            Value::U64(i),
+            Value::U256(U256::from_u128((i % 5) as u128)),
+            Value::U32((i % 4) as u32),
+            Value::String(format!("m{i}").into()),
+        ];
+        tx.insert(message, row).unwrap();
+    }
+    tx.commit();
+    db
+}
