@@ -1,6 +1,9 @@
 //! Differential test against SQLite: random single-table WHERE queries must return the same
 //! multiset of rows (and the same COUNT(*)) in Lightcone and in SQLite.
 
+mod common;
+
+use common::Rng;
 use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexAlgorithm, IndexDef, TableDef, Value};
 use lightcone_query_planner::{execute, explain, Params};
 use proptest::prelude::*;
@@ -13,17 +16,6 @@ const STRINGS: [&str; 5] = ["", "x", "y", "xy", "z"];
 enum Cell {
     I(i64),
     S(String),
-}
-
-/// Deterministic xorshift generator for the table contents.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn build() -> (Database, rusqlite::Connection) {

@@ -3,6 +3,9 @@
 //! single-table and cross-table WHERE predicates, compared as row multisets and COUNT(*); and
 //! ORDER BY over all tables' primary keys (a total order) with LIMIT, compared as lists.
 
+mod common;
+
+use common::Rng;
 use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexAlgorithm, IndexDef, TableDef, Value};
 use lightcone_query_planner::{execute, explain, Params};
 use proptest::prelude::*;
@@ -71,17 +74,6 @@ fn value(ty: ColumnType, v: i64) -> Value {
         ColumnType::U32 => Value::U32(v as u32),
         ColumnType::I32 => Value::I32(v as i32),
         _ => Value::U8(v as u8),
-    }
-}
-
-/// Deterministic xorshift generator for the table contents.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

@@ -1,5 +1,5 @@
-//! Shared fixture: a `person` table with a primary key, a btree index, a hash index and an
-//! identity column.
+//! Shared fixtures: a `person` table with a primary key, a btree index, a hash index and an
+//! identity column; the chat tables; a deterministic generator for differential tests.
 
 #![allow(dead_code)]
 
@@ -114,4 +114,16 @@ pub fn chat() -> Database {
     }
     tx.commit();
     db
+}
+
+/// Deterministic xorshift generator for table contents.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
 }
