@@ -3,20 +3,14 @@
 
 mod common;
 
-use common::Rng;
+use common::{Cell, Rng};
 use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexAlgorithm, IndexDef, TableDef, Value};
-use lightcone_query_planner::{execute, explain, Params};
+use lightcone_query_planner::explain;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 const ROWS: u32 = 400;
 const STRINGS: [&str; 5] = ["", "x", "y", "xy", "z"];
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Cell {
-    I(i64),
-    S(String),
-}
 
 fn build() -> (Database, rusqlite::Connection) {
     let db = Database::new();
@@ -112,45 +106,15 @@ fn query_predicate() -> impl Strategy<Value = String> {
 }
 
 fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<Cell>> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    let mut out: Vec<Vec<Cell>> = stmt
-        .query_map([], |r| {
-            (0..n)
-                .map(|i| {
-                    Ok(match r.get_ref(i)? {
-                        rusqlite::types::ValueRef::Integer(v) => Cell::I(v),
-                        rusqlite::types::ValueRef::Text(t) => {
-                            Cell::S(String::from_utf8_lossy(t).into_owned())
-                        }
-                        other => panic!("unexpected sqlite value {other:?}"),
-                    })
-                })
-                .collect()
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    out.sort();
-    out
+    let mut rows = common::sqlite_rows(conn, sql);
+    rows.sort();
+    rows
 }
 
 fn lightcone_rows(db: &Database, sql: &str) -> Vec<Vec<Cell>> {
-    let res = execute(&db.snapshot(), sql, &Params::default()).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out: Vec<Vec<Cell>> = res
-        .rows
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|v| match v {
-                    Value::String(s) => Cell::S(s.into()),
-                    v => Cell::I(v.as_i128().expect("integer") as i64),
-                })
-                .collect()
-        })
-        .collect();
-    out.sort();
-    out
+    let mut rows = common::lightcone_rows(db, sql);
+    rows.sort();
+    rows
 }
 
 // Proves random WHERE queries (comparisons, AND/OR/NOT, parentheses, literals on either side,

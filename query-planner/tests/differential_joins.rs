@@ -5,20 +5,14 @@
 
 mod common;
 
-use common::Rng;
+use common::{lightcone_rows, sqlite_rows, Cell, Rng};
 use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexAlgorithm, IndexDef, TableDef, Value};
-use lightcone_query_planner::{execute, explain, Params};
+use lightcone_query_planner::explain;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 const STRINGS: [&str; 4] = ["", "x", "y", "xy"];
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Cell {
-    I(i64),
-    S(String),
-}
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -236,40 +230,6 @@ fn query() -> impl Strategy<Value = Query> {
                 Query { from, aliases: tables.len(), pred, desc, limit }
             })
     })
-}
-
-fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<Cell>> {
-    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n)
-            .map(|i| {
-                Ok(match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Integer(v) => Cell::I(v),
-                    rusqlite::types::ValueRef::Text(t) => Cell::S(String::from_utf8_lossy(t).into_owned()),
-                    other => panic!("unexpected sqlite value {other:?}"),
-                })
-            })
-            .collect()
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
-
-fn lightcone_rows(db: &Database, sql: &str) -> Vec<Vec<Cell>> {
-    let res = execute(&db.snapshot(), sql, &Params::default()).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    res.rows
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|v| match v {
-                    Value::String(s) => Cell::S(s.into()),
-                    v => Cell::I(v.as_i128().expect("integer") as i64),
-                })
-                .collect()
-        })
-        .collect()
 }
 
 fn sorted(mut v: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {

@@ -127,3 +127,48 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// One result cell as both engines can report it (integers widened to i64).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cell {
+    I(i64),
+    S(String),
+}
+
+/// SQLite's rows for `sql`, in its order.
+pub fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<Cell>> {
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Integer(v) => Cell::I(v),
+                    rusqlite::types::ValueRef::Text(t) => Cell::S(String::from_utf8_lossy(t).into_owned()),
+                    other => panic!("unexpected sqlite value {other:?}"),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Lightcone's rows for `sql`, in its order.
+pub fn lightcone_rows(db: &Database, sql: &str) -> Vec<Vec<Cell>> {
+    let res =
+        lightcone_query_planner::execute(&db.snapshot(), sql, &lightcone_query_planner::Params::default())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    res.rows
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Cell::S(s.into()),
+                    v => Cell::I(v.as_i128().expect("integer") as i64),
+                })
+                .collect()
+        })
+        .collect()
+}
