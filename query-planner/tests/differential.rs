@@ -119,11 +119,11 @@ fn lightcone_rows(db: &Database, sql: &str) -> Vec<Vec<Cell>> {
 
 // Proves random WHERE queries (comparisons, AND/OR/NOT, parentheses, literals on either side,
 // over primary-key, btree, hash, composite-index and unindexed columns) return the same row
-// multisets and COUNT(*) as SQLite. Scale with PROPTEST_CASES (default 300).
+// multisets and COUNT(*) as SQLite. Scale with LIGHTCONE_SQL_CASES (default 2000).
 #[test]
 fn matches_sqlite() {
     let (db, conn) = build();
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let cases = common::sql_cases();
     let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let index_paths = std::cell::Cell::new(0u32);

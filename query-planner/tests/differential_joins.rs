@@ -239,11 +239,11 @@ fn sorted(mut v: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
 
 // Proves random 2- and 3-way equi-joins (self-joins, index and hash joins, single- and
 // cross-table WHERE) match SQLite as multisets and by COUNT(*), and ORDER BY over all primary
-// keys with LIMIT matches as ordered lists. Scale with PROPTEST_CASES (default 200).
+// keys with LIMIT matches as ordered lists. Scale with LIGHTCONE_SQL_CASES (default 2000).
 #[test]
 fn joins_match_sqlite() {
     let (db, conn) = build();
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let cases = common::sql_cases();
     let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let (index_joins, hash_joins, nonempty) =

@@ -172,3 +172,9 @@ pub fn lightcone_rows(db: &Database, sql: &str) -> Vec<Vec<Cell>> {
         })
         .collect()
 }
+
+/// Queries per differential test: `LIGHTCONE_SQL_CASES`, default 2,000 — thousands in CI (the
+/// runs take seconds), more for soak runs.
+pub fn sql_cases() -> u32 {
+    std::env::var("LIGHTCONE_SQL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+}
