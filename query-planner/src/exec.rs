@@ -35,10 +35,14 @@ pub fn execute(tx: &impl ReadTx, sql: &str, params: &Params) -> Result<QueryResu
     execute_plan(tx, &plan, params)
 }
 
+/// The value of an index-key operand (a literal or `:sender`; access paths never hold columns).
 fn resolve(op: &Operand, sender: Option<U256>) -> Result<Value, PlanError> {
     match op {
         Operand::Literal(v) => Ok(v.clone()),
         Operand::Sender => sender.map(Value::U256).ok_or(PlanError::MissingSender),
+        Operand::Column(c) => {
+            Err(PlanError::Unsupported(format!("column `{}.{}` as an index key", c.alias, c.name)))
+        }
     }
 }
 
@@ -50,33 +54,9 @@ fn resolve_bound(b: &Bound<Operand>, sender: Option<U256>) -> Result<Bound<Vec<V
     })
 }
 
-/// Predicate with `:sender` substituted, so evaluation cannot fail.
-fn substitute(p: &Predicate, sender: Option<U256>) -> Result<Predicate, PlanError> {
-    Ok(match p {
-        Predicate::Cmp { col, op, rhs } => {
-            Predicate::Cmp { col: col.clone(), op: *op, rhs: Operand::Literal(resolve(rhs, sender)?) }
-        }
-        Predicate::And(l, r) => {
-            Predicate::And(Box::new(substitute(l, sender)?), Box::new(substitute(r, sender)?))
-        }
-        Predicate::Or(l, r) => {
-            Predicate::Or(Box::new(substitute(l, sender)?), Box::new(substitute(r, sender)?))
-        }
-        Predicate::Not(x) => Predicate::Not(Box::new(substitute(x, sender)?)),
-    })
-}
-
-/// Evaluates a predicate on a row (`:sender` must already be substituted; if not, it is false).
-pub(crate) fn eval(p: &Predicate, row: &Row) -> bool {
-    match p {
-        Predicate::Cmp { col, op, rhs: Operand::Literal(v) } => {
-            row.get(col.col as usize).is_some_and(|x| op.holds(x.cmp(v)))
-        }
-        Predicate::Cmp { .. } => false,
-        Predicate::And(l, r) => eval(l, row) && eval(r, row),
-        Predicate::Or(l, r) => eval(l, row) || eval(r, row),
-        Predicate::Not(x) => !eval(x, row),
-    }
+/// Evaluates `p` on a row whose column positions are those of `p`'s column references.
+fn eval_row(p: &Predicate, row: &Row, sender: Option<&Value>) -> bool {
+    p.eval(&|c: &ColumnRef| row.get(c.col as usize), sender)
 }
 
 /// Where each table instance's columns start in a joined row.
@@ -91,17 +71,12 @@ impl Layout {
 
     /// `p` with columns renumbered to joined-row positions.
     fn remap(&self, p: &Predicate) -> Result<Predicate, PlanError> {
-        Ok(match p {
-            Predicate::Cmp { col, op, rhs } => {
-                let pos = self.pos(col)?;
-                let col_id = ColId::try_from(pos).map_err(|_| {
-                    PlanError::Unsupported(format!("joined rows wider than {} columns", ColId::MAX))
-                })?;
-                Predicate::Cmp { col: ColumnRef { col: col_id, ..col.clone() }, op: *op, rhs: rhs.clone() }
-            }
-            Predicate::And(l, r) => Predicate::And(Box::new(self.remap(l)?), Box::new(self.remap(r)?)),
-            Predicate::Or(l, r) => Predicate::Or(Box::new(self.remap(l)?), Box::new(self.remap(r)?)),
-            Predicate::Not(x) => Predicate::Not(Box::new(self.remap(x)?)),
+        p.map_columns(&|col: &ColumnRef| {
+            let pos = self.pos(col)?;
+            let col_id = ColId::try_from(pos).map_err(|_| {
+                PlanError::Unsupported(format!("joined rows wider than {} columns", ColId::MAX))
+            })?;
+            Ok(ColumnRef { col: col_id, ..col.clone() })
         })
     }
 }
@@ -112,7 +87,8 @@ fn fetch<'a>(
     t: &TableAccess,
     sender: Option<U256>,
 ) -> Result<Box<dyn Iterator<Item = Row> + 'a>, PlanError> {
-    let filter = t.filter.as_ref().map(|f| substitute(f, sender)).transpose()?;
+    let filter = t.filter.clone();
+    let sender_value = sender.map(Value::U256);
     let rows: Box<dyn Iterator<Item = Row> + 'a> = match &t.access {
         AccessPath::FullScan => Box::new(view.scan().map(|(_, r)| r)),
         AccessPath::IndexSeek { index, key, .. } => {
@@ -126,7 +102,7 @@ fn fetch<'a>(
             Box::new(scan.filter_map(move |rid| view.get(rid)))
         }
     };
-    Ok(Box::new(rows.filter(move |r| filter.as_ref().is_none_or(|f| eval(f, r)))))
+    Ok(Box::new(rows.filter(move |r| filter.as_ref().is_none_or(|f| eval_row(f, r, sender_value.as_ref())))))
 }
 
 fn key_of(row: &Row, positions: &[usize]) -> Option<Vec<Value>> {
@@ -154,13 +130,14 @@ fn join_step(
     let mut out = Vec::new();
     match &step.method {
         JoinMethod::IndexJoin { index, key, .. } => {
-            let filter = step.inner.filter.as_ref().map(|f| substitute(f, sender)).transpose()?;
+            let filter = step.inner.filter.as_ref();
+            let sender_value = sender.map(Value::U256);
             let key_pos = key.iter().map(|(o, _)| layout.pos(o)).collect::<Result<Vec<_>, _>>()?;
             for o in &outer {
                 let (Some(k), Some(ok)) = (key_of(o, &key_pos), key_of(o, &outer_pos)) else { continue };
                 for rid in view.index_seek(*index, &k)? {
                     let Some(i) = view.get(rid) else { continue };
-                    if filter.as_ref().is_none_or(|f| eval(f, &i))
+                    if filter.is_none_or(|f| eval_row(f, &i, sender_value.as_ref()))
                         && key_of(&i, &inner_pos).as_ref() == Some(&ok)
                     {
                         out.push(concat(o, &i));
@@ -227,8 +204,9 @@ pub fn execute_plan(
         Box::new(joined.into_iter())
     };
     if let Some(f) = &plan.filter {
-        let f = substitute(&layout.remap(f)?, sender)?;
-        rows = Box::new(rows.filter(move |r| eval(&f, r)));
+        let f = layout.remap(f)?;
+        let sender_value = sender.map(Value::U256);
+        rows = Box::new(rows.filter(move |r| eval_row(&f, r, sender_value.as_ref())));
     }
     if !plan.order_by.is_empty() {
         let keys = plan

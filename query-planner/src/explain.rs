@@ -32,6 +32,15 @@ impl Names {
         }
     }
 
+    fn operand(&self, o: &Operand) -> String {
+        match o {
+            Operand::Sender => ":sender".into(),
+            Operand::Literal(Value::String(v)) => format!("'{}'", v.replace('\'', "''")),
+            Operand::Literal(v) => v.to_string(),
+            Operand::Column(c) => self.col(c),
+        }
+    }
+
     fn pairs(&self, on: &[(ColumnRef, ColumnRef)]) -> String {
         let parts: Vec<String> =
             on.iter().map(|(o, i)| format!("{} = {}", self.col(o), self.col(i))).collect();
@@ -40,7 +49,9 @@ impl Names {
 
     fn predicate(&self, p: &Predicate) -> String {
         match p {
-            Predicate::Cmp { col, op, rhs } => format!("{} {} {}", self.col(col), op.symbol(), operand(rhs)),
+            Predicate::Cmp { col, op, rhs } => {
+                format!("{} {} {}", self.col(col), op.symbol(), self.operand(rhs))
+            }
             Predicate::And(l, r) => format!("{} AND {}", self.paren(l), self.paren(r)),
             Predicate::Or(l, r) => format!("{} OR {}", self.paren(l), self.paren(r)),
             Predicate::Not(x) => format!("NOT {}", self.paren(x)),
@@ -63,7 +74,7 @@ impl Names {
                 let parts: Vec<String> = columns
                     .iter()
                     .zip(key)
-                    .map(|(c, k)| format!("{} = {}", self.col(c), operand(k)))
+                    .map(|(c, k)| format!("{} = {}", self.col(c), self.operand(k)))
                     .collect();
                 let _ = writeln!(s, "{indent}IndexSeek {index_name} ({})", parts.join(" AND "));
             }
@@ -71,13 +82,13 @@ impl Names {
                 let c = self.col(column);
                 let mut parts = Vec::new();
                 match lo {
-                    Bound::Included(o) => parts.push(format!("{c} >= {}", operand(o))),
-                    Bound::Excluded(o) => parts.push(format!("{c} > {}", operand(o))),
+                    Bound::Included(o) => parts.push(format!("{c} >= {}", self.operand(o))),
+                    Bound::Excluded(o) => parts.push(format!("{c} > {}", self.operand(o))),
                     Bound::Unbounded => {}
                 }
                 match hi {
-                    Bound::Included(o) => parts.push(format!("{c} <= {}", operand(o))),
-                    Bound::Excluded(o) => parts.push(format!("{c} < {}", operand(o))),
+                    Bound::Included(o) => parts.push(format!("{c} <= {}", self.operand(o))),
+                    Bound::Excluded(o) => parts.push(format!("{c} < {}", self.operand(o))),
                     Bound::Unbounded => {}
                 }
                 let _ = writeln!(s, "{indent}IndexRange {index_name} ({})", parts.join(" AND "));
@@ -143,12 +154,4 @@ pub(crate) fn render(plan: &PhysicalPlan) -> String {
     }
     s.pop();
     s
-}
-
-fn operand(o: &Operand) -> String {
-    match o {
-        Operand::Sender => ":sender".into(),
-        Operand::Literal(Value::String(v)) => format!("'{}'", v.replace('\'', "''")),
-        Operand::Literal(v) => v.to_string(),
-    }
 }

@@ -69,15 +69,19 @@ impl CmpOp {
     }
 }
 
-/// The right-hand side of a comparison: a literal of the column's type, or the caller's
-/// identity (`:sender`, a `U256`), supplied at execution.
+/// The right-hand side of a comparison: a literal of the column's type, the caller's
+/// identity (`:sender`, a `U256`, supplied at execution), or another column of the same type
+/// (of the same table instance or of another one in scope).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operand {
     Literal(Value),
     Sender,
+    Column(ColumnRef),
 }
 
 /// A boolean condition over one row. Comparisons are normalised to `column op operand`.
+///
+/// Evaluate it with [`Predicate::eval`], which is what the planner's executor uses too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Predicate {
     Cmp { col: ColumnRef, op: CmpOp, rhs: Operand },
@@ -102,6 +106,7 @@ impl Predicate {
     /// The table instances (aliases) the predicate references, deduplicated.
     pub fn aliases(&self) -> Vec<&str> {
         let mut v: Vec<&str> = match self {
+            Predicate::Cmp { col, rhs: Operand::Column(r), .. } => vec![col.alias.as_str(), r.alias.as_str()],
             Predicate::Cmp { col, .. } => vec![col.alias.as_str()],
             Predicate::And(l, r) | Predicate::Or(l, r) => {
                 let mut v = l.aliases();
@@ -122,6 +127,62 @@ impl Predicate {
             Predicate::And(l, r) | Predicate::Or(l, r) => l.uses_sender() || r.uses_sender(),
             Predicate::Not(p) => p.uses_sender(),
         }
+    }
+
+    /// Evaluates the predicate on one row. `lookup` gives a column's value in the row (columns
+    /// are those the predicate was bound with; the caller maps them to its row layout);
+    /// `sender` is the `:sender` value (a `Value::U256`). A comparison whose operands are not
+    /// both available (`lookup` answers `None`, or `:sender` without a sender) is false —
+    /// callers that require a sender should check [`Predicate::uses_sender`] first.
+    /// Values compare by [`Value`]'s `Ord` (bound predicates only compare equal types).
+    ///
+    /// ```
+    /// use lightcone_mvcc::{ColumnType, Value};
+    /// use lightcone_query_planner::{CmpOp, ColumnRef, Operand, Predicate};
+    ///
+    /// let col = |col: u16, name: &str| ColumnRef {
+    ///     table: 0, alias: "t".into(), col, name: name.into(), ty: ColumnType::U32,
+    /// };
+    /// let p = Predicate::Cmp { col: col(0, "x"), op: CmpOp::Lt, rhs: Operand::Column(col(1, "y")) };
+    /// let row = [Value::U32(1), Value::U32(2)];
+    /// assert!(p.eval(&|c: &ColumnRef| row.get(c.col as usize), None));
+    /// ```
+    pub fn eval<'a>(
+        &self,
+        lookup: &impl Fn(&ColumnRef) -> Option<&'a Value>,
+        sender: Option<&'a Value>,
+    ) -> bool {
+        match self {
+            Predicate::Cmp { col, op, rhs } => {
+                let l = lookup(col);
+                match (l, rhs) {
+                    (Some(l), Operand::Literal(r)) => op.holds(l.cmp(r)),
+                    (Some(l), Operand::Sender) => sender.is_some_and(|r| op.holds(l.cmp(r))),
+                    (Some(l), Operand::Column(c)) => lookup(c).is_some_and(|r| op.holds(l.cmp(r))),
+                    (None, _) => false,
+                }
+            }
+            Predicate::And(l, r) => l.eval(lookup, sender) && r.eval(lookup, sender),
+            Predicate::Or(l, r) => l.eval(lookup, sender) || r.eval(lookup, sender),
+            Predicate::Not(x) => !x.eval(lookup, sender),
+        }
+    }
+
+    /// `self` with every column reference (both sides of comparisons) replaced by `f`'s answer.
+    pub fn map_columns<E>(&self, f: &impl Fn(&ColumnRef) -> Result<ColumnRef, E>) -> Result<Predicate, E> {
+        Ok(match self {
+            Predicate::Cmp { col, op, rhs } => Predicate::Cmp {
+                col: f(col)?,
+                op: *op,
+                rhs: match rhs {
+                    Operand::Column(c) => Operand::Column(f(c)?),
+                    other => other.clone(),
+                },
+            },
+            Predicate::And(l, r) => Predicate::And(Box::new(l.map_columns(f)?), Box::new(r.map_columns(f)?)),
+            Predicate::Or(l, r) => Predicate::Or(Box::new(l.map_columns(f)?), Box::new(r.map_columns(f)?)),
+            Predicate::Not(x) => Predicate::Not(Box::new(x.map_columns(f)?)),
+        })
     }
 }
 
@@ -697,7 +758,16 @@ fn bind_pred(scope: &Scope<'_>, e: &Expr) -> Result<Predicate, PlanError> {
                     let rhs = bind_operand(&col, strip(left))?;
                     Ok(Predicate::Cmp { col, op: op.flip(), rhs })
                 }
-                (Some(_), Some(_)) => Err(unsupported(format!("{e} (column-to-column comparison)"))),
+                (Some(col), Some(other)) => {
+                    if col.ty != other.ty {
+                        return Err(PlanError::TypeMismatch {
+                            literal: format!("{} ({})", strip(right), other.ty),
+                            column: col.name.clone(),
+                            ty: col.ty,
+                        });
+                    }
+                    Ok(Predicate::Cmp { col, op, rhs: Operand::Column(other) })
+                }
                 (None, None) => Err(unsupported(format!("{e} (comparison without a column)"))),
             }
         }

@@ -169,10 +169,28 @@ pub fn plan_physical(plan: &LogicalPlan, tx: &impl ReadTx) -> Result<PhysicalPla
     let mut ons = Vec::new();
     flatten(rest, &mut scans, &mut ons)?;
 
-    // Pushdown: conjuncts over one table go to that table; the rest run after the joins.
+    // Pushdown: conjuncts over one table go to that table (a column-to-column comparison
+    // within one instance included); an equality between columns of two instances becomes a
+    // condition of the join step that brings in the later one (so `FROM a JOIN b ON … WHERE
+    // a.x = b.y` and a would-be cross product both use it as a join key); the rest run after
+    // the joins.
     let mut pushed: Vec<Vec<Predicate>> = vec![Vec::new(); scans.len()];
     let mut post = Vec::new();
+    let position = |alias: &str| scans.iter().position(|s| s.2 == alias);
     for c in pred.map(Predicate::conjuncts).unwrap_or_default() {
+        if let Predicate::Cmp { col, op: CmpOp::Eq, rhs: Operand::Column(other) } = c {
+            if let (Some(a), Some(b)) = (position(&col.alias), position(&other.alias)) {
+                if a != b && col.ty == other.ty {
+                    let (outer, inner, step) = if a < b { (col, other, b) } else { (other, col, a) };
+                    // `step >= 1` because it is the larger of two distinct positions.
+                    let on = &mut ons[step - 1];
+                    if !on.iter().any(|(o, i)| o == outer && i == inner) {
+                        on.push((outer.clone(), inner.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
         match c.aliases().as_slice() {
             [a] => match scans.iter().position(|s| s.2 == *a) {
                 Some(i) => pushed[i].push(c.clone()),
@@ -266,7 +284,9 @@ struct Rank {
 fn choose_access(pred: &Predicate, schema: &TableSchema) -> (AccessPath, Option<Predicate>) {
     let conj = pred.conjuncts();
     let cmp_on = |col: u16, want: &dyn Fn(CmpOp) -> bool| -> Option<usize> {
-        conj.iter().position(|p| matches!(p, Predicate::Cmp { col: c, op, .. } if c.col == col && want(*op)))
+        conj.iter().position(|p| {
+            matches!(p, Predicate::Cmp { col: c, op, rhs } if c.col == col && want(*op) && !matches!(rhs, Operand::Column(_)))
+        })
     };
     let mut best: Option<(Rank, AccessPath, Vec<usize>)> = None;
     for (pos, idx) in schema.def.indexes.iter().enumerate() {
