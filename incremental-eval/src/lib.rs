@@ -1,9 +1,52 @@
-//! Lightcone's incremental view maintenance.
+//! Lightcone's incremental view maintenance: subscriptions and their per-commit deltas.
 //!
-//! Owns: the subscription registry, query deduplication, per-transaction delta evaluation
-//! from each commit's `TxDelta`, and row-level-security filtering.
+//! Owns: the subscription registry ([`Registry`]: clients, query sets, shared compiled
+//! queries), the checks that a query is a valid subscription (whole rows of one table; private
+//! tables only for the owner), row-level security (RLS) for non-owners, initial rows, and the
+//! per-commit evaluation that turns a [`TxDelta`](lightcone_mvcc::TxDelta) into per-query
+//! deltas fanned out to subscribers ([`TxUpdates`]).
 //!
-//! Does not own: SQL parsing and planning (`lightcone-query-planner`) or the wire protocol
-//! (the host).
+//! Does not own: SQL parsing, binding and planning (`lightcone-query-planner`: we consume its
+//! [`LogicalPlan`](lightcone_query_planner::LogicalPlan) and compile it into our own form), the
+//! tables and deltas (`lightcone-mvcc`), the wire protocol, encoding, sending, or deciding which
+//! snapshot matches which commit (the host).
 //!
-//! Status: not yet implemented — filled by the incremental-evaluator issue.
+//! # Model
+//! A subscription query is `SELECT * FROM t [WHERE p]` or `SELECT t.* FROM t JOIN u ON … [JOIN
+//! v ON …] [WHERE p]`; its result is the multiset of `t` rows over all joined tuples (a row can
+//! appear several times; clients keep reference counts). Anything else is refused with
+//! [`EvalError::UnsupportedShape`].
+//!
+//! # Sharing
+//! Each query text is normalized (whitespace) and compiled once into a template; a template
+//! with its parameters fixed — the `:sender` value if the query uses it, and for non-owners the
+//! RLS filters of every table it reads folded into that table's filter (with their own
+//! `:sender`) — is a shared query. Identical subscriptions from any number of clients share
+//! it, and [`Registry::eval`] computes each shared query's delta once ([`QueryDelta`], behind an
+//! `Arc`), then lists which (client, query set) receives which delta ([`TxUpdates::entries`]).
+//! RLS filters that use `:sender` make a query per identity; ones that do not are shared by all
+//! non-owners.
+//!
+//! # Evaluation
+//! Only queries reading a changed table run. Single-table queries whose filter has a
+//! top-level `col = literal` conjunct sit in a subscription index (table, column, value), so a
+//! changed row is tested only against the queries it can match (plus those without such a
+//! conjunct). Join queries apply the delta rules of [`eval`](crate::eval) (each joined tuple
+//! counted once, old states derived from the new snapshot and the delta), probing indexes on
+//! join columns where they exist.
+//!
+//! # Consistency contract
+//! [`Registry::subscribe`] computes initial rows on the snapshot it is given; the host must
+//! pass the state the next [`Registry::eval`] continues from (the latest evaluated commit), so
+//! initial rows + every later delta = the query's current result.
+
+mod compile;
+mod error;
+mod eval;
+mod registry;
+
+pub use error::EvalError;
+pub use registry::{
+    ClientAuth, ClientId, ClientUpdate, InitialRows, QueryDelta, QueryFailure, QuerySetId, Registry, TableRows,
+    TxUpdates, UpdateEntry,
+};
