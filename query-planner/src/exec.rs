@@ -46,11 +46,23 @@ fn resolve(op: &Operand, sender: Option<U256>) -> Result<Value, PlanError> {
     }
 }
 
-fn resolve_bound(b: &Bound<Operand>, sender: Option<U256>) -> Result<Bound<Vec<Value>>, PlanError> {
+/// A key bound: the equality prefix followed by the bound's value. An unbounded side of a
+/// prefix range is the prefix itself, included (every key starting with it).
+fn resolve_bound(
+    prefix: &[Value],
+    b: &Bound<Operand>,
+    sender: Option<U256>,
+) -> Result<Bound<Vec<Value>>, PlanError> {
+    let key = |o: &Operand| -> Result<Vec<Value>, PlanError> {
+        let mut k = prefix.to_vec();
+        k.push(resolve(o, sender)?);
+        Ok(k)
+    };
     Ok(match b {
-        Bound::Included(o) => Bound::Included(vec![resolve(o, sender)?]),
-        Bound::Excluded(o) => Bound::Excluded(vec![resolve(o, sender)?]),
-        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(o) => Bound::Included(key(o)?),
+        Bound::Excluded(o) => Bound::Excluded(key(o)?),
+        Bound::Unbounded if prefix.is_empty() => Bound::Unbounded,
+        Bound::Unbounded => Bound::Included(prefix.to_vec()),
     })
 }
 
@@ -90,14 +102,17 @@ fn fetch<'a>(
     let filter = t.filter.clone();
     let sender_value = sender.map(Value::U256);
     let rows: Box<dyn Iterator<Item = Row> + 'a> = match &t.access {
-        AccessPath::FullScan => Box::new(view.scan().map(|(_, r)| r)),
+        // `RowCount` is answered without reading rows by `execute_plan`; anywhere else it
+        // reads like a full scan.
+        AccessPath::FullScan | AccessPath::RowCount => Box::new(view.scan().map(|(_, r)| r)),
         AccessPath::IndexSeek { index, key, .. } => {
             let key = key.iter().map(|k| resolve(k, sender)).collect::<Result<Vec<_>, _>>()?;
             Box::new(view.index_seek(*index, &key)?.filter_map(move |rid| view.get(rid)))
         }
-        AccessPath::IndexRange { index, lo, hi, .. } => {
-            let lo = resolve_bound(lo, sender)?;
-            let hi = resolve_bound(hi, sender)?;
+        AccessPath::IndexRange { index, prefix, lo, hi, .. } => {
+            let prefix = prefix.iter().map(|(_, k)| resolve(k, sender)).collect::<Result<Vec<_>, _>>()?;
+            let lo = resolve_bound(&prefix, lo, sender)?;
+            let hi = resolve_bound(&prefix, hi, sender)?;
             let scan = view.index_range(*index, as_slice_bound(&lo), as_slice_bound(&hi))?;
             Box::new(scan.filter_map(move |rid| view.get(rid)))
         }
@@ -192,6 +207,15 @@ pub fn execute_plan(
     for t in plan.tables() {
         layout.0.push((t.alias.clone(), width));
         width += tx.table(t.table)?.schema().def.columns.len();
+    }
+    if let (AccessPath::RowCount, Output::Count(name), true, None) =
+        (&plan.first.access, &plan.output, plan.joins.is_empty(), &plan.filter)
+    {
+        if plan.first.filter.is_none() {
+            let n = tx.table(plan.first.table)?.row_count();
+            let rows = if plan.limit == Some(0) { vec![] } else { vec![vec![Value::U64(n)]] };
+            return Ok(QueryResult { columns: vec![(name.clone(), ColumnType::U64)], rows });
+        }
     }
     let first = fetch(tx.table(plan.first.table)?, &plan.first, sender)?;
     let mut rows: Box<dyn Iterator<Item = Row> + '_> = if plan.joins.is_empty() {

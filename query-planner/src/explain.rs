@@ -78,9 +78,13 @@ impl Names {
                     .collect();
                 let _ = writeln!(s, "{indent}IndexSeek {index_name} ({})", parts.join(" AND "));
             }
-            AccessPath::IndexRange { index_name, column, lo, hi, .. } => {
+            AccessPath::RowCount => {
+                let _ = writeln!(s, "{indent}RowCount {}", self.table(t));
+            }
+            AccessPath::IndexRange { index_name, prefix, column, lo, hi, .. } => {
                 let c = self.col(column);
-                let mut parts = Vec::new();
+                let mut parts: Vec<String> =
+                    prefix.iter().map(|(p, k)| format!("{} = {}", self.col(p), self.operand(k))).collect();
                 match lo {
                     Bound::Included(o) => parts.push(format!("{c} >= {}", self.operand(o))),
                     Bound::Excluded(o) => parts.push(format!("{c} > {}", self.operand(o))),

@@ -20,26 +20,32 @@ pub enum AccessPath {
         columns: Vec<ColumnRef>,
         key: Vec<Operand>,
     },
-    /// Rows whose first index column lies within the bounds (B+tree indexes only).
+    /// Rows whose leading index columns equal `prefix` (pairs of column and value, in index
+    /// order; possibly empty) and whose next index column, `column`, lies within the bounds
+    /// (B+tree indexes only). E.g. `a = 1 AND b > 5` on an index over `(a, b)`.
     IndexRange {
         index: IndexId,
         index_name: String,
+        prefix: Vec<(ColumnRef, Operand)>,
         column: ColumnRef,
         lo: Bound<Operand>,
         hi: Bound<Operand>,
     },
+    /// No rows are read: the count of the whole table is its row count (`COUNT(*)` with no
+    /// `WHERE` and no join), an O(1) lookup.
+    RowCount,
 }
 
 impl AccessPath {
     fn uses_sender(&self) -> bool {
         match self {
-            AccessPath::FullScan => false,
+            AccessPath::FullScan | AccessPath::RowCount => false,
             AccessPath::IndexSeek { key, .. } => key.contains(&Operand::Sender),
-            AccessPath::IndexRange { lo, hi, .. } => {
+            AccessPath::IndexRange { prefix, lo, hi, .. } => {
                 let b = |b: &Bound<Operand>| {
                     matches!(b, Bound::Included(Operand::Sender) | Bound::Excluded(Operand::Sender))
                 };
-                b(lo) || b(hi)
+                b(lo) || b(hi) || prefix.iter().any(|(_, o)| *o == Operand::Sender)
             }
         }
     }
@@ -221,7 +227,10 @@ pub fn plan_physical(plan: &LogicalPlan, tx: &impl ReadTx) -> Result<PhysicalPla
                         preds.push(Predicate::Cmp { col: c.clone(), op: CmpOp::Eq, rhs: k.clone() });
                     }
                 }
-                if let AccessPath::IndexRange { column, lo, hi, .. } = &inner.access {
+                if let AccessPath::IndexRange { prefix, column, lo, hi, .. } = &inner.access {
+                    for (c, k) in prefix {
+                        preds.push(Predicate::Cmp { col: c.clone(), op: CmpOp::Eq, rhs: k.clone() });
+                    }
                     for (b, incl, excl) in [(lo, CmpOp::Ge, CmpOp::Gt), (hi, CmpOp::Le, CmpOp::Lt)] {
                         match b {
                             Bound::Included(o) => {
@@ -242,6 +251,12 @@ pub fn plan_physical(plan: &LogicalPlan, tx: &impl ReadTx) -> Result<PhysicalPla
             None => JoinMethod::HashJoin,
         };
         joins.push(JoinStep { inner, on, method });
+    }
+    let mut first = first;
+    if joins.is_empty() && post.is_empty() && first.filter.is_none() && first.access == AccessPath::FullScan {
+        if let Output::Count(_) = output {
+            first.access = AccessPath::RowCount;
+        }
     }
     Ok(PhysicalPlan { first, joins, filter: and_all(post), order_by, output, limit })
 }
@@ -274,23 +289,28 @@ fn choose_join_index(on: &[(ColumnRef, ColumnRef)], schema: &TableSchema) -> Opt
 /// Ranking of a candidate index: higher is better.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
-    /// 2 = full-key equality, 1 = key-prefix equality, 0 = range on the first column.
+    /// 2 = full-key equality, 1 = key-prefix equality (maybe followed by a range on the next
+    /// column), 0 = range on the first column.
     class: u8,
     unique: bool,
     eq_len: usize,
+    /// Whether a range on the column after the equality prefix narrows the scan too.
+    range: bool,
     primary: bool,
 }
 
 fn choose_access(pred: &Predicate, schema: &TableSchema) -> (AccessPath, Option<Predicate>) {
     let conj = pred.conjuncts();
+    // Conjuncts usable as index bounds compare a column with a literal or `:sender`.
     let cmp_on = |col: u16, want: &dyn Fn(CmpOp) -> bool| -> Option<usize> {
         conj.iter().position(|p| {
-            matches!(p, Predicate::Cmp { col: c, op, rhs } if c.col == col && want(*op) && !matches!(rhs, Operand::Column(_)))
+            matches!(p, Predicate::Cmp { col: c, op, rhs }
+                if c.col == col && want(*op) && !matches!(rhs, Operand::Column(_)))
         })
     };
     let mut best: Option<(Rank, AccessPath, Vec<usize>)> = None;
     for (pos, idx) in schema.def.indexes.iter().enumerate() {
-        let (Some(&index), Some(&first)) = (schema.index_ids.get(pos), idx.columns.first()) else { continue };
+        let Some(&index) = schema.index_ids.get(pos) else { continue };
         let primary = schema.def.primary_key.is_some_and(|pk| idx.columns == [pk]);
         let mut used = Vec::new();
         for &c in &idx.columns {
@@ -301,43 +321,49 @@ fn choose_access(pred: &Predicate, schema: &TableSchema) -> (AccessPath, Option<
         }
         let eq_len = used.len();
         let full = eq_len == idx.columns.len();
-        let candidate = if eq_len > 0 && (full || idx.algorithm.supports_range()) {
-            let mut columns = Vec::new();
-            let mut key = Vec::new();
-            for &i in &used {
-                if let Predicate::Cmp { col, rhs, .. } = conj[i] {
-                    columns.push(col.clone());
-                    key.push(rhs.clone());
-                }
+        let mut prefix = Vec::new();
+        for &i in &used {
+            if let Predicate::Cmp { col, rhs, .. } = conj[i] {
+                prefix.push((col.clone(), rhs.clone()));
             }
-            let rank = Rank { class: if full { 2 } else { 1 }, unique: idx.unique && full, eq_len, primary };
-            Some((rank, AccessPath::IndexSeek { index, index_name: idx.name.clone(), columns, key }, used))
-        } else if idx.algorithm.supports_range() {
-            let lo_i = cmp_on(first, &|op| matches!(op, CmpOp::Gt | CmpOp::Ge));
-            let hi_i = cmp_on(first, &|op| matches!(op, CmpOp::Lt | CmpOp::Le));
-            let bound = |i: Option<usize>| -> (Bound<Operand>, Option<ColumnRef>) {
-                match i.map(|i| conj[i]) {
-                    Some(Predicate::Cmp { col, op, rhs }) => {
-                        let b = match op {
-                            CmpOp::Ge | CmpOp::Le => Bound::Included(rhs.clone()),
-                            _ => Bound::Excluded(rhs.clone()),
-                        };
-                        (b, Some(col.clone()))
+        }
+        // A range on the column after the equality prefix (B+tree indexes only).
+        let range = match idx.columns.get(eq_len) {
+            Some(&next) if idx.algorithm.supports_range() => {
+                let lo_i = cmp_on(next, &|op| matches!(op, CmpOp::Gt | CmpOp::Ge));
+                let hi_i = cmp_on(next, &|op| matches!(op, CmpOp::Lt | CmpOp::Le));
+                let bound = |i: Option<usize>| -> (Bound<Operand>, Option<ColumnRef>) {
+                    match i.map(|i| conj[i]) {
+                        Some(Predicate::Cmp { col, op, rhs }) => {
+                            let b = match op {
+                                CmpOp::Ge | CmpOp::Le => Bound::Included(rhs.clone()),
+                                _ => Bound::Excluded(rhs.clone()),
+                            };
+                            (b, Some(col.clone()))
+                        }
+                        _ => (Bound::Unbounded, None),
                     }
-                    _ => (Bound::Unbounded, None),
-                }
-            };
-            let (lo, lc) = bound(lo_i);
-            let (hi, hc) = bound(hi_i);
-            match lc.or(hc) {
-                Some(column) => {
-                    let used: Vec<usize> = lo_i.into_iter().chain(hi_i).collect();
-                    let rank = Rank { class: 0, unique: idx.unique, eq_len: 0, primary };
-                    let path = AccessPath::IndexRange { index, index_name: idx.name.clone(), column, lo, hi };
-                    Some((rank, path, used))
-                }
-                None => None,
+                };
+                let (lo, lc) = bound(lo_i);
+                let (hi, hc) = bound(hi_i);
+                lc.or(hc).map(|column| (column, lo, hi, lo_i.into_iter().chain(hi_i)))
             }
+            _ => None,
+        };
+        let candidate = if full {
+            let rank = Rank { class: 2, unique: idx.unique, eq_len, range: false, primary };
+            let (columns, key) = prefix.into_iter().unzip();
+            Some((rank, AccessPath::IndexSeek { index, index_name: idx.name.clone(), columns, key }, used))
+        } else if let Some((column, lo, hi, range_used)) = range {
+            let class = if eq_len > 0 { 1 } else { 0 };
+            let rank = Rank { class, unique: false, eq_len, range: true, primary };
+            used.extend(range_used);
+            let path = AccessPath::IndexRange { index, index_name: idx.name.clone(), prefix, column, lo, hi };
+            Some((rank, path, used))
+        } else if eq_len > 0 && idx.algorithm.supports_range() {
+            let rank = Rank { class: 1, unique: false, eq_len, range: false, primary };
+            let (columns, key) = prefix.into_iter().unzip();
+            Some((rank, AccessPath::IndexSeek { index, index_name: idx.name.clone(), columns, key }, used))
         } else {
             None
         };
