@@ -4,10 +4,10 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use lightcone_mvcc::{ColId, ColumnType, ReadTx, Row, TableView, Value, U256};
+use lightcone_mvcc::{ColId, ColumnType, ReadTx, Row, RowId, TableView, Value, U256};
 
 use crate::error::PlanError;
-use crate::logical::{bind, ColumnRef, Operand, Predicate};
+use crate::logical::{bind, BoundStatement, ColumnRef, Operand, Predicate};
 use crate::physical::{plan_physical, AccessPath, JoinMethod, JoinStep, Output, PhysicalPlan, TableAccess};
 
 /// Values a query may reference that are supplied by the caller at execution.
@@ -27,6 +27,15 @@ pub struct QueryResult {
 /// Parses, binds, plans and runs `sql` on `tx` (typically a [`Snapshot`](lightcone_mvcc::Snapshot)).
 pub fn execute(tx: &impl ReadTx, sql: &str, params: &Params) -> Result<QueryResult, PlanError> {
     let bound = bind(tx, sql)?;
+    execute_bound(tx, &bound, params)
+}
+
+/// Plans and runs (or explains) a bound query.
+pub(crate) fn execute_bound(
+    tx: &impl ReadTx,
+    bound: &BoundStatement,
+    params: &Params,
+) -> Result<QueryResult, PlanError> {
     let plan = plan_physical(&bound.plan, tx)?;
     if bound.explain {
         let rows = crate::explain::render(&plan).lines().map(|l| vec![Value::String(l.into())]).collect();
@@ -36,7 +45,7 @@ pub fn execute(tx: &impl ReadTx, sql: &str, params: &Params) -> Result<QueryResu
 }
 
 /// The value of an index-key operand (a literal or `:sender`; access paths never hold columns).
-fn resolve(op: &Operand, sender: Option<U256>) -> Result<Value, PlanError> {
+pub(crate) fn resolve(op: &Operand, sender: Option<U256>) -> Result<Value, PlanError> {
     match op {
         Operand::Literal(v) => Ok(v.clone()),
         Operand::Sender => sender.map(Value::U256).ok_or(PlanError::MissingSender),
@@ -99,25 +108,37 @@ fn fetch<'a>(
     t: &TableAccess,
     sender: Option<U256>,
 ) -> Result<Box<dyn Iterator<Item = Row> + 'a>, PlanError> {
+    Ok(Box::new(fetch_with_ids(view, t, sender)?.map(|(_, r)| r)))
+}
+
+/// [`fetch`] with each row's id.
+pub(crate) fn fetch_with_ids<'a>(
+    view: TableView<'a>,
+    t: &TableAccess,
+    sender: Option<U256>,
+) -> Result<Box<dyn Iterator<Item = (RowId, Row)> + 'a>, PlanError> {
     let filter = t.filter.clone();
     let sender_value = sender.map(Value::U256);
-    let rows: Box<dyn Iterator<Item = Row> + 'a> = match &t.access {
+    let get = move |rid: RowId| view.get(rid).map(|r| (rid, r));
+    let rows: Box<dyn Iterator<Item = (RowId, Row)> + 'a> = match &t.access {
         // `RowCount` is answered without reading rows by `execute_plan`; anywhere else it
         // reads like a full scan.
-        AccessPath::FullScan | AccessPath::RowCount => Box::new(view.scan().map(|(_, r)| r)),
+        AccessPath::FullScan | AccessPath::RowCount => Box::new(view.scan()),
         AccessPath::IndexSeek { index, key, .. } => {
             let key = key.iter().map(|k| resolve(k, sender)).collect::<Result<Vec<_>, _>>()?;
-            Box::new(view.index_seek(*index, &key)?.filter_map(move |rid| view.get(rid)))
+            Box::new(view.index_seek(*index, &key)?.filter_map(get))
         }
         AccessPath::IndexRange { index, prefix, lo, hi, .. } => {
             let prefix = prefix.iter().map(|(_, k)| resolve(k, sender)).collect::<Result<Vec<_>, _>>()?;
             let lo = resolve_bound(&prefix, lo, sender)?;
             let hi = resolve_bound(&prefix, hi, sender)?;
             let scan = view.index_range(*index, as_slice_bound(&lo), as_slice_bound(&hi))?;
-            Box::new(scan.filter_map(move |rid| view.get(rid)))
+            Box::new(scan.filter_map(get))
         }
     };
-    Ok(Box::new(rows.filter(move |r| filter.as_ref().is_none_or(|f| eval_row(f, r, sender_value.as_ref())))))
+    Ok(Box::new(
+        rows.filter(move |(_, r)| filter.as_ref().is_none_or(|f| eval_row(f, r, sender_value.as_ref()))),
+    ))
 }
 
 fn key_of(row: &Row, positions: &[usize]) -> Option<Vec<Value>> {

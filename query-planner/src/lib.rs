@@ -40,12 +40,14 @@
 //! assert_eq!(out.rows, vec![vec![Value::U32(7)]]);
 //! ```
 
+mod dml;
 mod error;
 mod exec;
 mod explain;
 mod logical;
 mod physical;
 
+pub use dml::{execute_batch, execute_dml, execute_statement, DmlStats, StatementResult};
 pub use error::PlanError;
 pub use exec::{execute, execute_plan, Params, QueryResult};
 pub use explain::explain;

@@ -245,24 +245,40 @@ pub struct BoundStatement {
     pub explain: bool,
 }
 
-fn unsupported(what: impl std::fmt::Display) -> PlanError {
+pub(crate) fn unsupported(what: impl std::fmt::Display) -> PlanError {
     PlanError::Unsupported(what.to_string())
+}
+
+/// Parses `sql` into its statements (separated by `;`).
+pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, PlanError> {
+    Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| PlanError::Syntax(e.to_string()))
 }
 
 /// Parses and binds one statement against the catalog visible in `tx`.
 pub fn bind(tx: &impl ReadTx, sql: &str) -> Result<BoundStatement, PlanError> {
-    let stmts = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| PlanError::Syntax(e.to_string()))?;
+    let stmts = parse(sql)?;
     let stmt = match stmts.as_slice() {
         [s] => s,
         [] => return Err(PlanError::Syntax(format!("empty statement `{sql}`"))),
         _ => return Err(unsupported(format!("multiple statements: {sql}"))),
     };
+    bind_statement(tx, stmt)
+}
+
+/// Binds one parsed query (or `EXPLAIN` of one).
+pub(crate) fn bind_statement(tx: &impl ReadTx, stmt: &Statement) -> Result<BoundStatement, PlanError> {
     match stmt {
         Statement::Query(q) => Ok(BoundStatement { plan: bind_query(tx, q)?, explain: false }),
         Statement::Explain { statement, analyze: false, .. } => match statement.as_ref() {
             Statement::Query(q) => Ok(BoundStatement { plan: bind_query(tx, q)?, explain: true }),
             other => Err(unsupported(other)),
         },
+        Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => {
+            Err(PlanError::WrongStatementKind {
+                statement: stmt.to_string(),
+                reason: "DML needs a write transaction (use execute_statement or execute_batch)".into(),
+            })
+        }
         other => Err(unsupported(other)),
     }
 }
@@ -317,13 +333,13 @@ fn bind_limit(e: &Expr) -> Result<u64, PlanError> {
 }
 
 /// One table instance in scope: its schema and the name it may be qualified by.
-struct Rel<'a> {
-    schema: &'a TableSchema,
-    qualifier: String,
+pub(crate) struct Rel<'a> {
+    pub(crate) schema: &'a TableSchema,
+    pub(crate) qualifier: String,
 }
 
 impl Rel<'_> {
-    fn matches(&self, q: &Ident) -> bool {
+    pub(crate) fn matches(&self, q: &Ident) -> bool {
         if q.quote_style.is_some() {
             q.value == self.qualifier
         } else {
@@ -331,7 +347,7 @@ impl Rel<'_> {
         }
     }
 
-    fn column(&self, ident: &Ident) -> Result<ColumnRef, PlanError> {
+    pub(crate) fn column(&self, ident: &Ident) -> Result<ColumnRef, PlanError> {
         let cols = &self.schema.def.columns;
         let found = match cols.iter().position(|c| c.name == ident.value) {
             Some(i) => i,
@@ -354,7 +370,7 @@ impl Rel<'_> {
         Ok(self.col_ref(found))
     }
 
-    fn col_ref(&self, i: usize) -> ColumnRef {
+    pub(crate) fn col_ref(&self, i: usize) -> ColumnRef {
         let c = &self.schema.def.columns[i];
         ColumnRef {
             table: self.schema.id,
@@ -375,8 +391,8 @@ impl Rel<'_> {
 }
 
 /// The table instances in scope, in `FROM` order.
-struct Scope<'a> {
-    rels: Vec<Rel<'a>>,
+pub(crate) struct Scope<'a> {
+    pub(crate) rels: Vec<Rel<'a>>,
 }
 
 impl Scope<'_> {
@@ -464,7 +480,7 @@ fn column_path(e: &Expr) -> Option<Vec<Ident>> {
     }
 }
 
-fn single_name(name: &ObjectName) -> Result<&Ident, PlanError> {
+pub(crate) fn single_name(name: &ObjectName) -> Result<&Ident, PlanError> {
     match name.0.as_slice() {
         [part] => part.as_ident().ok_or_else(|| unsupported(name)),
         _ => Err(unsupported(name)),
@@ -472,7 +488,7 @@ fn single_name(name: &ObjectName) -> Result<&Ident, PlanError> {
 }
 
 /// Resolves a `FROM` item to a table instance in scope.
-fn bind_relation<'a>(tx: &'a impl ReadTx, factor: &TableFactor) -> Result<Rel<'a>, PlanError> {
+pub(crate) fn bind_relation<'a>(tx: &'a impl ReadTx, factor: &TableFactor) -> Result<Rel<'a>, PlanError> {
     let (name, alias) = match factor {
         TableFactor::Table {
             name,
@@ -503,7 +519,7 @@ fn bind_relation<'a>(tx: &'a impl ReadTx, factor: &TableFactor) -> Result<Rel<'a
     Ok(Rel { schema, qualifier })
 }
 
-fn scan_of(rel: &Rel<'_>) -> LogicalPlan {
+pub(crate) fn scan_of(rel: &Rel<'_>) -> LogicalPlan {
     LogicalPlan::Scan {
         table: rel.schema.id,
         name: rel.schema.name().to_string(),
@@ -725,7 +741,7 @@ fn is_count_star(f: &sqlparser::ast::Function) -> bool {
         && !f.uses_odbc_syntax
 }
 
-fn bind_pred(scope: &Scope<'_>, e: &Expr) -> Result<Predicate, PlanError> {
+pub(crate) fn bind_pred(scope: &Scope<'_>, e: &Expr) -> Result<Predicate, PlanError> {
     match e {
         Expr::Nested(inner) => bind_pred(scope, inner),
         Expr::UnaryOp { op: UnaryOperator::Not, expr } => {
@@ -775,7 +791,7 @@ fn bind_pred(scope: &Scope<'_>, e: &Expr) -> Result<Predicate, PlanError> {
     }
 }
 
-fn strip(e: &Expr) -> &Expr {
+pub(crate) fn strip(e: &Expr) -> &Expr {
     match e {
         Expr::Nested(inner) => strip(inner),
         e => e,
@@ -783,7 +799,7 @@ fn strip(e: &Expr) -> &Expr {
 }
 
 /// Types a literal (or `:sender`) as a value of `col`'s type.
-fn bind_operand(col: &ColumnRef, e: &Expr) -> Result<Operand, PlanError> {
+pub(crate) fn bind_operand(col: &ColumnRef, e: &Expr) -> Result<Operand, PlanError> {
     let mismatch =
         || PlanError::TypeMismatch { literal: e.to_string(), column: col.name.clone(), ty: col.ty };
     let (neg, v) = match e {

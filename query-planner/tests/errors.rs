@@ -71,7 +71,22 @@ fn type_mismatch() {
     }
 }
 
-// Proves outer/comma joins, subqueries, GROUP BY, ORDER BY expressions, DML and other functions
+// Proves DML on a read-only snapshot is refused as needing a write transaction, quoting it.
+#[test]
+fn dml_on_snapshot() {
+    for (sql, quoted) in [
+        ("INSERT INTO person VALUES (1)", "INSERT INTO person"),
+        ("UPDATE person SET age = 1", "UPDATE person SET age = 1"),
+        ("DELETE FROM person", "DELETE FROM person"),
+    ] {
+        let e = run(sql).unwrap_err();
+        assert!(matches!(e, PlanError::WrongStatementKind { .. }), "{sql}: {e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(quoted) && msg.contains("write transaction"), "{sql}: {msg}");
+    }
+}
+
+// Proves outer/comma joins, subqueries, GROUP BY, ORDER BY expressions and other functions
 // are refused as "not supported yet", quoting the construct.
 #[test]
 fn unsupported_constructs() {
@@ -82,9 +97,6 @@ fn unsupported_constructs() {
         ("SELECT * FROM (SELECT * FROM person)", "(SELECT * FROM person)"),
         ("SELECT age FROM person GROUP BY age", "GROUP BY age"),
         ("SELECT * FROM person ORDER BY age + 1", "ORDER BY age + 1"),
-        ("INSERT INTO person VALUES (1)", "INSERT INTO person"),
-        ("UPDATE person SET age = 1", "UPDATE person"),
-        ("DELETE FROM person", "DELETE FROM person"),
         ("SELECT MAX(age) FROM person", "MAX(age)"),
         ("SELECT COUNT(age) FROM person", "COUNT(age)"),
         ("SELECT * FROM person WHERE age BETWEEN 1 AND 2", "age BETWEEN 1 AND 2"),
