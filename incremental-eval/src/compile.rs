@@ -34,7 +34,9 @@ impl Expr {
     /// Evaluates with `get(rel, col)` giving the column values.
     pub(crate) fn eval<'v, F: Fn(usize, usize) -> Option<&'v Value>>(&self, get: &F) -> bool {
         match self {
-            Expr::Cmp { rel, col, op, rhs: Rhs::Lit(v) } => get(*rel, *col).is_some_and(|x| op.holds(x.cmp(v))),
+            Expr::Cmp { rel, col, op, rhs: Rhs::Lit(v) } => {
+                get(*rel, *col).is_some_and(|x| op.holds(x.cmp(v)))
+            }
             Expr::Cmp { rhs: Rhs::Sender, .. } => false,
             Expr::And(l, r) => l.eval(get) && r.eval(get),
             Expr::Or(l, r) => l.eval(get) || r.eval(get),
@@ -424,15 +426,7 @@ pub(crate) fn instantiate(
         })
         .collect();
     let plans = (0..t.rels.len()).map(|start| join_order(t, &probe, start)).collect();
-    Ok(Query {
-        sql: t.sql.clone(),
-        rels: t.rels.clone(),
-        local,
-        residual,
-        proj: t.proj,
-        plans,
-        eq,
-    })
+    Ok(Query { sql: t.sql.clone(), rels: t.rels.clone(), local, residual, proj: t.proj, plans, eq })
 }
 
 /// Greedy join order from `start`: next a relation connected to the bound ones through an

@@ -47,6 +47,6 @@ mod registry;
 
 pub use error::EvalError;
 pub use registry::{
-    ClientAuth, ClientId, ClientUpdate, InitialRows, QueryDelta, QueryFailure, QuerySetId, Registry, TableRows,
-    TxUpdates, UpdateEntry,
+    ClientAuth, ClientId, ClientUpdate, InitialRows, QueryDelta, QueryFailure, QuerySetId, Registry,
+    TableRows, TxUpdates, UpdateEntry,
 };

@@ -178,8 +178,8 @@ pub struct Registry {
 struct Prepared {
     key: QueryKey,
     template: Arc<Template>,
-    /// `Some` for a query not registered yet.
     query: Arc<Query>,
+    /// The entry already serving this key, if any.
     existing: Option<usize>,
 }
 
@@ -235,14 +235,15 @@ impl Registry {
         let mut prepared: Vec<Prepared> = Vec::new();
         for sql in queries {
             let norm = normalize(sql);
-            let template = match self.templates.get(&norm).map(|(t, _)| t).or_else(|| new_templates.get(&norm)) {
-                Some(t) => Arc::clone(t),
-                None => {
-                    let t = Arc::new(compile(snapshot, &norm)?);
-                    new_templates.insert(norm.clone(), Arc::clone(&t));
-                    t
-                }
-            };
+            let template =
+                match self.templates.get(&norm).map(|(t, _)| t).or_else(|| new_templates.get(&norm)) {
+                    Some(t) => Arc::clone(t),
+                    None => {
+                        let t = Arc::new(compile(snapshot, &norm)?);
+                        new_templates.insert(norm.clone(), Arc::clone(&t));
+                        t
+                    }
+                };
             if !auth.is_owner {
                 if let Some(r) = template.rels.iter().find(|r| !r.public) {
                     return Err(EvalError::PrivateTable { table: r.name.clone(), query: sql.to_string() });
@@ -308,8 +309,8 @@ impl Registry {
         if let Some(tx) = snapshot {
             for &i in indices {
                 let q = &self.entry(i).query;
-                let rows = query_rows(q, tx)
-                    .map_err(|source| EvalError::Engine { query: q.sql.clone(), source })?;
+                let rows =
+                    query_rows(q, tx).map_err(|source| EvalError::Engine { query: q.sql.clone(), source })?;
                 add_rows(&mut dropped, q, rows);
             }
         }
@@ -449,6 +450,7 @@ impl Registry {
             return TxUpdates { tx_offset: delta.tx_offset, ..TxUpdates::default() };
         }
         debug_assert_eq!(after.tx_offset(), delta.tx_offset, "`after` must be the state right after `delta`");
+        // Entry → (inserts, deletes).
         let mut out: AHashMap<usize, (Vec<Row>, Vec<Row>)> = AHashMap::new();
         let mut joins: Vec<usize> = Vec::new();
         for td in &delta.tables {
@@ -490,7 +492,7 @@ impl Registry {
                 }
             }
         }
-        let mut changed: Vec<(usize, (Vec<Row>, Vec<Row>))> = out.into_iter().collect();
+        let mut changed: Vec<_> = out.into_iter().collect();
         changed.sort_unstable_by_key(|(i, _)| *i);
         let mut deltas = Vec::with_capacity(changed.len());
         let mut entries = Vec::new();

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use lightcone_incremental_eval::{ClientAuth, ClientId, EvalError, Registry, TxUpdates};
-use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexDef, ReadTx, Row, TableDef, TableId, Value, U256};
+use lightcone_mvcc::{
+    ColumnDef, ColumnType, Database, IndexDef, ReadTx, Row, TableDef, TableId, Value, U256,
+};
 
 struct Db {
     db: Database,
@@ -153,7 +155,11 @@ fn identical_subscriptions_share_one_query() {
     let mut reg = Registry::new();
     let snap = d.db.snapshot();
     for c in 0..1000u64 {
-        let sql = if c % 2 == 0 { "SELECT * FROM person WHERE age = 7" } else { "SELECT *  FROM person\nWHERE age = 7;" };
+        let sql = if c % 2 == 0 {
+            "SELECT * FROM person WHERE age = 7"
+        } else {
+            "SELECT *  FROM person\nWHERE age = 7;"
+        };
         reg.subscribe(&snap, ClientId(c), 0, &[sql], &user(c as u128)).unwrap();
     }
     assert_eq!(reg.template_count(), 1, "normalized text compiles once");
@@ -210,7 +216,8 @@ fn row_level_security_leaks_nothing() {
     let init_b = reg.subscribe(&snap, ClientId(2), 0, &[q_person, q_pets], &user(2)).unwrap();
     let init_o = reg.subscribe(&snap, ClientId(3), 0, &[q_person, q_pets], &owner()).unwrap();
     let rows = |init: &Vec<lightcone_incremental_eval::TableRows>, t: &str| {
-        let mut r: Vec<Row> = init.iter().filter(|x| x.table_name == t).flat_map(|x| x.rows.clone()).collect();
+        let mut r: Vec<Row> =
+            init.iter().filter(|x| x.table_name == t).flat_map(|x| x.rows.clone()).collect();
         r.sort();
         r
     };
@@ -347,10 +354,7 @@ fn bad_queries_fail_atomically() {
     }
     for sql in ["SELEKT", "SELECT * FROM nope", "SELECT * FROM person WHERE nope = 1", "DELETE FROM person"] {
         let err = reg.subscribe(&snap, ClientId(1), 0, &[sql], &owner()).unwrap_err();
-        assert!(
-            matches!(err, EvalError::Plan { .. } | EvalError::UnsupportedShape { .. }),
-            "{sql}: {err}"
-        );
+        assert!(matches!(err, EvalError::Plan { .. } | EvalError::UnsupportedShape { .. }), "{sql}: {err}");
         assert!(err.to_string().contains(sql), "{err}");
     }
     let err = reg
