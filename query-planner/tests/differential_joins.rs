@@ -163,8 +163,20 @@ fn comparison(tables: Vec<usize>) -> impl Strategy<Value = String> + Clone {
     )
 }
 
+/// `alias.col op alias.col` between two same-typed columns of any instances in the query (the
+/// same instance included): an equality across instances becomes a join key, the rest filters.
+fn column_comparison(tables: Vec<usize>) -> impl Strategy<Value = String> + Clone {
+    (0..3u8, any::<Index>(), any::<Index>(), any::<Index>(), any::<Index>(), any::<Index>()).prop_map(
+        move |(group, p1, c1, p2, c2, op)| {
+            let (p1, p2) = (p1.index(tables.len()), p2.index(tables.len()));
+            let op = OPS[op.index(OPS.len())];
+            format!("{} {op} {}", join_col(&tables, p1, group, c1), join_col(&tables, p2, group, c2))
+        },
+    )
+}
+
 fn predicate(tables: Vec<usize>) -> impl Strategy<Value = String> {
-    let leaf = comparison(tables);
+    let leaf = prop_oneof![3 => comparison(tables.clone()), 1 => column_comparison(tables)];
     prop_oneof![
         3 => prop::collection::vec(leaf.clone(), 1..4).prop_map(|v| v.join(" AND ")),
         2 => (leaf.clone(), leaf.clone(), leaf.clone()).prop_map(|(a, b, c)| format!("{a} AND ({b} OR {c})")),
