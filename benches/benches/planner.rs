@@ -37,8 +37,9 @@ const GROUPS: &[&str] = &[
 fn big_table() -> (Database, Connection) {
     let db = Database::new();
     let mut tx = db.begin();
-    let def = TableDef::new("t", vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("v", ColumnType::I32)])
-        .with_primary_key(0);
+    let def =
+        TableDef::new("t", vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("v", ColumnType::I32)])
+            .with_primary_key(0);
     let t = tx.create_table(def).expect("fresh database");
     for id in 1..=ROWS {
         tx.insert(t, vec![Value::U32(id), Value::I32(id as i32 % 1000)]).expect("unique ids");

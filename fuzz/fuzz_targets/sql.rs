@@ -1,5 +1,8 @@
-//! Fuzzes the SQL front end: any text is planned and run against a small table; the result is
-//! rows or a typed error, never a panic.
+//! Fuzzes the SQL front end: any text is planned and run against a small table, first as a
+//! query on a snapshot, then as a batch of statements (DML included) inside a write
+//! transaction that is rolled back. The result is rows or a typed error, never a panic; after
+//! a successful batch the O(1) row count agrees with a counted scan and with the primary-key
+//! index, and after the rollback the table is back to its 50 rows.
 //!
 //! Run: `cargo +nightly fuzz run sql` from `fuzz/`.
 #![no_main]
@@ -7,8 +10,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexDef, TableDef, Value, U256};
-use lightcone_query_planner::{execute, Params};
+use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexDef, ReadTx, TableDef, Value, U256};
+use lightcone_query_planner::{execute, execute_batch, Params, QueryResult};
+
+const ROWS: u64 = 50;
 
 fn db() -> &'static Database {
     static DB: OnceLock<Database> = OnceLock::new();
@@ -25,9 +30,10 @@ fn db() -> &'static Database {
             ],
         )
         .with_primary_key(0)
-        .with_index(IndexDef::btree(vec![2], false));
+        .with_index(IndexDef::btree(vec![2], false))
+        .with_index(IndexDef::btree(vec![2, 3], false));
         let t = tx.create_table(def).unwrap();
-        for i in 0..50u64 {
+        for i in 0..ROWS {
             let row = vec![
                 Value::U64(i),
                 Value::String(format!("p{i}").into()),
@@ -36,14 +42,53 @@ fn db() -> &'static Database {
             ];
             tx.insert(t, row).unwrap();
         }
+        // An auto-increment table for INSERTs that omit the id.
+        let item = TableDef::new(
+            "item",
+            vec![ColumnDef::new("id", ColumnType::U32), ColumnDef::new("name", ColumnType::String)],
+        )
+        .with_primary_key(0)
+        .with_auto_inc(0)
+        .with_index(IndexDef::btree(vec![1], true));
+        tx.create_table(item).unwrap();
         tx.commit();
         db
     })
 }
 
+fn count(res: Result<QueryResult, lightcone_query_planner::PlanError>) -> Option<Value> {
+    res.ok().and_then(|r| r.rows.into_iter().next()).and_then(|r| r.into_iter().next())
+}
+
 fuzz_target!(|data: &[u8]| {
-    if let Ok(sql) = std::str::from_utf8(data) {
-        let params = Params { sender: Some(U256::from_u128(3)) };
-        let _ = execute(&db().snapshot(), sql, &params);
+    let Ok(sql) = std::str::from_utf8(data) else { return };
+    let params = Params { sender: Some(U256::from_u128(3)) };
+    let db = db();
+    let _ = execute(&db.snapshot(), sql, &params);
+
+    let mut tx = db.begin();
+    if execute_batch(&mut tx, sql, &params).is_ok() {
+        let none = Params::default();
+        for table in ["person", "item"] {
+            let fast = count(execute(&tx, &format!("SELECT COUNT(*) FROM {table}"), &none));
+            let scan = count(execute(
+                &tx,
+                &format!("SELECT COUNT(*) FROM {table} WHERE NOT (id = 0 AND id = 1)"),
+                &none,
+            ));
+            let pk = tx.table_id(table).ok().and_then(|t| tx.table(t).ok()).and_then(|v| {
+                let pos = v.schema().def.indexes.iter().position(|i| i.columns == [0])?;
+                v.index_len(*v.schema().index_ids.get(pos)?).ok()
+            });
+            assert_eq!(fast, scan, "{table}: row count disagrees with a counted scan after {sql:?}");
+            assert_eq!(
+                fast,
+                pk.map(|n| Value::U64(n as u64)),
+                "{table}: row count vs pk index after {sql:?}"
+            );
+        }
     }
+    tx.rollback();
+    let after = count(execute(&db.snapshot(), "SELECT COUNT(*) FROM person", &Params::default()));
+    assert_eq!(after, Some(Value::U64(ROWS)), "rollback did not restore person after {sql:?}");
 });

@@ -248,11 +248,10 @@ fn bind_insert(tx: &impl ReadTx, ins: &Insert) -> Result<Dml, PlanError> {
     // Omitted columns: the type's zero (which the engine replaces with the sequence's next
     // value) for auto-increment columns, an error otherwise.
     let mut defaults: Vec<Option<Operand>> = vec![None; ncols];
-    for i in 0..ncols {
+    for (i, (col, default)) in schema.def.columns.iter().zip(defaults.iter_mut()).enumerate() {
         if targets.iter().any(|t| t.col as usize == i) {
             continue;
         }
-        let col = &schema.def.columns[i];
         let zero = schema
             .def
             .sequences
@@ -261,7 +260,7 @@ fn bind_insert(tx: &impl ReadTx, ins: &Insert) -> Result<Dml, PlanError> {
             .then(|| Value::integer_of_type(col.ty, 0))
             .flatten();
         match zero {
-            Some(z) => defaults[i] = Some(Operand::Literal(z)),
+            Some(z) => *default = Some(Operand::Literal(z)),
             None => {
                 return Err(PlanError::MissingValue {
                     column: col.name.clone(),
