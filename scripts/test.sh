@@ -14,6 +14,10 @@ if ! bash scripts/install-powerloss.sh; then
     export LIGHTCONE_SKIP_POWERLOSS=1
 fi
 
+# The wasm module fixtures the host tests load (built with the official `spacetimedb` crate).
+echo "== building wasm fixtures"
+bash scripts/build-fixtures.sh
+
 export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 

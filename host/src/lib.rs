@@ -1,10 +1,63 @@
 //! Lightcone's host: the wasmtime runtime speaking the SpacetimeDB module ABI, the HTTP and
 //! WebSocket server, and the `lightcone` command-line tool.
 //!
-//! Owns: everything a user or a module touches directly. Storage, planning and delta
-//! evaluation live in the crates below it.
+//! Owns: everything a user or a module touches directly — loading modules
+//! ([`runtime`]), the ABI's host functions ([`abi`], [`wasi`]), module definitions
+//! ([`module_def`]), BSATN ⇄ engine rows ([`codec`]), reducer calls as transactions with
+//! lifecycle and scheduled reducers ([`module_host`]), module logs ([`logs`]), and the CLI's
+//! `replay`. Storage, planning and delta evaluation live in the crates below it.
 //!
-//! Status: the CLI has its `replay` command (log verification and point-in-time replay); the
-//! wasm runtime and the server are filled by the wasm-host and server issues.
+//! Does not own: the engine's data structures, SQL, subscriptions.
 
+pub mod abi;
+pub mod codec;
+pub mod json;
+pub mod logs;
+pub mod module_def;
+pub mod module_host;
 pub mod replay;
+pub mod runtime;
+mod tx_slot;
+pub mod wasi;
+
+pub use module_def::DefError;
+pub use module_host::{
+    CallerInfo, HostConfig, ModuleHost, PublishReport, ReducerArgs, ReducerOutcome, ReducerStatus,
+};
+pub use runtime::WasmEngine;
+
+/// What can go wrong hosting a module. Failures *inside* a reducer (its `Err`, a panic, a trap,
+/// running out of fuel) are not errors of this type: they are a [`ReducerStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("not a wasm module: {0}")]
+    NotWasm(String),
+    #[error("the wasm module does not export `{0}`; is it built with the `spacetimedb` crate?")]
+    MissingExport(String),
+    #[error("the module imports `{0}`, which Lightcone does not provide")]
+    UnknownImport(String),
+    #[error("instantiating the module failed: {0}")]
+    Instantiate(String),
+    #[error(transparent)]
+    Definition(#[from] DefError),
+    #[error("the program is {bytes} bytes; the limit is {max}")]
+    ProgramTooLarge { bytes: usize, max: usize },
+    #[error("the new module is not compatible with the data already in the database: {0}")]
+    IncompatibleSchema(String),
+    #[error("the `init` reducer failed: {0}")]
+    InitFailed(String),
+    #[error("no program has been published to this database")]
+    NoProgram,
+    #[error("no such reducer `{0}`")]
+    NoSuchReducer(String),
+    #[error("reducer `{0}` cannot be called by clients")]
+    NotCallable(String),
+    #[error("invalid arguments for reducer `{reducer}`: {reason}")]
+    InvalidArguments { reducer: String, reason: String },
+    #[error("engine: {0}")]
+    Engine(String),
+    #[error("commit log: {0}")]
+    Durability(String),
+    #[error("wasm runtime: {0}")]
+    Runtime(String),
+}

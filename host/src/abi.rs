@@ -1,0 +1,929 @@
+//! The host functions a SpacetimeDB 2.x module imports (`spacetime_10.0` … `spacetime_10.5`),
+//! over the call's engine transaction. Facts: `../shared/SPEC.md` §1 and the Apache-2.0
+//! `spacetimedb-bindings-sys` doc comments.
+//!
+//! Conventions: a status return is `0` or an errno from [`errno`]; `out` pointers are written
+//! only on success; a pointer outside linear memory traps the guest (the call fails and rolls
+//! back with a message naming the function).
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lightcone_mvcc::{IndexAlgorithm, IndexId, MvccError, ReadTx, Row, RowId, TableId, Value, WriteTx};
+use wasmtime::format_err as anyhow;
+use wasmtime::{Caller, Linker, Memory};
+
+use crate::codec::{decode_column, CodecError, Reader, RowCodec};
+use crate::logs::{LogLevel, ModuleLogs};
+use crate::module_def::ModuleSpec;
+use crate::tx_slot::TxSlot;
+
+/// The ABI's error numbers (`spacetimedb-primitives` errno.rs).
+pub mod errno {
+    pub const HOST_CALL_FAILURE: u32 = 1;
+    pub const NOT_IN_TRANSACTION: u32 = 2;
+    pub const BSATN_DECODE_ERROR: u32 = 3;
+    pub const NO_SUCH_TABLE: u32 = 4;
+    pub const NO_SUCH_INDEX: u32 = 5;
+    pub const NO_SUCH_ITER: u32 = 6;
+    pub const NO_SUCH_CONSOLE_TIMER: u32 = 7;
+    pub const NO_SUCH_BYTES: u32 = 8;
+    pub const WRONG_INDEX_ALGO: u32 = 10;
+    pub const BUFFER_TOO_SMALL: u32 = 11;
+    pub const UNIQUE_ALREADY_EXISTS: u32 = 12;
+    pub const INDEX_NOT_UNIQUE: u32 = 14;
+    pub const NO_SUCH_ROW: u32 = 15;
+    pub const AUTO_INC_OVERFLOW: u32 = 16;
+}
+
+/// `-1` from the iterator/source calls: exhausted (and destroyed).
+const EXHAUSTED: i32 = -1;
+
+type Res<T> = wasmtime::Result<T>;
+
+/// Engine ids of a module's tables and indexes, resolved once per published module.
+pub struct Catalog {
+    pub spec: Arc<ModuleSpec>,
+    by_name: HashMap<String, usize>,
+    pub engine_ids: Vec<TableId>,
+    by_engine: HashMap<TableId, usize>,
+    index_by_name: HashMap<String, IndexId>,
+    indexes: HashMap<IndexId, IndexInfo>,
+}
+
+#[derive(Debug, Clone)]
+struct IndexInfo {
+    table: usize,
+    columns: Vec<u16>,
+    algorithm: IndexAlgorithm,
+    unique: bool,
+}
+
+impl Catalog {
+    /// Resolves `spec`'s tables (which must exist in `tx`) to engine ids.
+    pub fn resolve(spec: Arc<ModuleSpec>, tx: &impl ReadTx) -> Result<Catalog, MvccError> {
+        let mut c = Catalog {
+            spec: Arc::clone(&spec),
+            by_name: HashMap::new(),
+            engine_ids: Vec::new(),
+            by_engine: HashMap::new(),
+            index_by_name: HashMap::new(),
+            indexes: HashMap::new(),
+        };
+        for (i, t) in spec.tables.iter().enumerate() {
+            let id = tx.table_id(&t.name)?;
+            c.engine_ids.push(id);
+            c.by_engine.insert(id, i);
+            c.by_name.insert(t.name.clone(), i);
+            c.by_name.insert(t.source_name.clone(), i);
+            let view = tx.table(id)?;
+            for ix in &t.indexes {
+                let index_id = view
+                    .schema()
+                    .index_id_by_name(&ix.source_name)
+                    .ok_or_else(|| MvccError::NoSuchTableName(format!("index {}", ix.source_name)))?;
+                c.index_by_name.insert(ix.source_name.clone(), index_id);
+                c.indexes.insert(
+                    index_id,
+                    IndexInfo {
+                        table: i,
+                        columns: ix.columns.clone(),
+                        algorithm: ix.algorithm,
+                        unique: ix.unique,
+                    },
+                );
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn table_index(&self, engine_id: TableId) -> Option<usize> {
+        self.by_engine.get(&engine_id).copied()
+    }
+
+    pub fn codec(&self, table: usize) -> &RowCodec {
+        &self.spec.tables[table].codec
+    }
+}
+
+/// Per-call handles (iterators, byte sources/sinks, timers): ids start at 1 (0 = invalid).
+pub struct Handles<T> {
+    slots: Vec<Option<T>>,
+}
+
+impl<T> Default for Handles<T> {
+    fn default() -> Self {
+        Handles { slots: Vec::new() }
+    }
+}
+
+impl<T> Handles<T> {
+    pub fn insert(&mut self, v: T) -> u32 {
+        if let Some(i) = self.slots.iter().position(Option::is_none) {
+            self.slots[i] = Some(v);
+            return i as u32 + 1;
+        }
+        self.slots.push(Some(v));
+        self.slots.len() as u32
+    }
+
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.slots.get_mut((id as usize).checked_sub(1)?)?.as_mut()
+    }
+
+    pub fn remove(&mut self, id: u32) -> Option<T> {
+        self.slots.get_mut((id as usize).checked_sub(1)?)?.take()
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.clear();
+    }
+}
+
+/// Encoded rows an iterator hands out, whole rows at a time.
+pub struct RowIter {
+    data: Vec<u8>,
+    /// End offset of each row in `data`.
+    ends: Vec<u32>,
+    next: usize,
+}
+
+impl RowIter {
+    fn from_rows<'r>(codec: &RowCodec, rows: impl Iterator<Item = Row>) -> RowIter {
+        let mut it = RowIter { data: Vec::new(), ends: Vec::new(), next: 0 };
+        for row in rows {
+            codec.encode_row(&row, &mut it.data);
+            it.ends.push(it.data.len() as u32);
+        }
+        it
+    }
+}
+
+/// Bytes the guest reads (reducer arguments, JWT payloads).
+pub struct Source {
+    pub data: Vec<u8>,
+    pub pos: usize,
+}
+
+/// Who is calling and when: what `__call_reducer__` was told.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub sender: [u8; 32],
+    pub connection_id: [u8; 16],
+    pub timestamp_micros: i64,
+    /// The caller's JWT payload (JSON), for `get_jwt`.
+    pub jwt_payload: Option<Arc<str>>,
+}
+
+/// The store data of a module instance.
+pub struct HostState {
+    pub slot: TxSlot,
+    pub catalog: Option<Arc<Catalog>>,
+    pub memory: Option<Memory>,
+    pub iters: Handles<RowIter>,
+    pub sources: Handles<Source>,
+    pub sinks: Handles<Vec<u8>>,
+    pub timers: Handles<(String, Instant)>,
+    pub call: CallContext,
+    pub module_identity: [u8; 32],
+    pub logs: Arc<ModuleLogs>,
+    /// `volatile_nonatomic_schedule_immediate` requests: run after the current call.
+    pub scheduled_immediate: Vec<(String, Vec<u8>)>,
+    pub limits: wasmtime::StoreLimits,
+    /// The message of the last level-101 (panic) log line of the current call.
+    pub last_panic: Option<String>,
+}
+
+impl HostState {
+    /// Forgets every per-call handle.
+    pub fn end_call(&mut self) {
+        self.iters.clear();
+        self.sources.clear();
+        self.sinks.clear();
+        self.timers.clear();
+        self.call.jwt_payload = None;
+    }
+}
+
+fn mem_state<'a>(caller: &'a mut Caller<'_, HostState>) -> (&'a mut [u8], &'a mut HostState) {
+    // Invariant: `memory` is set right after instantiation, before any guest code runs.
+    let memory = caller.data().memory.expect("guest memory is set after instantiation");
+    memory.data_and_store_mut(caller)
+}
+
+fn span(mem_len: usize, ptr: u32, len: u32, what: &str) -> Res<std::ops::Range<usize>> {
+    let start = ptr as usize;
+    match start.checked_add(len as usize) {
+        Some(end) if end <= mem_len => Ok(start..end),
+        _ => Err(anyhow!(
+            "{what}: pointer {ptr:#x} + {len} bytes is outside the module's memory ({mem_len} bytes)"
+        )),
+    }
+}
+
+fn read<'m>(mem: &'m [u8], ptr: u32, len: u32, what: &str) -> Res<&'m [u8]> {
+    Ok(&mem[span(mem.len(), ptr, len, what)?])
+}
+
+fn read_u32(mem: &[u8], ptr: u32, what: &str) -> Res<u32> {
+    let b = read(mem, ptr, 4, what)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn write(mem: &mut [u8], ptr: u32, bytes: &[u8], what: &str) -> Res<()> {
+    let r = span(mem.len(), ptr, bytes.len() as u32, what)?;
+    mem[r].copy_from_slice(bytes);
+    Ok(())
+}
+
+fn read_str(mem: &[u8], ptr: u32, len: u32, what: &str) -> Res<String> {
+    Ok(String::from_utf8_lossy(read(mem, ptr, len, what)?).into_owned())
+}
+
+/// The ABI errno for an engine error, or a trap for failures the ABI has no number for.
+fn engine_errno(e: MvccError) -> Res<u32> {
+    use MvccError::*;
+    Ok(match e {
+        UniqueViolation { .. } => errno::UNIQUE_ALREADY_EXISTS,
+        NoSuchTable(_) | NoSuchTableName(_) => errno::NO_SUCH_TABLE,
+        NoSuchIndex(_) => errno::NO_SUCH_INDEX,
+        IndexNotUnique { .. } => errno::INDEX_NOT_UNIQUE,
+        NoSuchRow { .. } => errno::NO_SUCH_ROW,
+        SequenceExhausted { .. } => errno::AUTO_INC_OVERFLOW,
+        WrongIndexAlgo { .. } => errno::WRONG_INDEX_ALGO,
+        TypeMismatch { .. } | WrongArity { .. } | KeyArity { .. } => errno::BSATN_DECODE_ERROR,
+        other => return Err(anyhow!("{other}")),
+    })
+}
+
+/// `Ok(errno)` for a decode failure, logged so the module author can see what was wrong.
+fn decode_errno(state: &HostState, what: &str, e: CodecError) -> u32 {
+    state.logs.host(LogLevel::Warn, format!("{what}: {e}"));
+    errno::BSATN_DECODE_ERROR
+}
+
+macro_rules! tx_or_errno {
+    ($state:expr) => {
+        match $state.slot.get() {
+            Some(tx) => tx,
+            None => return Ok(errno::NOT_IN_TRANSACTION),
+        }
+    };
+}
+
+macro_rules! try_errno {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+fn catalog(state: &HostState) -> Arc<Catalog> {
+    // Invariant: the catalog is installed before any reducer (or lifecycle) call.
+    Arc::clone(state.catalog.as_ref().expect("catalog is installed before calls"))
+}
+
+fn table_of(cat: &Catalog, table_id: u32) -> Result<usize, u32> {
+    cat.table_index(table_id).ok_or(errno::NO_SUCH_TABLE)
+}
+
+fn index_of(cat: &Catalog, index_id: u32) -> Result<&IndexInfo, u32> {
+    cat.indexes.get(&index_id).ok_or(errno::NO_SUCH_INDEX)
+}
+
+/// Inserts with set semantics: a row identical to one already present is a no-op.
+fn insert_row(tx: &mut WriteTx<'_>, cat: &Catalog, t: usize, row: Row) -> Result<Row, MvccError> {
+    let table_id = cat.engine_ids[t];
+    match tx.insert(table_id, row.clone()) {
+        Ok((_, stored)) => Ok(stored),
+        Err(e @ MvccError::UniqueViolation { .. }) => {
+            for ix in cat.spec.tables[t].indexes.iter().filter(|i| i.unique) {
+                let key: Vec<Value> = ix.columns.iter().map(|&c| row[c as usize].clone()).collect();
+                let index_id = cat.index_by_name[&ix.source_name];
+                let view = tx.table(table_id)?;
+                if let Some(rid) = view.unique_lookup(index_id, &key)? {
+                    if view.get(rid).as_ref() == Some(&row) {
+                        return Ok(row);
+                    }
+                }
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The sequence columns' values of `row`, BSATN-encoded back to back (the insert write-back).
+fn generated_columns(cat: &Catalog, t: usize, row: &Row) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in cat.spec.tables[t].sequence_columns() {
+        crate::codec::encode_value(&row[c as usize], &mut out);
+    }
+    out
+}
+
+/// Decodes the range-scan arguments into engine bounds over the index's columns.
+fn decode_range(
+    cat: &Catalog,
+    info: &IndexInfo,
+    prefix: &[u8],
+    prefix_elems: u32,
+    rstart: &[u8],
+    rend: &[u8],
+) -> Result<(Bound<Vec<Value>>, Bound<Vec<Value>>), CodecError> {
+    let codec = cat.codec(info.table);
+    let n = prefix_elems as usize;
+    if n > info.columns.len() {
+        return Err(CodecError::Invalid {
+            at: 0,
+            reason: format!("prefix of {n} columns for an index of {}", info.columns.len()),
+        });
+    }
+    let mut r = Reader::new(prefix);
+    let prefix_values = codec.decode_values(&info.columns[..n], &mut r)?;
+    r.finish("index scan prefix")?;
+    if n == info.columns.len() {
+        return Ok((Bound::Included(prefix_values.clone()), Bound::Included(prefix_values)));
+    }
+    let (_, col_codec) = &codec.columns[info.columns[n] as usize];
+    let bound = |bytes: &[u8], what: &str| -> Result<Bound<Vec<Value>>, CodecError> {
+        let mut r = Reader::new(bytes);
+        let at = r.pos;
+        let b = match r.u8(what)? {
+            tag @ (0 | 1) => {
+                let mut key = prefix_values.clone();
+                key.push(decode_column(col_codec, &codec.typespace, &mut r)?);
+                if tag == 0 {
+                    Bound::Included(key)
+                } else {
+                    Bound::Excluded(key)
+                }
+            }
+            2 if prefix_values.is_empty() => Bound::Unbounded,
+            2 => Bound::Included(prefix_values.clone()),
+            t => return Err(CodecError::Invalid { at, reason: format!("Bound tag {t} ({what})") }),
+        };
+        r.finish(what)?;
+        Ok(b)
+    };
+    Ok((bound(rstart, "range start")?, bound(rend, "range end")?))
+}
+
+fn bound_ref(b: &Bound<Vec<Value>>) -> Bound<&[Value]> {
+    b.as_ref().map(Vec::as_slice)
+}
+
+/// Row ids in an index range (or point, when both bounds are the same full key).
+fn scan_index(
+    tx: &WriteTx<'_>,
+    cat: &Catalog,
+    index_id: IndexId,
+    info: &IndexInfo,
+    lo: &Bound<Vec<Value>>,
+    hi: &Bound<Vec<Value>>,
+) -> Result<Vec<RowId>, MvccError> {
+    let view = tx.table(cat.engine_ids[info.table])?;
+    let full_point = matches!((lo, hi), (Bound::Included(a), Bound::Included(b))
+        if a == b && a.len() == info.columns.len());
+    let scan = if full_point && !info.algorithm.supports_range() {
+        let Bound::Included(key) = lo else { unreachable!("checked above") };
+        view.index_seek(index_id, key)?
+    } else {
+        view.index_range(index_id, bound_ref(lo), bound_ref(hi))?
+    };
+    Ok(scan.collect())
+}
+
+fn rows_of(tx: &WriteTx<'_>, table: TableId, rids: &[RowId]) -> Result<Vec<Row>, MvccError> {
+    let view = tx.table(table)?;
+    // Invariant: ids come from an index of the same transaction state, so every row exists.
+    Ok(rids.iter().map(|&r| view.get(r).expect("indexed row exists")).collect())
+}
+
+fn delete_rids(tx: &mut WriteTx<'_>, table: TableId, rids: &[RowId]) -> Result<u32, MvccError> {
+    let mut n = 0;
+    for &rid in rids {
+        if tx.delete(table, rid)?.is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Registers every host function of the module ABI on `linker`.
+pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
+    const M0: &str = "spacetime_10.0";
+
+    linker.func_wrap(
+        M0,
+        "table_id_from_name",
+        |mut c: Caller<'_, HostState>, ptr: u32, len: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let name = read_str(mem, ptr, len, "table_id_from_name")?;
+            if !state.slot.is_open() {
+                return Ok(errno::NOT_IN_TRANSACTION);
+            }
+            let cat = catalog(state);
+            match cat.by_name.get(&name) {
+                Some(&t) => {
+                    write(mem, out, &cat.engine_ids[t].to_le_bytes(), "table_id_from_name out")?;
+                    Ok(0)
+                }
+                None => Ok(errno::NO_SUCH_TABLE),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "index_id_from_name",
+        |mut c: Caller<'_, HostState>, ptr: u32, len: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let name = read_str(mem, ptr, len, "index_id_from_name")?;
+            if !state.slot.is_open() {
+                return Ok(errno::NOT_IN_TRANSACTION);
+            }
+            match catalog(state).index_by_name.get(&name) {
+                Some(&id) => {
+                    write(mem, out, &id.to_le_bytes(), "index_id_from_name out")?;
+                    Ok(0)
+                }
+                None => Ok(errno::NO_SUCH_INDEX),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "datastore_table_row_count",
+        |mut c: Caller<'_, HostState>, table_id: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let cat = catalog(state);
+            let t = try_errno!(table_of(&cat, table_id));
+            let tx = tx_or_errno!(state);
+            let n = tx.table(cat.engine_ids[t]).map_err(|e| anyhow!("{e}"))?.row_count();
+            write(mem, out, &n.to_le_bytes(), "datastore_table_row_count out")?;
+            Ok(0)
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "datastore_table_scan_bsatn",
+        |mut c: Caller<'_, HostState>, table_id: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let cat = catalog(state);
+            let t = try_errno!(table_of(&cat, table_id));
+            let tx = tx_or_errno!(state);
+            let view = tx.table(cat.engine_ids[t]).map_err(|e| anyhow!("{e}"))?;
+            let it = RowIter::from_rows(cat.codec(t), view.scan().map(|(_, row)| row));
+            let id = state.iters.insert(it);
+            write(mem, out, &id.to_le_bytes(), "datastore_table_scan_bsatn out")?;
+            Ok(0)
+        },
+    )?;
+
+    for (module, name, delete) in [
+        (M0, "datastore_index_scan_range_bsatn", false),
+        (M0, "datastore_btree_scan_bsatn", false),
+        (M0, "datastore_delete_by_index_scan_range_bsatn", true),
+        (M0, "datastore_delete_by_btree_scan_bsatn", true),
+    ] {
+        linker.func_wrap(
+            module,
+            name,
+            move |mut c: Caller<'_, HostState>,
+                  index_id: u32,
+                  prefix_ptr: u32,
+                  prefix_len: u32,
+                  prefix_elems: u32,
+                  rstart_ptr: u32,
+                  rstart_len: u32,
+                  rend_ptr: u32,
+                  rend_len: u32,
+                  out: u32| {
+                let (mem, state) = mem_state(&mut c);
+                let prefix = read(mem, prefix_ptr, prefix_len, name)?;
+                let rstart = read(mem, rstart_ptr, rstart_len, name)?;
+                let rend = read(mem, rend_ptr, rend_len, name)?;
+                let cat = catalog(state);
+                let info = try_errno!(index_of(&cat, index_id)).clone();
+                let (lo, hi) = match decode_range(&cat, &info, prefix, prefix_elems & 0xffff, rstart, rend) {
+                    Ok(b) => b,
+                    Err(e) => return Ok(decode_errno(state, name, e)),
+                };
+                let table_id = cat.engine_ids[info.table];
+                let tx = tx_or_errno!(state);
+                let rids = match scan_index(tx, &cat, index_id, &info, &lo, &hi) {
+                    Ok(r) => r,
+                    Err(e) => return engine_errno(e),
+                };
+                if delete {
+                    let n = delete_rids(tx, table_id, &rids).or_else(|e| engine_errno(e).map(|_| 0))?;
+                    write(mem, out, &n.to_le_bytes(), name)?;
+                } else {
+                    let rows = rows_of(tx, table_id, &rids).map_err(|e| anyhow!("{e}"))?;
+                    let it = RowIter::from_rows(cat.codec(info.table), rows.into_iter());
+                    let id = state.iters.insert(it);
+                    write(mem, out, &id.to_le_bytes(), name)?;
+                }
+                Ok(0u32)
+            },
+        )?;
+    }
+
+    for (name, delete) in
+        [("datastore_index_scan_point_bsatn", false), ("datastore_delete_by_index_scan_point_bsatn", true)]
+    {
+        linker.func_wrap(
+            "spacetime_10.4",
+            name,
+            move |mut c: Caller<'_, HostState>, index_id: u32, point_ptr: u32, point_len: u32, out: u32| {
+                let (mem, state) = mem_state(&mut c);
+                let point = read(mem, point_ptr, point_len, name)?;
+                let cat = catalog(state);
+                let info = try_errno!(index_of(&cat, index_id)).clone();
+                let codec = cat.codec(info.table);
+                let mut r = Reader::new(point);
+                let key = match codec
+                    .decode_values(&info.columns, &mut r)
+                    .and_then(|k| r.finish("point").map(|_| k))
+                {
+                    Ok(k) => k,
+                    Err(e) => return Ok(decode_errno(state, name, e)),
+                };
+                let table_id = cat.engine_ids[info.table];
+                let tx = tx_or_errno!(state);
+                let rids: Vec<RowId> = match tx.table(table_id).and_then(|v| v.index_seek(index_id, &key)) {
+                    Ok(scan) => scan.collect(),
+                    Err(e) => return engine_errno(e),
+                };
+                if delete {
+                    let n = delete_rids(tx, table_id, &rids).map_err(|e| anyhow!("{e}"))?;
+                    write(mem, out, &n.to_le_bytes(), name)?;
+                } else {
+                    let rows = rows_of(tx, table_id, &rids).map_err(|e| anyhow!("{e}"))?;
+                    let it = RowIter::from_rows(codec, rows.into_iter());
+                    let id = state.iters.insert(it);
+                    write(mem, out, &id.to_le_bytes(), name)?;
+                }
+                Ok(0u32)
+            },
+        )?;
+    }
+
+    linker.func_wrap(
+        M0,
+        "datastore_delete_all_by_eq_bsatn",
+        |mut c: Caller<'_, HostState>, table_id: u32, rel_ptr: u32, rel_len: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let rel = read(mem, rel_ptr, rel_len, "datastore_delete_all_by_eq_bsatn")?;
+            let cat = catalog(state);
+            let t = try_errno!(table_of(&cat, table_id));
+            let codec = cat.codec(t);
+            let mut r = Reader::new(rel);
+            let rows = (|| {
+                let n = r.u32("row count")?;
+                let rows = (0..n).map(|_| codec.decode_row_from(&mut r)).collect::<Result<Vec<_>, _>>()?;
+                r.finish("rows to delete")?;
+                Ok(rows)
+            })();
+            let rows: Vec<Row> = match rows {
+                Ok(rows) => rows,
+                Err(e) => return Ok(decode_errno(state, "datastore_delete_all_by_eq_bsatn", e)),
+            };
+            let tx = tx_or_errno!(state);
+            let n = delete_equal_rows(tx, &cat, t, &rows).map_err(|e| anyhow!("{e}"))?;
+            write(mem, out, &n.to_le_bytes(), "datastore_delete_all_by_eq_bsatn out")?;
+            Ok(0u32)
+        },
+    )?;
+
+    linker.func_wrap(
+        "spacetime_10.5",
+        "datastore_clear",
+        |mut c: Caller<'_, HostState>, table_id: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let cat = catalog(state);
+            let t = try_errno!(table_of(&cat, table_id));
+            let engine_id = cat.engine_ids[t];
+            let tx = tx_or_errno!(state);
+            let rids: Vec<RowId> = tx.table(engine_id).map_err(|e| anyhow!("{e}"))?.row_ids().collect();
+            let n = delete_rids(tx, engine_id, &rids).map_err(|e| anyhow!("{e}"))? as u64;
+            write(mem, out, &n.to_le_bytes(), "datastore_clear out")?;
+            Ok(0u32)
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "row_iter_bsatn_advance",
+        |mut c: Caller<'_, HostState>, iter: u32, buf_ptr: u32, len_ptr: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let capacity = read_u32(mem, len_ptr, "row_iter_bsatn_advance buffer length")?;
+            span(mem.len(), buf_ptr, capacity, "row_iter_bsatn_advance buffer")?;
+            let Some(it) = state.iters.get_mut(iter) else { return Ok(errno::NO_SUCH_ITER as i32) };
+            let start = if it.next == 0 { 0 } else { it.ends[it.next - 1] as usize };
+            let mut end = start;
+            let mut next = it.next;
+            while next < it.ends.len() && it.ends[next] as usize - start <= capacity as usize {
+                end = it.ends[next] as usize;
+                next += 1;
+            }
+            if next == it.next && next < it.ends.len() {
+                let needed = it.ends[next] - start as u32;
+                write(mem, len_ptr, &needed.to_le_bytes(), "row_iter_bsatn_advance")?;
+                return Ok(errno::BUFFER_TOO_SMALL as i32);
+            }
+            write(mem, buf_ptr, &it.data[start..end], "row_iter_bsatn_advance buffer")?;
+            write(mem, len_ptr, &((end - start) as u32).to_le_bytes(), "row_iter_bsatn_advance")?;
+            it.next = next;
+            if next == it.ends.len() {
+                state.iters.remove(iter);
+                return Ok(EXHAUSTED);
+            }
+            Ok(0)
+        },
+    )?;
+
+    linker.func_wrap(M0, "row_iter_bsatn_close", |mut c: Caller<'_, HostState>, iter: u32| {
+        Ok(if c.data_mut().iters.remove(iter).is_some() { 0u32 } else { errno::NO_SUCH_ITER })
+    })?;
+
+    linker.func_wrap(
+        M0,
+        "datastore_insert_bsatn",
+        |mut c: Caller<'_, HostState>, table_id: u32, row_ptr: u32, len_ptr: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let len = read_u32(mem, len_ptr, "datastore_insert_bsatn row length")?;
+            let bytes = read(mem, row_ptr, len, "datastore_insert_bsatn row")?;
+            let cat = catalog(state);
+            let t = try_errno!(table_of(&cat, table_id));
+            let row = match cat.codec(t).decode_row(bytes) {
+                Ok(r) => r,
+                Err(e) => return Ok(decode_errno(state, "datastore_insert_bsatn", e)),
+            };
+            let tx = tx_or_errno!(state);
+            let stored = match insert_row(tx, &cat, t, row) {
+                Ok(r) => r,
+                Err(e) => return engine_errno(e),
+            };
+            let generated = generated_columns(&cat, t, &stored);
+            write(mem, row_ptr, &generated, "datastore_insert_bsatn write-back")?;
+            write(
+                mem,
+                len_ptr,
+                &(generated.len() as u32).to_le_bytes(),
+                "datastore_insert_bsatn write-back",
+            )?;
+            Ok(0u32)
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "datastore_update_bsatn",
+        |mut c: Caller<'_, HostState>, table_id: u32, index_id: u32, row_ptr: u32, len_ptr: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let len = read_u32(mem, len_ptr, "datastore_update_bsatn row length")?;
+            let bytes = read(mem, row_ptr, len, "datastore_update_bsatn row")?;
+            let cat = catalog(state);
+            let t = try_errno!(table_of(&cat, table_id));
+            let info = try_errno!(index_of(&cat, index_id));
+            if info.table != t {
+                return Ok(errno::NO_SUCH_INDEX);
+            }
+            if !info.unique {
+                return Ok(errno::INDEX_NOT_UNIQUE);
+            }
+            let row = match cat.codec(t).decode_row(bytes) {
+                Ok(r) => r,
+                Err(e) => return Ok(decode_errno(state, "datastore_update_bsatn", e)),
+            };
+            let tx = tx_or_errno!(state);
+            let stored = match tx.update_by_unique(index_id, row) {
+                Ok((_, r)) => r,
+                Err(e) => return engine_errno(e),
+            };
+            let generated = generated_columns(&cat, t, &stored);
+            write(mem, row_ptr, &generated, "datastore_update_bsatn write-back")?;
+            write(
+                mem,
+                len_ptr,
+                &(generated.len() as u32).to_le_bytes(),
+                "datastore_update_bsatn write-back",
+            )?;
+            Ok(0u32)
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "volatile_nonatomic_schedule_immediate",
+        |mut c: Caller<'_, HostState>, name_ptr: u32, name_len: u32, args_ptr: u32, args_len: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let name = read_str(mem, name_ptr, name_len, "volatile_nonatomic_schedule_immediate")?;
+            let args = read(mem, args_ptr, args_len, "volatile_nonatomic_schedule_immediate")?.to_vec();
+            state.scheduled_immediate.push((name, args));
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "bytes_sink_write",
+        |mut c: Caller<'_, HostState>, sink: u32, buf_ptr: u32, len_ptr: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let len = read_u32(mem, len_ptr, "bytes_sink_write length")?;
+            let bytes = read(mem, buf_ptr, len, "bytes_sink_write buffer")?;
+            let Some(out) = state.sinks.get_mut(sink) else { return Ok(errno::NO_SUCH_BYTES) };
+            out.extend_from_slice(bytes);
+            Ok(0u32)
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "bytes_source_read",
+        |mut c: Caller<'_, HostState>, source: u32, buf_ptr: u32, len_ptr: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let capacity = read_u32(mem, len_ptr, "bytes_source_read length")?;
+            span(mem.len(), buf_ptr, capacity, "bytes_source_read buffer")?;
+            let Some(src) = state.sources.get_mut(source) else { return Ok(errno::NO_SUCH_BYTES as i32) };
+            let n = (src.data.len() - src.pos).min(capacity as usize);
+            let chunk = src.pos..src.pos + n;
+            src.pos += n;
+            let done = src.pos == src.data.len();
+            write(mem, buf_ptr, &src.data[chunk], "bytes_source_read buffer")?;
+            write(mem, len_ptr, &(n as u32).to_le_bytes(), "bytes_source_read length")?;
+            if done {
+                state.sources.remove(source);
+                return Ok(EXHAUSTED);
+            }
+            Ok(0)
+        },
+    )?;
+
+    linker.func_wrap(
+        "spacetime_10.1",
+        "bytes_source_remaining_length",
+        |mut c: Caller<'_, HostState>, source: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let Some(src) = state.sources.get_mut(source) else { return Ok(errno::NO_SUCH_BYTES as i32) };
+            let remaining = (src.data.len() - src.pos) as u32;
+            write(mem, out, &remaining.to_le_bytes(), "bytes_source_remaining_length out")?;
+            Ok(0)
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "console_log",
+        |mut c: Caller<'_, HostState>,
+         level: u32,
+         target_ptr: u32,
+         target_len: u32,
+         file_ptr: u32,
+         file_len: u32,
+         line: u32,
+         msg_ptr: u32,
+         msg_len: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let opt = |ptr: u32, len: u32, what: &str| -> Res<Option<String>> {
+                if ptr == 0 {
+                    Ok(None)
+                } else {
+                    read_str(mem, ptr, len, what).map(Some)
+                }
+            };
+            let target = opt(target_ptr, target_len, "console_log target")?;
+            let filename = opt(file_ptr, file_len, "console_log filename")?;
+            let message = read_str(mem, msg_ptr, msg_len, "console_log message")?;
+            let line = (line != u32::MAX).then_some(line);
+            if level == 101 {
+                state.last_panic = Some(message.clone());
+            }
+            state.logs.push(LogLevel::from_abi(level), target, filename, line, message);
+            Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        M0,
+        "console_timer_start",
+        |mut c: Caller<'_, HostState>, name_ptr: u32, name_len: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let name = read_str(mem, name_ptr, name_len, "console_timer_start")?;
+            Ok(state.timers.insert((name, Instant::now())))
+        },
+    )?;
+
+    linker.func_wrap(M0, "console_timer_end", |mut c: Caller<'_, HostState>, timer: u32| {
+        let state = c.data_mut();
+        let Some((name, start)) = state.timers.remove(timer) else { return Ok(errno::NO_SUCH_CONSOLE_TIMER) };
+        state.logs.push(
+            LogLevel::Info,
+            None,
+            None,
+            None,
+            format!("Timing span {name:?}: {:?}", start.elapsed()),
+        );
+        Ok(0u32)
+    })?;
+
+    linker.func_wrap(M0, "identity", |mut c: Caller<'_, HostState>, out: u32| {
+        let (mem, state) = mem_state(&mut c);
+        let id = state.module_identity;
+        write(mem, out, &id, "identity out")
+    })?;
+
+    linker.func_wrap(
+        "spacetime_10.2",
+        "get_jwt",
+        |mut c: Caller<'_, HostState>, conn_ptr: u32, out: u32| {
+            let (mem, state) = mem_state(&mut c);
+            let conn = read(mem, conn_ptr, 16, "get_jwt connection id")?;
+            if !state.slot.is_open() {
+                return Ok(errno::NOT_IN_TRANSACTION);
+            }
+            let handle = match &state.call.jwt_payload {
+                Some(jwt) if conn == state.call.connection_id && conn != [0u8; 16] => {
+                    let data = jwt.as_bytes().to_vec();
+                    state.sources.insert(Source { data, pos: 0 })
+                }
+                _ => 0,
+            };
+            write(mem, out, &handle.to_le_bytes(), "get_jwt out")?;
+            Ok(0u32)
+        },
+    )?;
+
+    // Procedures (crate feature `unstable`) are not supported yet: modules that merely import
+    // these still load; calling one fails the call with a clear message.
+    const M3: &str = "spacetime_10.3";
+    linker.func_wrap(M3, "procedure_sleep_until", |_: Caller<'_, HostState>, _: i64| -> Res<i64> {
+        Err(anyhow!("procedures are not supported by Lightcone yet (procedure_sleep_until)"))
+    })?;
+    for name in ["procedure_start_mut_tx"] {
+        linker.func_wrap(M3, name, move |_: Caller<'_, HostState>, _: u32| -> Res<u32> {
+            Err(anyhow!("procedures are not supported by Lightcone yet ({name})"))
+        })?;
+    }
+    for name in ["procedure_commit_mut_tx", "procedure_abort_mut_tx"] {
+        linker.func_wrap(M3, name, move |_: Caller<'_, HostState>| -> Res<u32> {
+            Err(anyhow!("procedures are not supported by Lightcone yet ({name})"))
+        })?;
+    }
+    linker.func_wrap(
+        M3,
+        "procedure_http_request",
+        |_: Caller<'_, HostState>, _: u32, _: u32, _: u32, _: u32, _: u32| -> Res<u32> {
+            Err(anyhow!("procedures are not supported by Lightcone yet (procedure_http_request)"))
+        },
+    )?;
+    Ok(())
+}
+
+/// Deletes every row equal to one of `rows`; returns how many were deleted.
+fn delete_equal_rows(tx: &mut WriteTx<'_>, cat: &Catalog, t: usize, rows: &[Row]) -> Result<u32, MvccError> {
+    let table_id = cat.engine_ids[t];
+    let spec = &cat.spec.tables[t];
+    // Find candidates through an index when there is one (unique first), else by scanning.
+    let index = spec.indexes.iter().find(|i| i.unique).or_else(|| spec.indexes.first());
+    let mut n = 0;
+    match index {
+        Some(ix) => {
+            let index_id = cat.index_by_name[&ix.source_name];
+            for row in rows {
+                let key: Vec<Value> = ix.columns.iter().map(|&c| row[c as usize].clone()).collect();
+                let view = tx.table(table_id)?;
+                let found = view.index_seek(index_id, &key)?.find(|&rid| view.get(rid).as_ref() == Some(row));
+                if let Some(rid) = found {
+                    n += u32::from(tx.delete(table_id, rid)?.is_some());
+                }
+            }
+        }
+        None => {
+            let view = tx.table(table_id)?;
+            let mut wanted: HashMap<&Row, usize> = HashMap::new();
+            for r in rows {
+                *wanted.entry(r).or_default() += 1;
+            }
+            let mut victims = Vec::new();
+            for (rid, row) in view.scan() {
+                if let Some(k) = wanted.get_mut(&row) {
+                    if *k > 0 {
+                        *k -= 1;
+                        victims.push(rid);
+                    }
+                }
+            }
+            n = delete_rids(tx, table_id, &victims)?;
+        }
+    }
+    Ok(n)
+}

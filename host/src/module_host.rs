@@ -1,0 +1,748 @@
+//! One database's module: publishing (schema creation or compatible update, `init`), reducer
+//! calls as engine transactions, lifecycle reducers, scheduled reducers, and the commit log.
+//!
+//! A [`ModuleHost`] is single-threaded (its wasm store is not `Send`): the server runs one per
+//! database on that database's thread, which also serializes reducers (one writer).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lightcone_mvcc::{ColumnDef, ColumnType, Database, ReadTx, Row, TableDef, TxDelta, Value, WriteTx, U256};
+use lightcone_wal::{CommitLog, Ticket};
+use spacetimedb_sats::{AlgebraicType, Typespace};
+
+use crate::abi::{CallContext, Catalog};
+use crate::codec::{resolve, skip_value, Reader};
+use crate::logs::{now_micros, LogLevel, ModuleLogs};
+use crate::module_def::{decode_module_def, ModuleSpec, ReducerSpec};
+use crate::runtime::{CompiledModule, GuestOutcome, Instance, WasmEngine};
+use crate::tx_slot::TxSlot;
+use crate::HostError;
+
+/// The system table holding the published program and its definition.
+pub const MODULE_TABLE: &str = "st_module";
+/// Fuel (≈ wasm instructions) one reducer call may burn by default.
+pub const DEFAULT_FUEL_PER_CALL: u64 = 2_000_000_000;
+/// A scheduled time further than this in the future is refused (SCHEDULE_AT_DELAY_TOO_LONG).
+pub const MAX_SCHEDULE_DELAY_MICROS: i64 = 10 * 365 * 24 * 3600 * 1_000_000;
+
+/// Settings of one database's host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub fuel_per_call: u64,
+    /// The database's identity (what the `identity` import returns), 32 bytes little-endian.
+    pub database_identity: [u8; 32],
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig { fuel_per_call: DEFAULT_FUEL_PER_CALL, database_identity: [0; 32] }
+    }
+}
+
+/// Who calls a reducer.
+#[derive(Debug, Clone, Default)]
+pub struct CallerInfo {
+    /// Identity, 32 bytes little-endian (the ABI form).
+    pub identity: [u8; 32],
+    /// ConnectionId, 16 bytes little-endian; all zero = none.
+    pub connection_id: [u8; 16],
+    /// The JWT payload of the caller's token, for `get_jwt`.
+    pub jwt_payload: Option<Arc<str>>,
+}
+
+/// Reducer arguments as received.
+#[derive(Debug, Clone)]
+pub enum ReducerArgs {
+    /// BSATN of the parameter product.
+    Bsatn(Vec<u8>),
+    /// SATS-JSON: an array of positional arguments (or an object keyed by parameter name).
+    Json(String),
+}
+
+/// How a reducer call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReducerStatus {
+    Committed,
+    /// The reducer returned `Err(message)`; rolled back.
+    Failed(String),
+    /// Panic or trap; rolled back.
+    Panicked(String),
+    /// The fuel budget ran out; rolled back.
+    OutOfEnergy,
+}
+
+/// The result of one reducer call.
+#[derive(Debug, Clone)]
+pub struct ReducerOutcome {
+    pub reducer: String,
+    pub status: ReducerStatus,
+    pub energy_used: u64,
+    pub duration: Duration,
+    pub timestamp_micros: i64,
+    /// The committed changes (empty unless committed).
+    pub delta: Arc<TxDelta>,
+    /// Durability ticket of the commit when a commit log is attached and the tx changed data.
+    pub ticket: Option<Ticket>,
+}
+
+impl ReducerOutcome {
+    pub fn is_committed(&self) -> bool {
+        self.status == ReducerStatus::Committed
+    }
+
+    /// The error text for a failed call.
+    pub fn error(&self) -> Option<String> {
+        match &self.status {
+            ReducerStatus::Committed => None,
+            ReducerStatus::Failed(m) | ReducerStatus::Panicked(m) => Some(m.clone()),
+            ReducerStatus::OutOfEnergy => Some("Module energy budget exhausted.".into()),
+        }
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReport {
+    /// True on the first publish (tables created, `init` run).
+    pub created: bool,
+    /// Tables created by this publish.
+    pub tables_created: Vec<String>,
+}
+
+/// One armed schedule: `(due, schedule index, row id value)`.
+type Due = (i64, usize, Value);
+
+#[derive(Default)]
+struct Scheduler {
+    queue: BTreeSet<Due>,
+    by_row: BTreeMap<(usize, Value), i64>,
+}
+
+impl Scheduler {
+    fn arm(&mut self, schedule: usize, id: Value, due: i64) {
+        self.cancel(schedule, &id);
+        self.queue.insert((due, schedule, id.clone()));
+        self.by_row.insert((schedule, id), due);
+    }
+
+    fn cancel(&mut self, schedule: usize, id: &Value) {
+        if let Some(due) = self.by_row.remove(&(schedule, id.clone())) {
+            self.queue.remove(&(due, schedule, id.clone()));
+        }
+    }
+}
+
+/// `ScheduleAt` as stored: BSATN sum 0 Interval(µs) | 1 Time(µs since epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScheduleAt {
+    Interval(i64),
+    Time(i64),
+}
+
+fn schedule_at(v: &Value) -> Option<ScheduleAt> {
+    let Value::Bsatn(b) = v else { return None };
+    if b.len() != 9 {
+        return None;
+    }
+    let micros = i64::from_le_bytes(b[1..9].try_into().ok()?);
+    match b[0] {
+        0 => Some(ScheduleAt::Interval(micros)),
+        1 => Some(ScheduleAt::Time(micros)),
+        _ => None,
+    }
+}
+
+/// A database's module, ready for calls.
+pub struct ModuleHost {
+    instance: Option<Instance>,
+    spec: Arc<ModuleSpec>,
+    catalog: Arc<Catalog>,
+    db: Arc<Database>,
+    log: Option<Arc<CommitLog>>,
+    logs: Arc<ModuleLogs>,
+    config: HostConfig,
+    scheduler: Scheduler,
+}
+
+fn module_table_def() -> TableDef {
+    TableDef::new(
+        MODULE_TABLE,
+        vec![
+            ColumnDef::new("id", ColumnType::U32),
+            ColumnDef::new("program", ColumnType::Bytes),
+            ColumnDef::new("module_def", ColumnType::Bytes),
+            ColumnDef::new("owner", ColumnType::U256),
+            ColumnDef::new("published_at", ColumnType::I64),
+        ],
+    )
+    .with_primary_key(0)
+}
+
+/// The stored program of a database, if one was published.
+pub struct StoredProgram {
+    pub program: Vec<u8>,
+    pub module_def: Vec<u8>,
+    pub owner: [u8; 32],
+    pub published_at_micros: i64,
+}
+
+/// Reads the published program from a database.
+pub fn stored_program(tx: &impl ReadTx) -> Option<StoredProgram> {
+    let id = tx.table_id(MODULE_TABLE).ok()?;
+    let (_, row) = tx.table(id).ok()?.scan().next()?;
+    match row.as_slice() {
+        [_, Value::Bytes(p), Value::Bytes(d), Value::U256(o), Value::I64(at)] => Some(StoredProgram {
+            program: p.to_vec(),
+            module_def: d.to_vec(),
+            owner: o.to_le_bytes(),
+            published_at_micros: *at,
+        }),
+        _ => None,
+    }
+}
+
+fn types_equal(a: &AlgebraicType, ta: &Typespace, b: &AlgebraicType, tb: &Typespace, depth: usize) -> bool {
+    if depth > 64 {
+        return true; // recursive types that matched this far
+    }
+    let (Ok(a), Ok(b)) = (resolve(a, ta), resolve(b, tb)) else { return false };
+    match (a, b) {
+        (AlgebraicType::Product(x), AlgebraicType::Product(y)) => {
+            x.elements.len() == y.elements.len()
+                && x.elements.iter().zip(y.elements.iter()).all(|(e, f)| {
+                    e.name == f.name && types_equal(&e.algebraic_type, ta, &f.algebraic_type, tb, depth + 1)
+                })
+        }
+        (AlgebraicType::Sum(x), AlgebraicType::Sum(y)) => {
+            x.variants.len() == y.variants.len()
+                && x.variants.iter().zip(y.variants.iter()).all(|(e, f)| {
+                    e.name == f.name && types_equal(&e.algebraic_type, ta, &f.algebraic_type, tb, depth + 1)
+                })
+        }
+        (AlgebraicType::Array(x), AlgebraicType::Array(y)) => {
+            types_equal(&x.elem_ty, ta, &y.elem_ty, tb, depth + 1)
+        }
+        (x, y) => x == y,
+    }
+}
+
+/// Checks that `new` can take over data written under `old`; returns the indexes (into
+/// `new.tables`) of tables to create.
+fn check_compatible(old: &ModuleSpec, new: &ModuleSpec) -> Result<Vec<usize>, HostError> {
+    let mut problems = Vec::new();
+    for ot in &old.tables {
+        let Some(nt) = new.table_by_name(&ot.name) else {
+            problems.push(format!("table `{}` was removed", ot.name));
+            continue;
+        };
+        let (od, nd) = (ot.engine_def(), nt.engine_def());
+        if od.columns != nd.columns {
+            problems.push(format!("the columns of table `{}` changed", ot.name));
+        } else {
+            for ((name, a), (_, b)) in ot.columns.iter().zip(&nt.columns) {
+                if !types_equal(a, &old.typespace, b, &new.typespace, 0) {
+                    problems.push(format!("the type of column `{}.{name}` changed", ot.name));
+                }
+            }
+        }
+        if od.indexes != nd.indexes || od.primary_key != nd.primary_key {
+            problems.push(format!("the indexes or constraints of table `{}` changed", ot.name));
+        }
+        if od.sequences != nd.sequences {
+            problems.push(format!("the sequences of table `{}` changed", ot.name));
+        }
+        if od.public != nd.public {
+            problems.push(format!("table `{}` changed between public and private", ot.name));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(HostError::IncompatibleSchema(problems.join("; ")));
+    }
+    Ok((0..new.tables.len()).filter(|&i| old.table_by_name(&new.tables[i].name).is_none()).collect())
+}
+
+fn engine_err(e: lightcone_mvcc::MvccError) -> HostError {
+    HostError::Engine(e.to_string())
+}
+
+impl ModuleHost {
+    /// Publishes `program` to `db`: on an empty database creates the module's tables and runs
+    /// `init` — all in one transaction, so a failing `init` leaves nothing behind. On a
+    /// database with a program already, checks the schema is compatible, creates new tables
+    /// and keeps the data (no `init`). The commit is durable when this returns (if a log is
+    /// attached).
+    pub fn publish(
+        engine: &WasmEngine,
+        db: Arc<Database>,
+        log: Option<Arc<CommitLog>>,
+        program: &[u8],
+        owner: [u8; 32],
+        config: HostConfig,
+    ) -> Result<(ModuleHost, PublishReport), HostError> {
+        if program.len() > lightcone_mvcc::MAX_VALUE_BYTES {
+            return Err(HostError::ProgramTooLarge {
+                bytes: program.len(),
+                max: lightcone_mvcc::MAX_VALUE_BYTES,
+            });
+        }
+        let compiled = engine.compile(program)?;
+        let logs = Arc::new(ModuleLogs::new());
+        let (mut instance, def_bytes) = Instance::new(
+            &compiled,
+            TxSlot::new(Arc::clone(&db)),
+            config.database_identity,
+            Arc::clone(&logs),
+        )?;
+        let spec = Arc::new(decode_module_def(&def_bytes)?);
+        let old = stored_program(&db.snapshot());
+        let state = instance.state();
+        state.slot.begin();
+        // Invariant: begun just above.
+        let tx = state.slot.get().expect("transaction open");
+        let (created, to_create) = match &old {
+            None => (true, (0..spec.tables.len()).collect::<Vec<_>>()),
+            Some(old) => {
+                let old_spec = decode_module_def(&old.module_def)?;
+                (false, check_compatible(&old_spec, &spec)?)
+            }
+        };
+        let mut tables_created = Vec::new();
+        for &i in &to_create {
+            let t = &spec.tables[i];
+            tx.create_table(t.engine_def()).map_err(engine_err)?;
+            tables_created.push(t.name.clone());
+        }
+        write_program_row(tx, program, &def_bytes, owner, created).map_err(engine_err)?;
+        let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &*tx).map_err(engine_err)?);
+        instance.state().catalog = Some(Arc::clone(&catalog));
+        let mut host = ModuleHost {
+            instance: Some(instance),
+            spec: Arc::clone(&spec),
+            catalog,
+            db,
+            log,
+            logs,
+            config,
+            scheduler: Scheduler::default(),
+        };
+        for name in &tables_created {
+            host.logs.host(LogLevel::Info, format!("Creating table `{name}`"));
+        }
+        if let (true, Some(init)) = (created, spec.init) {
+            let caller = CallerInfo { identity: owner, ..CallerInfo::default() };
+            let outcome = host.run_in_open_tx(init, &caller, &[], now_micros());
+            if let Some(err) = outcome {
+                host.rollback();
+                return Err(HostError::InitFailed(err));
+            }
+        }
+        let (delta, ticket) = host.commit()?;
+        if let (Some(log), Some(t)) = (&host.log, ticket) {
+            log.wait(t).map_err(|e| HostError::Durability(e.to_string()))?;
+        }
+        host.logs.host(LogLevel::Info, if created { "Database initialized" } else { "Database updated" });
+        host.arm_all_schedules();
+        let _ = delta;
+        Ok((host, PublishReport { created, tables_created }))
+    }
+
+    /// Opens the program already published in `db` (after a restart): no `init`; scheduled
+    /// rows are re-armed.
+    pub fn open(
+        engine: &WasmEngine,
+        db: Arc<Database>,
+        log: Option<Arc<CommitLog>>,
+        config: HostConfig,
+    ) -> Result<ModuleHost, HostError> {
+        let snapshot = db.snapshot();
+        let stored = stored_program(&snapshot).ok_or(HostError::NoProgram)?;
+        let compiled: CompiledModule = engine.compile(&stored.program)?;
+        let logs = Arc::new(ModuleLogs::new());
+        let (mut instance, def_bytes) = Instance::new(
+            &compiled,
+            TxSlot::new(Arc::clone(&db)),
+            config.database_identity,
+            Arc::clone(&logs),
+        )?;
+        let spec = Arc::new(decode_module_def(&def_bytes)?);
+        let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &snapshot).map_err(engine_err)?);
+        drop(snapshot);
+        instance.state().catalog = Some(Arc::clone(&catalog));
+        let mut host = ModuleHost {
+            instance: Some(instance),
+            spec,
+            catalog,
+            db,
+            log,
+            logs,
+            config,
+            scheduler: Scheduler::default(),
+        };
+        host.arm_all_schedules();
+        Ok(host)
+    }
+
+    pub fn spec(&self) -> &Arc<ModuleSpec> {
+        &self.spec
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn logs(&self) -> &Arc<ModuleLogs> {
+        &self.logs
+    }
+
+    pub fn commit_log(&self) -> Option<&Arc<CommitLog>> {
+        self.log.as_ref()
+    }
+
+    /// Blocks until `outcome`'s commit is durable (no-op without a log or a change).
+    pub fn wait_durable(&self, outcome: &ReducerOutcome) -> Result<(), HostError> {
+        match (&self.log, outcome.ticket) {
+            (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Encodes call arguments as the reducer's BSATN parameter product, checking them.
+    pub fn encode_args(&self, reducer: &ReducerSpec, args: ReducerArgs) -> Result<Vec<u8>, HostError> {
+        let ts = &self.spec.typespace;
+        let product = AlgebraicType::Product(reducer.params.clone());
+        let bytes = match args {
+            ReducerArgs::Bsatn(b) => b,
+            ReducerArgs::Json(json) => crate::json::json_to_bsatn(&json, &reducer.params, ts)
+                .map_err(|e| HostError::InvalidArguments { reducer: reducer.name.clone(), reason: e })?,
+        };
+        let mut r = Reader::new(&bytes);
+        skip_value(&product, ts, &mut r, 0).and_then(|_| r.finish("arguments")).map_err(|e| {
+            HostError::InvalidArguments { reducer: reducer.name.clone(), reason: e.to_string() }
+        })?;
+        Ok(bytes)
+    }
+
+    /// Calls a client-callable reducer by name in its own transaction.
+    pub fn call_reducer(
+        &mut self,
+        name: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+    ) -> Result<ReducerOutcome, HostError> {
+        let id = self.spec.reducer_id(name).ok_or_else(|| HostError::NoSuchReducer(name.to_string()))?;
+        let reducer = &self.spec.reducers[id];
+        if !reducer.client_callable {
+            return Err(HostError::NotCallable(name.to_string()));
+        }
+        let args = self.encode_args(&self.spec.reducers[id].clone(), args)?;
+        self.run_reducer(id, caller, &args, now_micros())
+    }
+
+    /// Runs the `client_connected` lifecycle reducer (an `Err` means: refuse the client).
+    pub fn client_connected(&mut self, caller: &CallerInfo) -> Result<Option<ReducerOutcome>, HostError> {
+        match self.spec.client_connected {
+            Some(id) => self.run_reducer(id, caller, &[], now_micros()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs the `client_disconnected` lifecycle reducer.
+    pub fn client_disconnected(&mut self, caller: &CallerInfo) -> Result<Option<ReducerOutcome>, HostError> {
+        match self.spec.client_disconnected {
+            Some(id) => self.run_reducer(id, caller, &[], now_micros()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn instance(&mut self) -> Result<&mut Instance, HostError> {
+        if self.instance.as_ref().is_some_and(Instance::is_broken) {
+            // Invariant: checked just above.
+            let broken = self.instance.take().expect("instance present");
+            self.instance = Some(broken.renew()?);
+        }
+        self.instance.as_mut().ok_or_else(|| HostError::Runtime("the module instance is gone".into()))
+    }
+
+    /// Runs reducer `id` in the already-open transaction; returns the error text on failure
+    /// (the caller rolls back).
+    fn run_in_open_tx(&mut self, id: usize, caller: &CallerInfo, args: &[u8], ts: i64) -> Option<String> {
+        self.run_guest(id, caller, args, ts).0
+    }
+
+    fn run_guest(
+        &mut self,
+        id: usize,
+        caller: &CallerInfo,
+        args: &[u8],
+        ts: i64,
+    ) -> (Option<String>, ReducerStatus, u64) {
+        let fuel = self.config.fuel_per_call;
+        let ctx = CallContext {
+            sender: caller.identity,
+            connection_id: caller.connection_id,
+            timestamp_micros: ts,
+            jwt_payload: caller.jwt_payload.clone(),
+        };
+        let instance = match self.instance() {
+            Ok(i) => i,
+            Err(e) => return (Some(e.to_string()), ReducerStatus::Panicked(e.to_string()), 0),
+        };
+        let (outcome, used) = instance.call_reducer(id as u32, ctx, args, fuel);
+        let name = &self.spec.reducers[id].name;
+        let status = match outcome {
+            GuestOutcome::Ok => ReducerStatus::Committed,
+            GuestOutcome::Err(m) => ReducerStatus::Failed(m),
+            GuestOutcome::Trap(m) => {
+                self.logs.host(LogLevel::Error, format!("reducer `{name}` trapped: {m}"));
+                ReducerStatus::Panicked(m)
+            }
+            GuestOutcome::OutOfFuel => {
+                self.logs.host(LogLevel::Error, format!("reducer `{name}` ran out of energy ({used} fuel)"));
+                ReducerStatus::OutOfEnergy
+            }
+        };
+        let err = match &status {
+            ReducerStatus::Committed => None,
+            ReducerStatus::Failed(m) | ReducerStatus::Panicked(m) => Some(m.clone()),
+            ReducerStatus::OutOfEnergy => Some("Module energy budget exhausted.".into()),
+        };
+        (err, status, used)
+    }
+
+    fn slot(&mut self) -> &mut TxSlot {
+        // Invariant: the instance is only absent transiently inside `instance()`.
+        &mut self.instance.as_mut().expect("instance present").state().slot
+    }
+
+    fn rollback(&mut self) {
+        drop(self.slot().take());
+    }
+
+    /// Commits the open transaction, appending it to the commit log under the writer lock.
+    fn commit(&mut self) -> Result<(Arc<TxDelta>, Option<Ticket>), HostError> {
+        let log = self.log.clone();
+        // Invariant: callers commit only after beginning.
+        let tx: WriteTx<'_> = self.slot().take().expect("transaction open");
+        let (delta, appended) = tx.commit_with(|d| match (&log, d.is_empty()) {
+            (Some(log), false) => log.append(d).map(Some),
+            _ => Ok(None),
+        });
+        let ticket = appended.map_err(|e| {
+            self.logs.host(LogLevel::Error, format!("commit log append failed: {e}"));
+            HostError::Durability(e.to_string())
+        })?;
+        let delta = Arc::new(delta);
+        self.after_commit(&delta);
+        Ok((delta, ticket))
+    }
+
+    /// Runs reducer `id` in a new transaction.
+    fn run_reducer(
+        &mut self,
+        id: usize,
+        caller: &CallerInfo,
+        args: &[u8],
+        ts: i64,
+    ) -> Result<ReducerOutcome, HostError> {
+        let start = Instant::now();
+        self.instance()?;
+        self.slot().begin();
+        let (_, status, energy_used) = self.run_guest(id, caller, args, ts);
+        let (delta, ticket) = if status == ReducerStatus::Committed {
+            self.commit()?
+        } else {
+            self.rollback();
+            (Arc::new(TxDelta::default()), None)
+        };
+        let outcome = ReducerOutcome {
+            reducer: self.spec.reducers[id].name.clone(),
+            status,
+            energy_used,
+            duration: start.elapsed(),
+            timestamp_micros: ts,
+            delta,
+            ticket,
+        };
+        self.run_scheduled_immediate();
+        Ok(outcome)
+    }
+
+    fn run_scheduled_immediate(&mut self) {
+        let Some(instance) = self.instance.as_mut() else { return };
+        let queued = std::mem::take(&mut instance.state().scheduled_immediate);
+        for (name, args) in queued {
+            let caller = CallerInfo { identity: self.config.database_identity, ..CallerInfo::default() };
+            match self.spec.reducer_id(&name) {
+                Some(id) => {
+                    if let Err(e) = self.run_reducer(id, &caller, &args, now_micros()) {
+                        self.logs.host(LogLevel::Error, format!("immediate call of `{name}` failed: {e}"));
+                    }
+                }
+                None => self.logs.host(LogLevel::Error, format!("schedule_immediate: no reducer `{name}`")),
+            }
+        }
+    }
+
+    /// Updates the armed schedules from a commit's inserts and deletes.
+    fn after_commit(&mut self, delta: &TxDelta) {
+        for td in &delta.tables {
+            let Some(t) = self.catalog.table_index(td.table_id) else { continue };
+            let spec = Arc::clone(&self.spec);
+            for (s, sched) in spec.schedules.iter().enumerate().filter(|(_, s)| s.table == t) {
+                for row in &td.deletes {
+                    self.scheduler.cancel(s, &row[sched.id_column as usize]);
+                }
+                for row in &td.inserts {
+                    self.arm_row(s, row, now_micros());
+                }
+            }
+        }
+    }
+
+    fn arm_row(&mut self, schedule: usize, row: &Row, now: i64) {
+        let sched = &self.spec.schedules[schedule];
+        let id = row[sched.id_column as usize].clone();
+        match schedule_at(&row[sched.at_column as usize]) {
+            Some(ScheduleAt::Time(t)) => self.scheduler.arm(schedule, id, t),
+            Some(ScheduleAt::Interval(d)) => self.scheduler.arm(schedule, id, now.saturating_add(d.max(0))),
+            None => self.logs.host(LogLevel::Error, "scheduled row with an unreadable ScheduleAt; ignored"),
+        }
+    }
+
+    fn arm_all_schedules(&mut self) {
+        let snapshot = self.db.snapshot();
+        let now = now_micros();
+        for s in 0..self.spec.schedules.len() {
+            let table = self.catalog.engine_ids[self.spec.schedules[s].table];
+            let rows: Vec<Row> = match snapshot.table(table) {
+                Ok(view) => view.scan().map(|(_, r)| r).collect(),
+                Err(_) => continue,
+            };
+            for row in rows {
+                self.arm_row(s, &row, now);
+            }
+        }
+    }
+
+    /// When the next scheduled reducer is due (µs since the epoch), if any.
+    pub fn next_scheduled(&self) -> Option<i64> {
+        self.scheduler.queue.first().map(|(due, _, _)| *due)
+    }
+
+    /// Runs every scheduled reducer due at `now` (µs since the epoch). A one-shot row is
+    /// deleted in the same transaction as its reducer; an interval row is re-armed.
+    pub fn run_due(&mut self, now: i64) -> Vec<ReducerOutcome> {
+        let mut outcomes = Vec::new();
+        while let Some((due, s, id)) = self.scheduler.queue.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.scheduler.cancel(s, &id);
+            match self.run_scheduled(s, &id, due) {
+                Ok(Some(o)) => outcomes.push(o),
+                Ok(None) => {}
+                Err(e) => self.logs.host(LogLevel::Error, format!("scheduled call failed: {e}")),
+            }
+        }
+        outcomes
+    }
+
+    fn run_scheduled(&mut self, s: usize, id: &Value, due: i64) -> Result<Option<ReducerOutcome>, HostError> {
+        let sched = self.spec.schedules[s].clone();
+        let table = self.catalog.engine_ids[sched.table];
+        let index = self.spec.tables[sched.table]
+            .indexes
+            .iter()
+            .find(|i| i.unique && i.columns == [sched.id_column])
+            .map(|i| i.source_name.clone());
+        let start = Instant::now();
+        self.instance()?;
+        self.slot().begin();
+        // Invariant: begun just above.
+        let tx = self.slot().get().expect("transaction open");
+        let index_id = index.and_then(|n| tx.table(table).ok()?.schema().index_id_by_name(&n));
+        let found = index_id.and_then(|ix| {
+            let view = tx.table(table).ok()?;
+            let rid = view.unique_lookup(ix, std::slice::from_ref(id)).ok()??;
+            Some((rid, view.get(rid)?))
+        });
+        let Some((rid, row)) = found else {
+            self.rollback(); // the row is gone: nothing to run
+            return Ok(None);
+        };
+        let at = schedule_at(&row[sched.at_column as usize]);
+        if let Some(ScheduleAt::Time(_)) = at {
+            // Invariant: the row was found in this transaction just above.
+            self.slot().get().expect("transaction open").delete(table, rid).map_err(engine_err)?;
+        }
+        let mut args = Vec::new();
+        self.catalog.codec(sched.table).encode_row(&row, &mut args);
+        let caller = CallerInfo { identity: self.config.database_identity, ..CallerInfo::default() };
+        let (_, status, energy_used) = self.run_guest(sched.reducer, &caller, &args, now_micros());
+        let (delta, ticket) = if status == ReducerStatus::Committed {
+            self.commit()?
+        } else {
+            self.rollback();
+            (Arc::new(TxDelta::default()), None)
+        };
+        // An interval row that still exists runs again one interval after this run was due.
+        if let Some(ScheduleAt::Interval(d)) = at {
+            let still_there = self
+                .db
+                .try_snapshot()
+                .and_then(|snap| {
+                    Some(
+                        snap.table(table)
+                            .ok()?
+                            .unique_lookup(index_id?, std::slice::from_ref(id))
+                            .ok()?
+                            .is_some(),
+                    )
+                })
+                .unwrap_or(false);
+            if still_there && !self.scheduler.by_row.contains_key(&(s, id.clone())) {
+                self.scheduler.arm(s, id.clone(), due.saturating_add(d.max(1)));
+            }
+        }
+        Ok(Some(ReducerOutcome {
+            reducer: self.spec.reducers[sched.reducer].name.clone(),
+            status,
+            energy_used,
+            duration: start.elapsed(),
+            timestamp_micros: due,
+            delta,
+            ticket,
+        }))
+    }
+}
+
+fn write_program_row(
+    tx: &mut WriteTx<'_>,
+    program: &[u8],
+    def: &[u8],
+    owner: [u8; 32],
+    create: bool,
+) -> Result<(), lightcone_mvcc::MvccError> {
+    let table = if create { tx.create_table(module_table_def())? } else { tx.table_id(MODULE_TABLE)? };
+    let rids: Vec<_> = tx.table(table)?.row_ids().collect();
+    for rid in rids {
+        tx.delete(table, rid)?;
+    }
+    tx.insert(
+        table,
+        vec![
+            Value::U32(0),
+            Value::Bytes(program.into()),
+            Value::Bytes(def.into()),
+            Value::U256(U256::from_le_bytes(owner)),
+            Value::I64(now_micros()),
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! wasmtime: one engine per process, one compiled module per program, and one live instance
+//! per database that every call reuses.
+
+use std::sync::Arc;
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, Store,
+    StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+use crate::abi::{self, CallContext, HostState, Source};
+use crate::logs::ModuleLogs;
+use crate::tx_slot::TxSlot;
+use crate::HostError;
+
+/// Linear memory a module may grow to.
+pub const MAX_MODULE_MEMORY_BYTES: usize = 1 << 30;
+/// Fuel for describing a module (preinit + `__describe_module__`).
+const DESCRIBE_FUEL: u64 = 10_000_000_000;
+
+/// The process-wide wasm engine and the ABI linker.
+pub struct WasmEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    /// Whether the pooling allocator is in use (it may be refused by the sandbox).
+    pub pooling: bool,
+}
+
+fn config(pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.consume_fuel(true);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let mut p = PoolingAllocationConfig::default();
+        p.total_memories(64)
+            .total_tables(64)
+            .total_core_instances(64)
+            .max_memory_size(MAX_MODULE_MEMORY_BYTES);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    c
+}
+
+impl WasmEngine {
+    /// Builds the engine, preferring the pooling allocator and falling back (with a log line)
+    /// to on-demand allocation where the pool's address-space reservation is refused.
+    pub fn new() -> Result<WasmEngine, HostError> {
+        let (engine, pooling) = match Engine::new(&config(true)) {
+            Ok(e) => (e, true),
+            Err(e) => {
+                tracing::warn!("wasm pooling allocator unavailable ({e}); using on-demand allocation");
+                (Engine::new(&config(false)).map_err(|e| HostError::Runtime(e.to_string()))?, false)
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        abi::link(&mut linker).map_err(|e| HostError::Runtime(e.to_string()))?;
+        crate::wasi::link(&mut linker).map_err(|e| HostError::Runtime(e.to_string()))?;
+        Ok(WasmEngine { engine, linker, pooling })
+    }
+
+    /// Compiles a program and checks it is a SpacetimeDB module this host can run.
+    pub fn compile(&self, wasm: &[u8]) -> Result<CompiledModule, HostError> {
+        if !wasm.starts_with(b"\0asm") {
+            return Err(HostError::NotWasm("the file does not start with the wasm magic number".into()));
+        }
+        let module = Module::new(&self.engine, wasm).map_err(|e| HostError::NotWasm(format!("{e:#}")))?;
+        for export in ["memory", "__describe_module__", "__call_reducer__"] {
+            if module.get_export(export).is_none() {
+                return Err(HostError::MissingExport(export.into()));
+            }
+        }
+        for import in module.imports() {
+            let known =
+                import.module().starts_with("spacetime_") || import.module() == "wasi_snapshot_preview1";
+            if !known
+                || self.linker.get_by_import(&mut Store::new(&self.engine, dummy_state()), &import).is_none()
+            {
+                if import.module() == "wasi_snapshot_preview1" {
+                    continue; // unknown WASI functions are linked as traps below
+                }
+                return Err(HostError::UnknownImport(format!("{}::{}", import.module(), import.name())));
+            }
+        }
+        let mut linker = self.linker.clone();
+        linker.define_unknown_imports_as_traps(&module).map_err(|e| HostError::Runtime(e.to_string()))?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| HostError::Runtime(format!("{e:#}")))?;
+        let mut preinits: Vec<String> =
+            module.exports().map(|e| e.name().to_string()).filter(|n| n.starts_with("__preinit__")).collect();
+        preinits.sort(); // byte order: this order defines reducer ids
+        Ok(CompiledModule { pre: Arc::new(pre), preinits, engine: self.engine.clone() })
+    }
+}
+
+fn dummy_state() -> HostState {
+    new_state(TxSlot::new(Arc::new(lightcone_mvcc::Database::new())), [0; 32], Arc::new(ModuleLogs::new()))
+}
+
+fn new_state(slot: TxSlot, module_identity: [u8; 32], logs: Arc<ModuleLogs>) -> HostState {
+    HostState {
+        slot,
+        catalog: None,
+        memory: None,
+        iters: Default::default(),
+        sources: Default::default(),
+        sinks: Default::default(),
+        timers: Default::default(),
+        call: CallContext::default(),
+        module_identity,
+        logs,
+        scheduled_immediate: Vec::new(),
+        limits: StoreLimitsBuilder::new().memory_size(MAX_MODULE_MEMORY_BYTES).build(),
+        last_panic: None,
+    }
+}
+
+/// A compiled program, ready to instantiate cheaply.
+#[derive(Clone)]
+pub struct CompiledModule {
+    pre: Arc<InstancePre<HostState>>,
+    preinits: Vec<String>,
+    engine: Engine,
+}
+
+type CallReducerFn = TypedFunc<(u32, u64, u64, u64, u64, u64, u64, i64, u32, u32), i32>;
+
+/// How a guest call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestOutcome {
+    /// Returned 0.
+    Ok,
+    /// The reducer returned `Err(message)`.
+    Err(String),
+    /// A panic or trap (message from the panic hook's log line when there was one).
+    Trap(String),
+    /// The fuel budget ran out.
+    OutOfFuel,
+}
+
+/// A live instance with its store. Not `Send`: it lives on its database's thread.
+pub struct Instance {
+    store: Store<HostState>,
+    call_reducer: CallReducerFn,
+    module: CompiledModule,
+    /// True after a trap: the instance's memory may be inconsistent, so the next call gets a
+    /// fresh instance.
+    broken: bool,
+}
+
+impl Instance {
+    /// Instantiates, runs every `__preinit__*` in name order, and returns the instance with the
+    /// module definition bytes from `__describe_module__`.
+    pub fn new(
+        module: &CompiledModule,
+        slot: TxSlot,
+        module_identity: [u8; 32],
+        logs: Arc<ModuleLogs>,
+    ) -> Result<(Instance, Vec<u8>), HostError> {
+        let mut store = Store::new(&module.engine, new_state(slot, module_identity, logs));
+        store.limiter(|s| &mut s.limits);
+        store.set_fuel(DESCRIBE_FUEL).map_err(|e| HostError::Runtime(e.to_string()))?;
+        let instance =
+            module.pre.instantiate(&mut store).map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| HostError::MissingExport("memory".into()))?;
+        store.data_mut().memory = Some(memory);
+        for name in &module.preinits {
+            let f = instance
+                .get_typed_func::<(), ()>(&mut store, name)
+                .map_err(|e| HostError::Instantiate(format!("{name}: {e}")))?;
+            f.call(&mut store, ()).map_err(|e| HostError::Instantiate(format!("{name} trapped: {e:#}")))?;
+        }
+        let describe =
+            instance.get_typed_func::<u32, ()>(&mut store, "__describe_module__").map_err(|e| {
+                HostError::MissingExport(format!("__describe_module__ with the right signature: {e}"))
+            })?;
+        let sink = store.data_mut().sinks.insert(Vec::new());
+        describe
+            .call(&mut store, sink)
+            .map_err(|e| HostError::Instantiate(format!("__describe_module__ trapped: {e:#}")))?;
+        let def = store.data_mut().sinks.remove(sink).unwrap_or_default();
+        store.data_mut().end_call();
+        let call_reducer = instance.get_typed_func(&mut store, "__call_reducer__").map_err(|e| {
+            HostError::MissingExport(format!("__call_reducer__ with the right signature: {e}"))
+        })?;
+        Ok((Instance { store, call_reducer, module: module.clone(), broken: false }, def))
+    }
+
+    pub fn state(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Calls `__call_reducer__` in the transaction open in the state's slot. Returns the
+    /// outcome and the fuel used.
+    pub fn call_reducer(&mut self, id: u32, ctx: CallContext, args: &[u8], fuel: u64) -> (GuestOutcome, u64) {
+        let state = self.store.data_mut();
+        state.call = ctx;
+        state.last_panic = None;
+        let sender = state.call.sender;
+        let conn = state.call.connection_id;
+        let ts = state.call.timestamp_micros;
+        let args_handle =
+            if args.is_empty() { 0 } else { state.sources.insert(Source { data: args.to_vec(), pos: 0 }) };
+        let err_sink = state.sinks.insert(Vec::new());
+        let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let params = (
+            id,
+            word(&sender, 0),
+            word(&sender, 1),
+            word(&sender, 2),
+            word(&sender, 3),
+            word(&conn, 0),
+            word(&conn, 1),
+            ts,
+            args_handle,
+            err_sink,
+        );
+        if let Err(e) = self.store.set_fuel(fuel) {
+            return (GuestOutcome::Trap(format!("cannot set fuel: {e}")), 0);
+        }
+        let result = self.call_reducer.call(&mut self.store, params);
+        let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let state = self.store.data_mut();
+        let err = state.sinks.remove(err_sink).unwrap_or_default();
+        let panic = state.last_panic.take();
+        state.end_call();
+        let outcome = match result {
+            Ok(0) => GuestOutcome::Ok,
+            Ok(1) => GuestOutcome::Err(String::from_utf8_lossy(&err).into_owned()),
+            Ok(code) => GuestOutcome::Trap(format!("__call_reducer__ returned unexpected code {code}")),
+            Err(e) => {
+                self.broken = true;
+                if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+                    GuestOutcome::OutOfFuel
+                } else {
+                    GuestOutcome::Trap(panic.unwrap_or_else(|| format!("{e:#}")))
+                }
+            }
+        };
+        (outcome, used)
+    }
+
+    /// A fresh instance of the same module with this one's transaction slot and catalog
+    /// (used after a trap).
+    pub fn renew(self) -> Result<Instance, HostError> {
+        let Instance { mut store, module, .. } = self;
+        let old = store.data_mut();
+        let logs = Arc::clone(&old.logs);
+        let identity = old.module_identity;
+        let catalog = old.catalog.take();
+        let slot = std::mem::replace(&mut old.slot, TxSlot::new(Arc::new(lightcone_mvcc::Database::new())));
+        drop(store);
+        let (mut fresh, _) = Instance::new(&module, slot, identity, logs)?;
+        fresh.state().catalog = catalog;
+        Ok(fresh)
+    }
+}
