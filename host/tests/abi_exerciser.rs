@@ -288,3 +288,275 @@ fn many_args_logs_and_journals_its_arguments() {
         "{logs:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. Sequences, constraints, updates, deletes, scans, iterators
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn auto_inc_ids_are_written_back_and_unique_constraints_hold() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[10]");
+    assert_eq!(item_ids(&db), (1..=10).collect::<Vec<_>>());
+    let r = row_where(&db, "item", 0, &Value::U64(4));
+    assert_eq!(
+        r,
+        vec![
+            Value::U64(4),
+            Value::String("item-3".into()),
+            Value::I32(30),
+            Value::U32(0),
+            Value::String("b3".into()),
+            Value::U8(3)
+        ]
+    );
+    // The crate reads the generated id from the insert write-back.
+    let (out, logs) = logs_of(&mut host, |h| call(h, "insert_item", r#"["new", 5, 1, "bn", 2]"#));
+    assert!(out.is_committed(), "{:?}", out.status);
+    assert!(logs.contains(&"inserted item id 11".to_string()), "{logs:?}");
+
+    // Duplicate unique code: try_insert → Err with the crate's text; nothing written.
+    let before = db_state(&db);
+    let out = call(&mut host, "insert_item", r#"["item-3", 1, 1, "x", 1]"#);
+    assert_eq!(out.status, ReducerStatus::Failed(DUP_ITEM.into()));
+    assert_eq!(db_state(&db), before);
+    // insert → panic with the same text.
+    let m = panicked(&call(&mut host, "insert_item_or_panic", r#"["item-3", 1]"#));
+    assert!(m.contains(DUP_ITEM), "{m}");
+    assert_eq!(db_state(&db), before);
+    // Two inserts with the same code in one call: the Err rolls the first back too.
+    let (out, logs) = logs_of(&mut host, |h| call(h, "insert_duplicate_code", r#"["dup"]"#));
+    assert_eq!(out.status, ReducerStatus::Failed(DUP_ITEM.into()));
+    assert!(logs.iter().any(|l| l == "TryInsertError::<item>::UniqueConstraintViolation"), "{logs:?}");
+    assert_eq!(db_state(&db), before);
+    assert!(!rows(&db, "item").iter().any(|r| r[1] == Value::String("dup".into())));
+    // The failed calls consumed no ids.
+    let (out, logs) = logs_of(&mut host, |h| call(h, "insert_item_or_panic", r#"["next", 7]"#));
+    assert!(out.is_committed(), "{:?} {logs:?}", out.status);
+    assert_eq!(row_where(&db, "item", 1, &Value::String("next".into()))[0], Value::U64(12));
+    // The unique index still works after the rollbacks: "dup" is free, "next" is taken.
+    call_ok(&mut host, "insert_item", r#"["dup", 1, 1, "x", 1]"#);
+    assert_eq!(failed(&call(&mut host, "insert_item", r#"["next", 1, 1, "x", 1]"#)), DUP_ITEM);
+}
+
+#[test]
+fn identical_reinsert_is_a_no_op() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[3]");
+    let before = db_state(&db);
+    let out = call(&mut host, "insert_exact_duplicate", "[2]");
+    assert!(out.is_committed(), "set semantics: {:?}", out.status);
+    assert_eq!(rows(&db, "item").len(), 3);
+    assert_eq!(db_state(&db), before);
+    assert_eq!(failed(&call(&mut host, "insert_exact_duplicate", "[99]")), "no item with id 99");
+}
+
+#[test]
+fn updates_by_primary_key() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[5]");
+    let (out, logs) = logs_of(&mut host, |h| call(h, "update_item_score", "[3, 777]"));
+    assert!(out.is_committed(), "{:?}", out.status);
+    assert!(logs.contains(&"updated item 3 score to 777".to_string()), "{logs:?}");
+    let r = row_where(&db, "item", 0, &Value::U64(3));
+    assert_eq!(r[2], Value::I32(777));
+    assert_eq!(r[1], Value::String("item-2".into()));
+    assert_eq!(rows(&db, "item").len(), 5);
+    // The score index follows the update (run_queries' point scan on score).
+    call_ok(&mut host, "update_item_score", "[4, 30]"); // item-3 keeps score 30
+    call_ok(&mut host, "run_queries", "[]");
+    let q = row_where(&db, "query_result", 0, &Value::String("score_eq_30".into()));
+    assert_eq!(q[2], Value::U64(1));
+    assert_eq!(failed(&call(&mut host, "update_item_score", "[99, 1]")), "no item with id 99");
+
+    let before = db_state(&db);
+    let m = panicked(&call(&mut host, "update_item_missing", "[99]"));
+    assert!(
+        m.contains("unexpected update error: The row was not found, e.g., in an update call (error 15)"),
+        "{m}"
+    );
+    let m = panicked(&call(&mut host, "update_item_code", r#"[3, "item-4"]"#));
+    assert!(
+        m.contains("unexpected update error: Value with given unique identifier already exists (error 12)"),
+        "{m}"
+    );
+    assert_eq!(db_state(&db), before);
+    // A code change to a free value is fine.
+    call_ok(&mut host, "update_item_code", r#"[3, "renamed"]"#);
+    assert_eq!(row_where(&db, "item", 0, &Value::U64(3))[1], Value::String("renamed".into()));
+    assert_eq!(failed(&call(&mut host, "update_item_code", r#"[99, "x"]"#)), "no item with id 99");
+}
+
+#[test]
+fn delete_by_unique_key_and_by_value() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[10]");
+    let (out, logs) = logs_of(&mut host, |h| call(h, "delete_item_by_code", r#"["item-2"]"#));
+    assert!(out.is_committed());
+    assert!(logs.contains(&"deleted item item-2: true".to_string()), "{logs:?}");
+    assert!(!item_ids(&db).contains(&3));
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_item_by_code", r#"["item-2"]"#));
+    assert!(logs.contains(&"deleted item item-2: false".to_string()), "{logs:?}");
+    assert_eq!(rows(&db, "item").len(), 9);
+
+    let (out, logs) = logs_of(&mut host, |h| call(h, "delete_item_by_value", "[5]"));
+    assert!(out.is_committed(), "{:?}", out.status);
+    assert!(logs.contains(&"deleted by value: true".to_string()), "{logs:?}");
+    assert!(!item_ids(&db).contains(&5));
+    assert_eq!(out.delta.tables.iter().map(|t| t.deletes.len()).sum::<usize>(), 1);
+
+    let before = db_state(&db);
+    let (out, logs) = logs_of(&mut host, |h| call(h, "delete_item_by_stale_value", "[6]"));
+    assert!(out.is_committed(), "{:?}", out.status);
+    assert!(logs.contains(&"deleted by value: false".to_string()), "{logs:?}");
+    assert_eq!(db_state(&db), before);
+    assert_eq!(failed(&call(&mut host, "delete_item_by_value", "[5]")), "no item with id 5");
+    assert_eq!(failed(&call(&mut host, "delete_item_by_stale_value", "[5]")), "no item with id 5");
+}
+
+#[test]
+fn delete_by_btree_range() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[10]");
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_items_by_score_range", "[20, 50]"));
+    assert!(logs.contains(&"deleted 3 items".to_string()), "{logs:?}");
+    assert_eq!(item_ids(&db), vec![1, 2, 6, 7, 8, 9, 10]);
+    // Empty and inverted ranges delete nothing (and are not errors).
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_items_by_score_range", "[20, 50]"));
+    assert!(logs.contains(&"deleted 0 items".to_string()), "{logs:?}");
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_items_by_score_range", "[90, 10]"));
+    assert!(logs.contains(&"deleted 0 items".to_string()), "{logs:?}");
+    assert_eq!(rows(&db, "item").len(), 7);
+}
+
+#[test]
+fn delete_by_multi_column_index_prefix() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[10]");
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_items_by_a", "[1]"));
+    assert!(logs.contains(&"deleted 3 items".to_string()), "{logs:?}");
+    assert_eq!(item_ids(&db), vec![1, 3, 4, 6, 7, 9, 10]);
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_items_by_a", "[7]"));
+    assert!(logs.contains(&"deleted 0 items".to_string()), "{logs:?}");
+}
+
+#[test]
+fn delete_by_hash_index_point() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[10]");
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_items_by_tag", "[0]"));
+    assert!(logs.contains(&"deleted 3 items".to_string()), "{logs:?}");
+    assert_eq!(item_ids(&db), vec![2, 3, 4, 6, 7, 8, 10]);
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "delete_items_by_tag", "[9]"));
+    assert!(logs.contains(&"deleted 0 items".to_string()), "{logs:?}");
+}
+
+#[test]
+fn clear_and_count() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[10]");
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "count_items", "[]"));
+    assert!(logs.contains(&"item count: 10".to_string()), "{logs:?}");
+    let (out, logs) = logs_of(&mut host, |h| call_ok(h, "clear_items", "[]"));
+    assert!(logs.contains(&"cleared 10 items".to_string()), "{logs:?}");
+    assert_eq!(out.delta.tables.iter().map(|t| t.deletes.len()).sum::<usize>(), 10);
+    assert!(rows(&db, "item").is_empty());
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "count_items", "[]"));
+    assert!(logs.contains(&"item count: 0".to_string()), "{logs:?}");
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "clear_items", "[]"));
+    assert!(logs.contains(&"cleared 0 items".to_string()), "{logs:?}");
+    // Sequences are not reset by a clear.
+    call_ok(&mut host, "seed_items", "[1]");
+    assert_eq!(item_ids(&db), vec![11]);
+}
+
+#[test]
+fn direct_index_slot_lookup_and_uniqueness() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "insert_slot", r#"[3, "alice"]"#);
+    call_ok(&mut host, "insert_slot", r#"[0, "zero"]"#);
+    assert_eq!(
+        failed(&call(&mut host, "insert_slot", r#"[3, "bob"]"#)),
+        "insertion error on table `slot`:duplicate unique column"
+    );
+    assert_eq!(rows(&db, "slot").len(), 2);
+    for (slot, want) in [(3, "slot 3: alice"), (0, "slot 0: zero"), (4, "slot 4: none"), (1000, "slot 1000: none")] {
+        let (_, logs) = logs_of(&mut host, |h| call_ok(h, "find_slot", &format!("[{slot}]")));
+        assert!(logs.contains(&want.to_string()), "{want}: {logs:?}");
+    }
+}
+
+#[test]
+fn run_queries_matches_the_readme() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[10]");
+    let (out, logs) = logs_of(&mut host, |h| call(h, "run_queries", "[]"));
+    assert!(out.is_committed(), "{:?} {logs:?}", out.status);
+    let all: Vec<u64> = (1..=10).collect();
+    let expected: Vec<(&str, Vec<u64>)> = vec![
+        ("score_eq_30", vec![4]),
+        ("score_from_50", vec![6, 7, 8, 9, 10]),
+        ("score_20_to_50", vec![3, 4, 5]),
+        ("score_20_to_50_incl", vec![3, 4, 5, 6]),
+        ("score_to_20", vec![1, 2]),
+        ("score_to_20_incl", vec![1, 2, 3]),
+        ("score_excl_10_excl_40", vec![3, 4]),
+        ("score_unbounded", all.clone()),
+        ("score_empty_range", vec![]),
+        ("ab_a_eq_1", vec![2, 5, 8]),
+        ("ab_a_eq_1_b_b4_to_b9", vec![5, 8]),
+        ("ab_a_eq_2_b_eq_b5", vec![6]),
+        ("ab_a_1_to_2_incl", vec![2, 3, 5, 6, 8, 9]),
+        ("tag_eq_2", vec![3, 7]),
+        ("code_item_3", vec![4]),
+        ("id_4", vec![4]),
+        ("iter_all", all),
+    ];
+    let results = rows(&db, "query_result");
+    assert_eq!(results.len(), expected.len() + 1, "{results:?}");
+    for (name, ids) in &expected {
+        let r = row_where(&db, "query_result", 0, &Value::String((*name).into()));
+        let mut bytes = (ids.len() as u32).to_le_bytes().to_vec();
+        for id in ids {
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        assert_eq!(r[1], Value::Bsatn(bytes.into()), "{name}: expected ids {ids:?}");
+        assert_eq!(r[2], Value::U64(ids.len() as u64), "{name}");
+        assert!(logs.contains(&format!("{name}: {ids:?}")), "{name}: {logs:?}");
+    }
+    let count = row_where(&db, "query_result", 0, &Value::String("count".into()));
+    assert_eq!(count[1], Value::Bsatn(vec![0, 0, 0, 0].into()));
+    assert_eq!(count[2], Value::U64(10));
+    assert!(logs.contains(&"count: 10".to_string()), "{logs:?}");
+}
+
+#[test]
+fn iterators_grow_the_buffer_for_big_rows() {
+    let (mut host, db) = publish_ex();
+    for len in [70_000, 100_000, 10, 65_536] {
+        call_ok(&mut host, "insert_blob", &format!("[{len}]"));
+    }
+    let b = row_where(&db, "blob", 0, &Value::U64(1));
+    let want: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(b[1], Value::Bytes(want.into()));
+    let (out, logs) = logs_of(&mut host, |h| call(h, "sum_blobs", "[]"));
+    assert!(out.is_committed(), "{:?} {logs:?}", out.status);
+    assert!(logs.contains(&"blobs: 4 rows, 235546 bytes".to_string()), "{logs:?}");
+}
+
+#[test]
+fn closing_a_live_iterator_early() {
+    let (mut host, _db) = publish_ex();
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "first_blob_only", "[]"));
+    assert!(logs.contains(&"no blobs".to_string()), "{logs:?}");
+    for _ in 0..3 {
+        call_ok(&mut host, "insert_blob", "[40000]");
+    }
+    for _ in 0..3 {
+        let (out, logs) = logs_of(&mut host, |h| call(h, "first_blob_only", "[]"));
+        assert!(out.is_committed(), "{:?} {logs:?}", out.status);
+        assert!(logs.contains(&"first blob: 40000 bytes".to_string()), "{logs:?}");
+    }
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "sum_blobs", "[]"));
+    assert!(logs.contains(&"blobs: 3 rows, 120000 bytes".to_string()), "{logs:?}");
+}
