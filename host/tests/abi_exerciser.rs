@@ -560,3 +560,320 @@ fn closing_a_live_iterator_early() {
     let (_, logs) = logs_of(&mut host, |h| call_ok(h, "sum_blobs", "[]"));
     assert!(logs.contains(&"blobs: 3 rows, 120000 bytes".to_string()), "{logs:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3./4. Rollback, nested calls, panics, fuel
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn failed_calls_leave_rows_indexes_and_sequences_untouched() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[3]");
+    let before = db_state(&db);
+    let ev_before = rows(&db, "event_log");
+    assert_eq!(ev_before.len(), 1, "the init row");
+    assert_eq!(ev_before[0][0], Value::U64(1));
+
+    let out = call(&mut host, "insert_then_err", r#"["e"]"#);
+    assert_eq!(out.status, ReducerStatus::Failed("deliberate error after insert".into()));
+    assert!(out.delta.tables.is_empty());
+    assert_eq!(db_state(&db), before);
+
+    let out = call(&mut host, "insert_then_panic", r#"["p"]"#);
+    assert_eq!(panicked(&out), "deliberate panic after insert");
+    assert!(out.delta.tables.is_empty());
+    assert_eq!(db_state(&db), before);
+
+    let out = call(&mut host, "nested_outer_then_err", r#"["n"]"#);
+    assert_eq!(out.status, ReducerStatus::Failed("outer failed after nested call".into()));
+    assert_eq!(db_state(&db), before);
+
+    let out = call(&mut host, "infinite_loop", "[]");
+    assert_eq!(out.status, ReducerStatus::OutOfEnergy);
+    assert_eq!(db_state(&db), before);
+
+    let out = call(&mut host, "insert_duplicate_code", r#"["item-9"]"#);
+    assert_eq!(out.status, ReducerStatus::Failed(DUP_ITEM.into()));
+    assert_eq!(db_state(&db), before);
+
+    // The next inserts get the ids they would have had if the failed calls never happened.
+    let out = call_ok(&mut host, "nested_outer", r#"["both"]"#);
+    let ev = sorted_rows(&db, "event_log");
+    assert_eq!(ev.len(), 3);
+    assert_eq!(ev[1][0], Value::U64(2));
+    assert_eq!(ev[1][1], Value::String("nested_outer".into()));
+    assert_eq!(ev[2][0], Value::U64(3));
+    assert_eq!(ev[2][1], Value::String("nested_inner".into()));
+    for r in &ev[1..] {
+        assert_eq!(r[2], Value::String("both".into()));
+        assert_eq!(r[4], Value::I64(out.timestamp_micros), "one transaction, one timestamp");
+    }
+    assert_eq!(out.delta.tables.iter().map(|t| t.inserts.len()).sum::<usize>(), 2);
+    call_ok(&mut host, "insert_item", r#"["item-9", 1, 1, "x", 1]"#);
+    assert_eq!(row_where(&db, "item", 1, &Value::String("item-9".into()))[0], Value::U64(4));
+}
+
+#[test]
+fn panic_status_and_panic_log_record() {
+    let (mut host, db) = publish_ex();
+    let before = log_records(&host).len();
+    let out = call(&mut host, "insert_then_panic", r#"["x"]"#);
+    assert_eq!(out.status, ReducerStatus::Panicked("deliberate panic after insert".into()));
+    assert_eq!(out.error().as_deref(), Some("deliberate panic after insert"));
+    let recs: Vec<_> = log_records(&host).into_iter().skip(before).collect();
+    let p = recs.iter().find(|r| r.level == LogLevel::Panic).expect("a Panic-level record");
+    assert_eq!(p.message, "deliberate panic after insert");
+    assert_eq!(p.target, None);
+    assert_eq!(p.filename.as_deref(), Some("src/lib.rs"));
+    assert_eq!(p.line_number, Some(730));
+    assert_eq!(rows(&db, "event_log").len(), 1);
+    // The host renews the trapped instance: later calls work, and see a consistent heap.
+    for i in 0..3 {
+        call_ok(&mut host, "insert_item", &format!(r#"["after-{i}", 1, 1, "x", 1]"#));
+    }
+    assert_eq!(item_ids(&db), vec![1, 2, 3]);
+    // A panic inside the crate (insert error) is reported the same way.
+    let m = panicked(&call(&mut host, "insert_item_or_panic", r#"["after-0", 1]"#));
+    assert!(m.contains(DUP_ITEM), "{m}");
+    let last_panic = log_records(&host).into_iter().rev().find(|r| r.level == LogLevel::Panic).unwrap();
+    assert!(last_panic.message.contains(DUP_ITEM));
+    assert!(last_panic.filename.as_deref().is_some_and(|f| f.ends_with("table.rs")), "{last_panic:?}");
+}
+
+#[test]
+fn running_out_of_fuel_rolls_back_and_the_host_recovers() {
+    let (mut host, db) = publish_ex();
+    call_ok(&mut host, "seed_items", "[2]");
+    let before = db_state(&db);
+    let started = Instant::now();
+    let out = call(&mut host, "infinite_loop", "[]");
+    assert_eq!(out.status, ReducerStatus::OutOfEnergy);
+    assert!(out.error().is_some());
+    assert!(out.energy_used >= test_config().fuel_per_call, "used {}", out.energy_used);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(db_state(&db), before);
+    let out = call(&mut host, "insert_item", r#"["after", 1, 1, "x", 1]"#);
+    assert!(out.is_committed(), "instance renewed: {:?}", out.status);
+    assert_eq!(item_ids(&db), vec![1, 2, 3]);
+    assert!(out.energy_used < test_config().fuel_per_call);
+    // And again: a second exhaustion on the renewed instance.
+    assert_eq!(call(&mut host, "infinite_loop", "[]").status, ReducerStatus::OutOfEnergy);
+    call_ok(&mut host, "count_items", "[]");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Logs
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn log_levels_targets_and_locations() {
+    let (mut host, _db) = publish_ex();
+    let before = log_records(&host).len();
+    call_ok(&mut host, "log_all_levels", "[]");
+    let recs: Vec<_> = log_records(&host).into_iter().skip(before).collect();
+    let expected = [
+        (LogLevel::Error, "abi_exerciser", "log at error", 702),
+        (LogLevel::Warn, "abi_exerciser", "log at warn", 703),
+        (LogLevel::Info, "abi_exerciser", "log at info", 704),
+        (LogLevel::Debug, "abi_exerciser", "log at debug", 705),
+        (LogLevel::Trace, "abi_exerciser", "log at trace", 706),
+        (LogLevel::Info, "custom_target", "log with a custom target", 707),
+    ];
+    let got: Vec<_> = recs
+        .iter()
+        .filter(|r| r.target.as_deref() != Some("lightcone"))
+        .map(|r| (r.level, r.target.clone().unwrap_or_default(), r.message.clone(), r.line_number))
+        .collect();
+    let want: Vec<_> =
+        expected.iter().map(|&(l, t, m, n)| (l, t.to_string(), m.to_string(), Some(n))).collect();
+    assert_eq!(got, want);
+    for r in &recs {
+        assert_eq!(r.filename.as_deref(), Some("src/lib.rs"), "{r:?}");
+        assert!(r.ts_micros > 0);
+    }
+    assert!(recs.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+#[test]
+fn stopwatch_logs_a_timing_line() {
+    let (mut host, _db) = publish_ex();
+    let before = log_records(&host).len();
+    call_ok(&mut host, "stopwatch", "[]");
+    let recs: Vec<_> = log_records(&host).into_iter().skip(before).collect();
+    let work = recs.iter().position(|r| r.message.starts_with("stopwatch work result ")).expect("debug line");
+    assert_eq!(recs[work].level, LogLevel::Debug);
+    let timing = recs.iter().position(|r| r.message.contains("abi_stopwatch")).expect("timing line");
+    assert!(timing > work, "the timer ends after the work: {recs:?}");
+    assert!(
+        recs[timing].message.chars().any(|c| c.is_ascii_digit()),
+        "elapsed time in {:?}",
+        recs[timing].message
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The call context
+// ---------------------------------------------------------------------------------------------
+
+fn hex_be(le: &[u8]) -> String {
+    le.iter().rev().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn whoami_records_sender_connection_database_and_timestamp() {
+    let (mut host, db) = publish_ex();
+    let mut identity = [0u8; 32];
+    for (i, b) in identity.iter_mut().enumerate() {
+        *b = i as u8 + 1;
+    }
+    let mut conn = [0u8; 16];
+    for (i, b) in conn.iter_mut().enumerate() {
+        *b = 0xa0 + i as u8;
+    }
+    let payload = r#"{"iss":"lightcone","sub":"alice"}"#;
+    let who = CallerInfo { identity, connection_id: conn, jwt_payload: Some(payload.into()) };
+    let (out, logs) = logs_of(&mut host, |h| call_as(h, &who, "whoami", "[]"));
+    assert!(out.is_committed(), "{:?}", out.status);
+    let r = row_where(&db, "caller_info", 0, &Value::U64(1));
+    assert_eq!(r[1], u256_value(identity), "sender");
+    assert_eq!(r[2], some(&conn), "connection_id");
+    assert_eq!(r[3], u256_value([9; 32]), "database identity = HostConfig.database_identity");
+    assert_eq!(r[4], Value::I64(out.timestamp_micros));
+    assert_eq!(r[5], Value::Bool(true), "has_jwt");
+    assert_eq!(r[6], some(&bsatn_str(payload)));
+    let Value::U128(uuid) = r[8] else { panic!("uuid {:?}", r[8]) };
+    assert_eq!((uuid >> 76) & 0xf, 4, "a v4 uuid: {uuid:032x}");
+    let line = logs.iter().find(|l| l.starts_with("whoami: ")).expect("whoami line");
+    assert!(line.starts_with(&format!("whoami: sender={} connection_id=Some(", hex_be(&identity))), "{line}");
+    assert!(line.contains(&format!("database={}", hex_be(&[9; 32]))), "{line}");
+    assert!(line.ends_with(&format!("jwt=Some({payload:?})")), "{line}");
+    let now = now_micros();
+    assert!((now - out.timestamp_micros).abs() < 60_000_000, "timestamp is the wall clock");
+
+    // No connection: connection_id None, no JWT even if one is known.
+    let anon = CallerInfo { identity: [2; 32], connection_id: [0; 16], jwt_payload: Some(payload.into()) };
+    let out2 = call_as(&mut host, &anon, "whoami", "[]");
+    assert!(out2.is_committed());
+    let r2 = row_where(&db, "caller_info", 0, &Value::U64(2));
+    assert_eq!(r2[1], u256_value([2; 32]));
+    assert_eq!(r2[2], none());
+    assert_eq!(r2[5], Value::Bool(false));
+    assert_eq!(r2[6], none());
+    assert_eq!(r2[4], Value::I64(out2.timestamp_micros));
+    assert!(out2.timestamp_micros >= out.timestamp_micros);
+    assert_ne!(r2[7], r[7], "rng seeded from different timestamps");
+}
+
+#[test]
+fn random_numbers_logs_n_values() {
+    let (mut host, _db) = publish_ex();
+    let (_, logs) = logs_of(&mut host, |h| call_ok(h, "random_numbers", "[4]"));
+    let line = logs.iter().find(|l| l.starts_with("random: [")).expect("random line");
+    let values: Vec<u64> =
+        line["random: [".len()..line.len() - 1].split(", ").map(|v| v.parse().unwrap()).collect();
+    assert_eq!(values.len(), 4, "{line}");
+    let (_, logs2) = logs_of(&mut host, |h| call_ok(h, "random_numbers", "[4]"));
+    let line2 = logs2.iter().find(|l| l.starts_with("random: [")).unwrap();
+    // Different timestamps (µs clock) → different seeds.
+    assert_ne!(line, line2);
+}
+
+#[test]
+fn lifecycle_connect_and_disconnect() {
+    let (mut host, db) = publish_ex();
+    let who = caller(5);
+    let out = host.client_connected(&who).unwrap().expect("on_connect");
+    assert!(out.is_committed(), "{:?}", out.status);
+    let out = host.client_disconnected(&who).unwrap().expect("on_disconnect");
+    assert!(out.is_committed());
+    let log = sorted_rows(&db, "connection_log");
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0][1], Value::String("connected".into()));
+    assert_eq!(log[0][2], u256_value([5; 32]));
+    assert_eq!(log[0][3], some(&[5; 16]));
+    assert_eq!(log[1][1], Value::String("disconnected".into()));
+    // The private config table refuses further connections.
+    call_ok(&mut host, "set_config", r#"["refuse_connections", "yes"]"#);
+    let cfg = rows(&db, "config");
+    assert_eq!(cfg, vec![vec![Value::String("refuse_connections".into()), Value::String("yes".into())]]);
+    let out = host.client_connected(&caller(6)).unwrap().unwrap();
+    assert_eq!(out.status, ReducerStatus::Failed("connections are refused by config".into()));
+    assert_eq!(rows(&db, "connection_log").len(), 2);
+    // Upsert: the row is replaced, not duplicated.
+    call_ok(&mut host, "set_config", r#"["refuse_connections", "no"]"#);
+    assert_eq!(rows(&db, "config").len(), 1);
+    assert!(host.client_connected(&caller(6)).unwrap().unwrap().is_committed());
+    // Lifecycle reducers are not client-callable.
+    for name in ["init", "on_connect", "on_disconnect"] {
+        assert_eq!(
+            host.call_reducer(name, &caller(1), ReducerArgs::Json("[]".into())).unwrap_err(),
+            HostError::NotCallable(name.into())
+        );
+    }
+}
+
+#[test]
+fn call_errors_unknown_reducer_bad_arguments_oversized_json() {
+    let (mut host, db) = publish_ex();
+    let before = db_state(&db);
+    let c = caller(1);
+    assert_eq!(
+        host.call_reducer("no_such_reducer", &c, ReducerArgs::Json("[]".into())).unwrap_err(),
+        HostError::NoSuchReducer("no_such_reducer".into())
+    );
+    for bad in [
+        r#"["code", "not a number", 1, "b", 1]"#,
+        r#"["code", 1, -1, "b", 1]"#,
+        r#"["code", 1, 1, "b", 256]"#,
+        r#"["code", 1, 1, "b"]"#,
+        r#"{"code": "c", "score": 1}"#,
+        r#"["code", 1, 1, "b", 1, 2]"#,
+    ] {
+        match host.call_reducer("insert_item", &c, ReducerArgs::Json(bad.into())) {
+            Err(HostError::InvalidArguments { reducer, .. }) => assert_eq!(reducer, "insert_item"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // Sum/option shapes are checked too.
+    let bad_shape = r#"[1, -5, {"some": "x"}, [1], {"x": 1, "y": 2, "label": "l"}, {"Hexagon": 1}, {"Green": []}, true]"#;
+    assert!(matches!(
+        host.call_reducer("many_args", &c, ReducerArgs::Json(bad_shape.into())),
+        Err(HostError::InvalidArguments { .. })
+    ));
+    // BSATN: truncated, trailing.
+    let mut ok = bsatn_str("c");
+    ok.extend_from_slice(&1i32.to_le_bytes());
+    for bad in [ok[..ok.len() - 1].to_vec(), [ok.clone(), vec![0]].concat()] {
+        assert!(matches!(
+            host.call_reducer("insert_item_or_panic", &c, ReducerArgs::Bsatn(bad)),
+            Err(HostError::InvalidArguments { .. })
+        ));
+    }
+    // many_args with an invalid sum tag for Shape, then with a bool byte of 2.
+    let many = |shape_tag: u8, flag: u8| {
+        let mut b = 1u128.to_le_bytes().to_vec();
+        b.extend_from_slice(&0i64.to_le_bytes());
+        b.push(1); // None
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&bsatn_str(""));
+        b.extend_from_slice(&[shape_tag, 0, flag]);
+        b
+    };
+    assert!(host.call_reducer("many_args", &c, ReducerArgs::Bsatn(many(0, 1))).unwrap().is_committed());
+    for bad in [many(9, 1), many(0, 2)] {
+        assert!(matches!(
+            host.call_reducer("many_args", &c, ReducerArgs::Bsatn(bad)),
+            Err(HostError::InvalidArguments { .. })
+        ));
+    }
+    // Oversized JSON (over json::MAX_JSON_ARGS_BYTES) is refused before decoding.
+    let big = format!(r#"["{}", 1, 1, "b", 1]"#, "x".repeat(lightcone_host::json::MAX_JSON_ARGS_BYTES));
+    match host.call_reducer("insert_item", &c, ReducerArgs::Json(big)) {
+        Err(HostError::InvalidArguments { reason, .. }) => assert!(reason.contains("limit"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rows(&db, "item"), before.iter().find(|t| t.0 == "item").unwrap().1);
+    // The host still works.
+    call_ok(&mut host, "insert_item", r#"["fine", 1, 1, "b", 1]"#);
+}
