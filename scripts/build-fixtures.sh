@@ -4,6 +4,7 @@
 #   quickstart_chat.wasm           quickstart chat module, spacetimedb 2.10.1 (stable toolchain)
 #   abi_exerciser.wasm             every host import / column type, spacetimedb 2.10.1
 #   abi_exerciser_unstable.wasm    the same + crate feature `unstable` (RLS filter, schedule_immediate)
+#   bench_module.wasm              minimal reducers for the reducer benchmarks, spacetimedb 2.10.1
 #   quickstart_chat_2_14.wasm      quickstart chat again, spacetimedb 2.14.0 (needs `cargo +nightly`;
 #                                  skipped with a message when nightly is absent)
 #
@@ -58,6 +59,7 @@ fi
 built=()
 build quickstart_chat.wasm host/fixtures/quickstart-chat quickstart_chat
 build abi_exerciser.wasm host/fixtures/abi-exerciser abi_exerciser
+build bench_module.wasm host/fixtures/bench-module bench_module
 build abi_exerciser_unstable.wasm host/fixtures/abi-exerciser abi_exerciser -- --features unstable
 
 if [ "${LIGHTCONE_FIXTURES_SKIP_NIGHTLY:-0}" = 1 ]; then
