@@ -19,12 +19,14 @@ pub mod replay;
 pub mod runtime;
 mod tx_slot;
 pub mod wasi;
+pub mod worker;
 
 pub use module_def::DefError;
 pub use module_host::{
     CallerInfo, HostConfig, ModuleHost, PublishReport, ReducerArgs, ReducerOutcome, ReducerStatus,
 };
 pub use runtime::WasmEngine;
+pub use worker::{CommitEvent, DatabaseHandle, Start};
 
 /// What can go wrong hosting a module. Failures *inside* a reducer (its `Err`, a panic, a trap,
 /// running out of fuel) are not errors of this type: they are a [`ReducerStatus`].
@@ -54,6 +56,8 @@ pub enum HostError {
     NotCallable(String),
     #[error("invalid arguments for reducer `{reducer}`: {reason}")]
     InvalidArguments { reducer: String, reason: String },
+    #[error("{0}")]
+    WriteFailed(String),
     #[error("engine: {0}")]
     Engine(String),
     #[error("commit log: {0}")]

@@ -428,6 +428,25 @@ impl ModuleHost {
         Ok(bytes)
     }
 
+    /// Runs `f` in a write transaction of its own (SQL DML, admin changes): commits on `Ok`,
+    /// rolls back on `Err`. Scheduled rows it inserts or deletes are (dis)armed as for reducers.
+    pub fn write(
+        &mut self,
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<(), String>,
+    ) -> Result<(Arc<TxDelta>, Option<Ticket>), HostError> {
+        self.instance()?;
+        self.slot().begin();
+        // Invariant: begun just above.
+        let tx = self.slot().get().expect("transaction open");
+        match f(tx) {
+            Ok(()) => self.commit(),
+            Err(e) => {
+                self.rollback();
+                Err(HostError::WriteFailed(e))
+            }
+        }
+    }
+
     /// Calls a client-callable reducer by name in its own transaction.
     pub fn call_reducer(
         &mut self,

@@ -1,0 +1,288 @@
+//! A database's thread: owns its [`ModuleHost`] (whose wasm store is not `Send`), runs every
+//! reducer, lifecycle call, SQL write and scheduled reducer in order (one writer), and tells
+//! listeners about every commit. Callers on any thread use the [`DatabaseHandle`]; they wait
+//! for durability themselves, so the thread moves on to the next call while the commit log
+//! syncs (group commit).
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use lightcone_mvcc::{Database, Snapshot, TxDelta};
+use lightcone_wal::CommitLog;
+
+use crate::logs::{now_micros, ModuleLogs};
+use crate::module_def::ModuleSpec;
+use crate::module_host::{CallerInfo, HostConfig, ModuleHost, PublishReport, ReducerArgs, ReducerOutcome};
+use crate::runtime::WasmEngine;
+use crate::HostError;
+
+/// One commit, as listeners (subscriptions) see it: the delta and the state right after it.
+#[derive(Clone)]
+pub struct CommitEvent {
+    pub delta: Arc<TxDelta>,
+    pub after: Snapshot,
+    /// The reducer that committed, and who called it (None for SQL writes).
+    pub reducer: Option<String>,
+    pub caller: Option<CallerInfo>,
+}
+
+type Reply<T> = SyncSender<Result<T, HostError>>;
+
+/// Work for the database thread.
+type WriteFn = Box<dyn FnOnce(&mut lightcone_mvcc::WriteTx<'_>) -> Result<(), String> + Send>;
+
+enum Job {
+    Call { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: Reply<ReducerOutcome> },
+    Connected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
+    Disconnected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
+    Write { f: WriteFn, reply: Reply<(Arc<TxDelta>, Option<lightcone_wal::Ticket>)> },
+    Shutdown,
+}
+
+/// A handle on a running database. Cheap to share (`Arc`) between server tasks.
+pub struct DatabaseHandle {
+    jobs: Mutex<Sender<Job>>,
+    db: Arc<Database>,
+    log: Option<Arc<CommitLog>>,
+    logs: Arc<ModuleLogs>,
+    spec: Arc<ModuleSpec>,
+    listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How to start the module on the thread.
+pub enum Start {
+    /// Publish this program (first publish or compatible update).
+    Publish { program: Vec<u8>, owner: [u8; 32] },
+    /// Open the program already in the database.
+    Open,
+}
+
+impl DatabaseHandle {
+    /// Starts the database thread and the module on it.
+    pub fn start(
+        engine: Arc<WasmEngine>,
+        db: Arc<Database>,
+        log: Option<Arc<CommitLog>>,
+        config: HostConfig,
+        start: Start,
+    ) -> Result<(Arc<DatabaseHandle>, Option<PublishReport>), HostError> {
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>> = Arc::default();
+        let thread = {
+            let (db, log, listeners) = (Arc::clone(&db), log.clone(), Arc::clone(&listeners));
+            std::thread::Builder::new()
+                .name("lightcone-db".into())
+                .spawn(move || {
+                    let started = match start {
+                        Start::Publish { program, owner } => {
+                            ModuleHost::publish(&engine, db, log, &program, owner, config)
+                                .map(|(h, r)| (h, Some(r)))
+                        }
+                        Start::Open => ModuleHost::open(&engine, db, log, config).map(|h| (h, None)),
+                    };
+                    match started {
+                        Ok((host, report)) => {
+                            let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report);
+                            if ready_tx.send(Ok(info)).is_ok() {
+                                run(host, jobs_rx, listeners);
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                })
+                .map_err(|e| HostError::Runtime(format!("cannot start the database thread: {e}")))?
+        };
+        let (logs, spec, report) = ready_rx
+            .recv()
+            .map_err(|_| HostError::Runtime("the database thread died while starting".into()))??;
+        let handle = DatabaseHandle {
+            jobs: Mutex::new(jobs_tx),
+            db,
+            log,
+            logs,
+            spec,
+            listeners,
+            thread: Mutex::new(Some(thread)),
+        };
+        Ok((Arc::new(handle), report))
+    }
+
+    fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, HostError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        // A poisoned lock only means another sender panicked mid-send; the Sender is intact.
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        jobs.send(make(tx)).map_err(|_| HostError::Runtime("the database is shut down".into()))?;
+        rx.recv().map_err(|_| HostError::Runtime("the database thread stopped".into()))?
+    }
+
+    fn wait_durable(&self, ticket: Option<lightcone_wal::Ticket>) -> Result<(), HostError> {
+        match (&self.log, ticket) {
+            (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Calls a reducer; returns once its commit is durable (in the log's durability mode).
+    pub fn call_reducer(
+        &self,
+        reducer: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+    ) -> Result<ReducerOutcome, HostError> {
+        let reducer = reducer.to_string();
+        let caller = caller.clone();
+        let outcome = self.send(|reply| Job::Call { reducer, caller, args, reply })?;
+        self.wait_durable(outcome.ticket)?;
+        Ok(outcome)
+    }
+
+    /// Runs `client_connected` (if the module has one).
+    pub fn client_connected(&self, caller: &CallerInfo) -> Result<Option<ReducerOutcome>, HostError> {
+        let caller = caller.clone();
+        let outcome = self.send(|reply| Job::Connected { caller, reply })?;
+        self.wait_durable(outcome.as_ref().and_then(|o| o.ticket))?;
+        Ok(outcome)
+    }
+
+    /// Runs `client_disconnected` (if the module has one).
+    pub fn client_disconnected(&self, caller: &CallerInfo) -> Result<Option<ReducerOutcome>, HostError> {
+        let caller = caller.clone();
+        let outcome = self.send(|reply| Job::Disconnected { caller, reply })?;
+        self.wait_durable(outcome.as_ref().and_then(|o| o.ticket))?;
+        Ok(outcome)
+    }
+
+    /// Runs `f` in a write transaction on the database thread (e.g. SQL DML): commits if it
+    /// returns `Ok`, rolls back otherwise. Returns once the commit is durable.
+    pub fn write(
+        &self,
+        f: impl FnOnce(&mut lightcone_mvcc::WriteTx<'_>) -> Result<(), String> + Send + 'static,
+    ) -> Result<Arc<TxDelta>, HostError> {
+        let (delta, ticket) = self.send(|reply| Job::Write { f: Box::new(f), reply })?;
+        self.wait_durable(ticket)?;
+        Ok(delta)
+    }
+
+    /// The latest committed state (never blocks the writer for long; see mvcc).
+    pub fn snapshot(&self) -> Snapshot {
+        self.db.snapshot()
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn logs(&self) -> &Arc<ModuleLogs> {
+        &self.logs
+    }
+
+    pub fn spec(&self) -> &Arc<ModuleSpec> {
+        &self.spec
+    }
+
+    /// Every later commit is sent to the returned receiver, in commit order.
+    pub fn commits(&self) -> Receiver<CommitEvent> {
+        let (tx, rx) = mpsc::channel();
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
+    }
+
+    /// Stops the thread after the calls queued before this one, and flushes the log.
+    pub fn shutdown(&self) {
+        let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(Job::Shutdown);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        if let Some(log) = &self.log {
+            let _ = log.flush();
+        }
+    }
+}
+
+impl Drop for DatabaseHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn notify(
+    host: &ModuleHost,
+    listeners: &Mutex<Vec<Sender<CommitEvent>>>,
+    outcome: Option<&ReducerOutcome>,
+    delta: &Arc<TxDelta>,
+    caller: Option<&CallerInfo>,
+) {
+    if delta.is_empty() {
+        return;
+    }
+    let mut ls = listeners.lock().unwrap_or_else(|p| p.into_inner());
+    if ls.is_empty() {
+        return;
+    }
+    // On this thread nothing else writes, so the latest snapshot is exactly the state after
+    // this commit.
+    let after = host.database().snapshot();
+    let event = CommitEvent {
+        delta: Arc::clone(delta),
+        after,
+        reducer: outcome.map(|o| o.reducer.clone()),
+        caller: caller.cloned(),
+    };
+    ls.retain(|l| l.send(event.clone()).is_ok());
+}
+
+fn run(mut host: ModuleHost, jobs: Receiver<Job>, listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>) {
+    loop {
+        let timeout = match host.next_scheduled() {
+            Some(due) => Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64),
+            None => Duration::from_secs(3600),
+        };
+        let job = match jobs.recv_timeout(timeout) {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        match job {
+            None => {}
+            Some(Job::Shutdown) => return,
+            Some(Job::Call { reducer, caller, args, reply }) => {
+                let result = host.call_reducer(&reducer, &caller, args);
+                if let Ok(o) = &result {
+                    notify(&host, &listeners, Some(o), &o.delta, Some(&caller));
+                }
+                let _ = reply.send(result);
+            }
+            Some(Job::Connected { caller, reply }) => {
+                let result = host.client_connected(&caller);
+                if let Ok(Some(o)) = &result {
+                    notify(&host, &listeners, Some(o), &o.delta, Some(&caller));
+                }
+                let _ = reply.send(result);
+            }
+            Some(Job::Disconnected { caller, reply }) => {
+                let result = host.client_disconnected(&caller);
+                if let Ok(Some(o)) = &result {
+                    notify(&host, &listeners, Some(o), &o.delta, Some(&caller));
+                }
+                let _ = reply.send(result);
+            }
+            Some(Job::Write { f, reply }) => {
+                let result = host.write(f);
+                if let Ok((delta, _)) = &result {
+                    notify(&host, &listeners, None, delta, None);
+                }
+                let _ = reply.send(result);
+            }
+        }
+        for o in host.run_due(now_micros()) {
+            let delta = Arc::clone(&o.delta);
+            notify(&host, &listeners, Some(&o), &delta, None);
+        }
+    }
+}
