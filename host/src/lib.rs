@@ -17,6 +17,7 @@ pub mod module_def;
 pub mod module_host;
 pub mod replay;
 pub mod runtime;
+pub mod server;
 mod tx_slot;
 pub mod wasi;
 pub mod worker;
