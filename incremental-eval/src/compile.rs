@@ -12,6 +12,9 @@ use lightcone_query_planner::{bind, CmpOp, LogicalPlan, Operand, Predicate};
 
 use crate::error::EvalError;
 
+/// Most tables one subscription may join (join tuples are stored inline).
+pub(crate) const MAX_RELATIONS: usize = 8;
+
 /// Right-hand side of a comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rhs {
@@ -277,6 +280,9 @@ pub(crate) fn compile(tx: &impl ReadTx, sql: &str) -> Result<Template, EvalError
     let mut named = Vec::new();
     let mut on = Vec::new();
     flatten(from, &mut named, &mut on, tx, sql)?;
+    if named.len() > MAX_RELATIONS {
+        return Err(shape(sql, format!("a join of more than {MAX_RELATIONS} tables")));
+    }
     let aliases: Vec<String> = named.iter().map(|(_, a)| a.clone()).collect();
     let rels: Vec<Rel> = named.into_iter().map(|(r, _)| r).collect();
     let pos = |alias: &str| {
@@ -342,15 +348,19 @@ pub(crate) fn compile_rls(tx: &impl ReadTx, sql: &str) -> Result<(TableId, Expr)
 
 /// A usable point-lookup index per column: an index whose first column it is (B+tree indexes
 /// take a one-column prefix; hash/direct ones must be single-column).
-fn probe_indexes(schema: &TableSchema) -> Vec<Option<IndexId>> {
-    let mut out = vec![None; schema.def.columns.len()];
+fn probe_indexes(schema: &TableSchema) -> Vec<Option<(IndexId, bool)>> {
+    let mut out: Vec<Option<(IndexId, bool)>> = vec![None; schema.def.columns.len()];
     for (def, &id) in schema.def.indexes.iter().zip(&schema.index_ids) {
-        let usable = def.columns.len() == 1 || def.algorithm == IndexAlgorithm::BTree;
-        if let Some(&first) = def.columns.first() {
-            let slot = &mut out[first as usize];
-            // Prefer an exact single-column index.
-            if usable && (slot.is_none() || def.columns.len() == 1) {
-                *slot = Some(id);
+        let single = def.columns.len() == 1;
+        let usable = single || def.algorithm == IndexAlgorithm::BTree;
+        if let Some(slot) = def.columns.first().and_then(|&c| out.get_mut(c as usize)) {
+            // Prefer a unique single-column index, then any single-column one.
+            let better = match slot {
+                None => true,
+                Some((_, unique)) => !*unique && single,
+            };
+            if usable && better {
+                *slot = Some((id, single && def.unique));
             }
         }
     }
@@ -363,8 +373,9 @@ pub(crate) struct Step {
     pub(crate) rel: usize,
     /// Equalities with already-bound relations: (column of `rel`, bound relation, its column).
     pub(crate) keys: Vec<(usize, usize, usize)>,
-    /// An index on `keys[0].0`, if there is one.
-    pub(crate) index: Option<IndexId>,
+    /// An index on `keys[0].0`, if there is one, and whether it is unique on that column
+    /// alone (a point lookup then needs one descent).
+    pub(crate) index: Option<(IndexId, bool)>,
 }
 
 /// A query with its parameters fixed: what clients share and what `eval` runs.
@@ -422,7 +433,9 @@ pub(crate) fn instantiate(
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            f.as_ref().and_then(|f| f.eq_conjunct()).map(|(col, v)| (col, v.clone(), probe[i][col]))
+            f.as_ref()
+                .and_then(|f| f.eq_conjunct())
+                .map(|(col, v)| (col, v.clone(), probe[i].get(col).copied().flatten().map(|(id, _)| id)))
         })
         .collect();
     let plans = (0..t.rels.len()).map(|start| join_order(t, &probe, start)).collect();
@@ -431,7 +444,7 @@ pub(crate) fn instantiate(
 
 /// Greedy join order from `start`: next a relation connected to the bound ones through an
 /// indexed column, else any connected one, else (cross product) any.
-fn join_order(t: &Template, probe: &[Vec<Option<IndexId>>], start: usize) -> Vec<Step> {
+fn join_order(t: &Template, probe: &[Vec<Option<(IndexId, bool)>>], start: usize) -> Vec<Step> {
     let n = t.rels.len();
     let mut bound = vec![false; n];
     bound[start] = true;
@@ -447,10 +460,11 @@ fn join_order(t: &Template, probe: &[Vec<Option<IndexId>>], start: usize) -> Vec
                     keys.push((e.b_col, e.a, e.a_col));
                 }
             }
-            if let Some(k) = keys.iter().position(|(c, _, _)| probe[rel][*c].is_some()) {
+            let probe_of = |c: usize| probe[rel].get(c).copied().flatten();
+            if let Some(k) = keys.iter().position(|(c, _, _)| probe_of(*c).is_some()) {
                 keys.swap(0, k);
             }
-            let index = keys.first().and_then(|(c, _, _)| probe[rel][*c]);
+            let index = keys.first().and_then(|(c, _, _)| probe_of(*c));
             let score = match (index.is_some(), keys.is_empty()) {
                 (true, _) => 2,
                 (false, false) => 1,

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use ahash::AHashMap;
 use lightcone_mvcc::{MvccError, ReadTx, Row, TableDelta, TableId, TableView, TxDelta, Value};
 
-use crate::compile::{Query, Step};
+use crate::compile::{Query, Step, MAX_RELATIONS};
 
 /// Which state of a relation a join term reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,20 +53,32 @@ impl Deref for RowRef<'_> {
     }
 }
 
-/// A partial join tuple (one slot per relation) and its signed multiplicity.
+/// A partial join tuple (one slot per relation, inline: no allocation per tuple) and its
+/// signed multiplicity.
 struct Tuple<'a> {
-    rows: Vec<Option<RowRef<'a>>>,
+    rows: [Option<RowRef<'a>>; MAX_RELATIONS],
     weight: i64,
 }
 
 impl<'a> Tuple<'a> {
+    fn new(rel: usize, row: RowRef<'a>, weight: i64) -> Tuple<'a> {
+        let mut rows: [Option<RowRef<'a>>; MAX_RELATIONS] = Default::default();
+        // `rel` < MAX_RELATIONS: queries with more relations are refused when compiled.
+        if let Some(slot) = rows.get_mut(rel) {
+            *slot = Some(row);
+        }
+        Tuple { rows, weight }
+    }
+
     fn value(&self, rel: usize, col: usize) -> Option<&Value> {
         self.rows.get(rel)?.as_ref()?.get(col)
     }
 
     fn with(&self, rel: usize, row: RowRef<'a>, weight: i64) -> Tuple<'a> {
         let mut rows = self.rows.clone();
-        rows[rel] = Some(row);
+        if let Some(slot) = rows.get_mut(rel) {
+            *slot = Some(row);
+        }
         Tuple { rows, weight: self.weight * weight }
     }
 }
@@ -138,13 +150,25 @@ fn extend<'a>(
     let mut out = Vec::new();
     if mode != Mode::Delta {
         match (step.index, step.keys.first()) {
-            (Some(index), Some(&(_, br, bc))) => {
+            (Some((index, unique)), Some(&(_, br, bc))) => {
+                let mut push = |t: &Tuple<'a>, row: Row| {
+                    if q.passes(rel, &row) && keys_match(step, t, &row) {
+                        out.push(t.with(rel, RowRef::Owned(Rc::new(row)), 1));
+                    }
+                };
                 for t in &tuples {
                     let Some(key) = t.value(br, bc) else { continue };
-                    for rid in view.index_seek(index, std::slice::from_ref(key))? {
-                        let Some(row) = view.get(rid) else { continue };
-                        if q.passes(rel, &row) && keys_match(step, t, &row) {
-                            out.push(t.with(rel, RowRef::Owned(Rc::new(row)), 1));
+                    let key = std::slice::from_ref(key);
+                    if unique {
+                        // One descent instead of a range's two.
+                        if let Some(row) = view.unique_lookup(index, key)?.and_then(|rid| view.get(rid)) {
+                            push(t, row);
+                        }
+                    } else {
+                        for rid in view.index_seek(index, key)? {
+                            if let Some(row) = view.get(rid) {
+                                push(t, row);
+                            }
                         }
                     }
                 }
@@ -210,10 +234,19 @@ pub(crate) fn query_delta(
         }
         return Ok((ins, del));
     }
+    let starts: Vec<Vec<(RowRef<'_>, i64)>> = (0..k).map(|i| delta_rows(q, i, Mode::Delta, delta)).collect();
+    let changed: Vec<usize> = (0..k).filter(|&i| !starts[i].is_empty()).collect();
+    if let [only] = changed[..] {
+        if only == q.proj {
+            // Only the projected relation changed: every output tuple's projected row is one of
+            // its delta rows with that row's sign, and a table's inserts and deletes never share
+            // a row (TxDelta cancels those), so nothing can cancel: no netting needed.
+            return project_direct(q, after, delta, only, &starts[only]);
+        }
+    }
     let mut acc: AHashMap<Row, i64> = AHashMap::new();
     let mut modes = vec![Mode::New; k];
-    for i in 0..k {
-        let start = delta_rows(q, i, Mode::Delta, delta);
+    for (i, start) in starts.into_iter().enumerate() {
         if start.is_empty() {
             continue;
         }
@@ -224,17 +257,45 @@ pub(crate) fn query_delta(
                 std::cmp::Ordering::Greater => Mode::Old,
             };
         }
-        let tuples = start
-            .into_iter()
-            .map(|(r, w)| {
-                let mut rows = vec![None; k];
-                rows[i] = Some(r);
-                Tuple { rows, weight: w }
-            })
-            .collect();
+        let tuples = start.into_iter().map(|(r, w)| Tuple::new(i, r, w)).collect();
         run(q, after, delta, i, tuples, &modes, &mut acc)?;
     }
     Ok(split(acc))
+}
+
+/// [`query_delta`] when only relation `i`, the projected one, changed: each delta row is
+/// joined on its own and emitted as many times as it joins, with its sign.
+fn project_direct<'a>(
+    q: &Query,
+    after: &impl ReadTx,
+    delta: &'a TxDelta,
+    i: usize,
+    start: &[(RowRef<'a>, i64)],
+) -> Result<(Vec<Row>, Vec<Row>), MvccError> {
+    let mut modes = vec![Mode::New; q.rels.len()];
+    for m in modes.iter_mut().skip(i + 1) {
+        *m = Mode::Old;
+    }
+    modes[i] = Mode::Delta;
+    let mut ins = Vec::new();
+    let mut del = Vec::new();
+    for (r, w) in start {
+        let mut tuples = vec![Tuple::new(i, r.clone(), *w)];
+        for step in &q.plans[i] {
+            if tuples.is_empty() {
+                break;
+            }
+            let view = after.table(q.rels[step.rel].table)?;
+            tuples = extend(q, &view, delta, tuples, step, modes[step.rel])?;
+        }
+        for t in tuples {
+            if q.residual.as_ref().is_none_or(|f| f.eval(&|rel, col| t.value(rel, col))) {
+                // Other relations are unchanged (read in their one state), so weights are ±1.
+                if t.weight > 0 { &mut ins } else { &mut del }.push(r.to_vec());
+            }
+        }
+    }
+    Ok((ins, del))
 }
 
 /// Signed multiplicities → (inserts, deletes), each row repeated by its count.
@@ -275,14 +336,7 @@ pub(crate) fn query_rows(q: &Query, tx: &impl ReadTx) -> Result<Vec<Row>, MvccEr
         return Ok(rows);
     }
     let k = q.rels.len();
-    let tuples = rows
-        .into_iter()
-        .map(|r| {
-            let mut rows = vec![None; k];
-            rows[start] = Some(RowRef::Owned(Rc::new(r)));
-            Tuple { rows, weight: 1 }
-        })
-        .collect();
+    let tuples = rows.into_iter().map(|r| Tuple::new(start, RowRef::Owned(Rc::new(r)), 1)).collect();
     let none = TxDelta::default();
     let mut acc = AHashMap::new();
     run(q, tx, &none, start, tuples, &vec![Mode::New; k], &mut acc)?;

@@ -31,7 +31,7 @@
 //! Only queries reading a changed table run. Single-table queries whose filter has a
 //! top-level `col = literal` conjunct sit in a subscription index (table, column, value), so a
 //! changed row is tested only against the queries it can match (plus those without such a
-//! conjunct). Join queries apply the delta rules of [`eval`](crate::eval) (each joined tuple
+//! conjunct). Join queries apply the standard delta rules (see `eval.rs`: each joined tuple
 //! counted once, old states derived from the new snapshot and the delta), probing indexes on
 //! join columns where they exist.
 //!

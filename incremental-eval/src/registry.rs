@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ahash::{AHashMap, AHashSet};
-use lightcone_mvcc::{ReadTx, Row, TableId, TxDelta, Value, U256};
+use lightcone_mvcc::{ReadTx, Row, Snapshot, TableId, TxDelta, Value, U256};
 
 use crate::compile::{compile, compile_rls, instantiate, normalize, Expr, Query, Template};
 use crate::error::EvalError;
@@ -299,7 +299,7 @@ impl Registry {
     /// upstream's `SendDroppedRows`), computed on it; else an empty list.
     pub fn unsubscribe(
         &mut self,
-        snapshot: Option<&impl ReadTx>,
+        snapshot: Option<&Snapshot>,
         client: ClientId,
         query_set: QuerySetId,
     ) -> Result<InitialRows, EvalError> {

@@ -291,14 +291,8 @@ fn unsubscribe_and_remove_client() {
     });
     assert!(changes(&up, 1).is_empty());
     assert_eq!(changes(&up, 2).len(), 1);
-    assert!(matches!(
-        reg.unsubscribe(None::<&lightcone_mvcc::Snapshot>, ClientId(1), 7),
-        Err(EvalError::UnknownQuerySet { .. })
-    ));
-    assert!(matches!(
-        reg.unsubscribe(None::<&lightcone_mvcc::Snapshot>, ClientId(9), 7),
-        Err(EvalError::UnknownClient(_))
-    ));
+    assert!(matches!(reg.unsubscribe(None, ClientId(1), 7), Err(EvalError::UnknownQuerySet { .. })));
+    assert!(matches!(reg.unsubscribe(None, ClientId(9), 7), Err(EvalError::UnknownClient(_))));
     assert!(reg.remove_client(ClientId(1)));
     assert!(reg.remove_client(ClientId(2)));
     assert!(!reg.remove_client(ClientId(2)));
