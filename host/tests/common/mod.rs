@@ -59,8 +59,8 @@ pub fn log_messages(host: &ModuleHost) -> Vec<String> {
 /// Publishes fixture `name` with an explicit config (fresh database).
 pub fn publish_with(name: &str, config: HostConfig) -> (ModuleHost, Arc<Database>) {
     let db = Arc::new(Database::new());
-    let (host, report) = ModuleHost::publish(engine(), Arc::clone(&db), None, &fixture(name), OWNER, config)
-        .expect("publish");
+    let (host, report) =
+        ModuleHost::publish(engine(), Arc::clone(&db), None, &fixture(name), OWNER, config).expect("publish");
     assert!(report.created);
     (host, db)
 }
