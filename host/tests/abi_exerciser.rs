@@ -951,7 +951,7 @@ fn one_shot_schedule_runs_once_as_the_database() {
 }
 
 #[test]
-#[ignore = "host bug: run_scheduled gives the guest now_micros() but reports timestamp_micros = due (module_host.rs:687 vs :718)"]
+#[ignore = "host bug: ModuleHost::run_scheduled gives the guest now_micros() but reports timestamp_micros = due"]
 fn scheduled_reducer_timestamp_matches_the_outcome() {
     let (mut host, db) = publish_ex();
     call_ok(&mut host, "schedule_at", r#"["ts", 20000]"#);
