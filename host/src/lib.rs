@@ -10,6 +10,7 @@
 //! Does not own: the engine's data structures, SQL, subscriptions.
 
 pub mod abi;
+pub mod cli;
 pub mod codec;
 pub mod json;
 pub mod logs;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use lightcone_host::cli;
 
 #[derive(Parser)]
 #[command(name = "lightcone", version, about = "Lightcone: a database that is also its own server")]
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server (SpacetimeDB's HTTP and WebSocket API) on a data directory.
+    Start(cli::StartArgs),
     /// Verify a database's commit log and replay it in memory (read-only), printing tables,
     /// row counts, offsets and replay speed.
     Replay {
@@ -24,37 +27,41 @@ enum Command {
         #[arg(long, value_name = "TX_OFFSET")]
         until: Option<u64>,
     },
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Replay { data_dir, until } => {
-            let bar = ProgressBar::hidden();
-            let result = lightcone_host::replay::run_replay(&data_dir, until, |done, total| {
-                if bar.is_hidden() && total >= 1_000 {
-                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{bar:40} {pos}/{len} transactions ({per_sec}, eta {eta})",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                    );
-                }
-                bar.set_length(total);
-                bar.set_position(done);
-            });
-            bar.finish_and_clear();
-            match result {
-                Ok(report) => {
-                    print!("{}", report.render());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    let result = match cli.command {
+        Command::Replay { data_dir, until } => replay(&data_dir, until),
+        Command::Start(args) => cli::run_start(args).map_err(|e| e.to_string()),
+        Command::Client(command) => cli::run(command).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn replay(data_dir: &std::path::Path, until: Option<u64>) -> Result<(), String> {
+    let bar = ProgressBar::hidden();
+    let result = lightcone_host::replay::run_replay(data_dir, until, |done, total| {
+        if bar.is_hidden() && total >= 1_000 {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} transactions ({per_sec}, eta {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = result.map_err(|e| e.to_string())?;
+    print!("{}", report.render());
+    Ok(())
 }
