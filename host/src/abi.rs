@@ -35,6 +35,7 @@ pub mod errno {
     pub const UNIQUE_ALREADY_EXISTS: u32 = 12;
     pub const INDEX_NOT_UNIQUE: u32 = 14;
     pub const NO_SUCH_ROW: u32 = 15;
+    pub const SCHEDULE_AT_DELAY_TOO_LONG: u32 = 13;
     pub const AUTO_INC_OVERFLOW: u32 = 16;
 }
 
@@ -151,7 +152,7 @@ pub struct RowIter {
 }
 
 impl RowIter {
-    fn from_rows<'r>(codec: &RowCodec, rows: impl Iterator<Item = Row>) -> RowIter {
+    fn from_rows(codec: &RowCodec, rows: impl Iterator<Item = Row>) -> RowIter {
         let mut it = RowIter { data: Vec::new(), ends: Vec::new(), next: 0 };
         for row in rows {
             codec.encode_row(&row, &mut it.data);
@@ -295,6 +296,18 @@ fn index_of(cat: &Catalog, index_id: u32) -> Result<&IndexInfo, u32> {
     cat.indexes.get(&index_id).ok_or(errno::NO_SUCH_INDEX)
 }
 
+/// `SCHEDULE_AT_DELAY_TOO_LONG` when `row` belongs to a scheduled table and asks for a time
+/// further away than [`MAX_SCHEDULE_DELAY_MICROS`](crate::module_host::MAX_SCHEDULE_DELAY_MICROS).
+fn schedule_delay_errno(cat: &Catalog, t: usize, row: &Row, now: i64) -> Option<u32> {
+    use crate::module_host::{schedule_at, ScheduleAt, MAX_SCHEDULE_DELAY_MICROS};
+    let sched = cat.spec.schedules.iter().find(|s| s.table == t)?;
+    let delay = match schedule_at(&row[sched.at_column as usize])? {
+        ScheduleAt::Time(at) => at.saturating_sub(now),
+        ScheduleAt::Interval(d) => d,
+    };
+    (delay > MAX_SCHEDULE_DELAY_MICROS).then_some(errno::SCHEDULE_AT_DELAY_TOO_LONG)
+}
+
 /// Inserts with set semantics: a row identical to one already present is a no-op.
 fn insert_row(tx: &mut WriteTx<'_>, cat: &Catalog, t: usize, row: Row) -> Result<Row, MvccError> {
     let table_id = cat.engine_ids[t];
@@ -326,6 +339,9 @@ fn generated_columns(cat: &Catalog, t: usize, row: &Row) -> Vec<u8> {
     out
 }
 
+/// Low and high engine bounds of an index scan.
+type KeyBounds = (Bound<Vec<Value>>, Bound<Vec<Value>>);
+
 /// Decodes the range-scan arguments into engine bounds over the index's columns.
 fn decode_range(
     cat: &Catalog,
@@ -334,7 +350,7 @@ fn decode_range(
     prefix_elems: u32,
     rstart: &[u8],
     rend: &[u8],
-) -> Result<(Bound<Vec<Value>>, Bound<Vec<Value>>), CodecError> {
+) -> Result<KeyBounds, CodecError> {
     let codec = cat.codec(info.table);
     let n = prefix_elems as usize;
     if n > info.columns.len() {
@@ -667,6 +683,9 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                 Ok(r) => r,
                 Err(e) => return Ok(decode_errno(state, "datastore_insert_bsatn", e)),
             };
+            if let Some(code) = schedule_delay_errno(&cat, t, &row, state.call.timestamp_micros) {
+                return Ok(code);
+            }
             let tx = tx_or_errno!(state);
             let stored = match insert_row(tx, &cat, t, row) {
                 Ok(r) => r,
@@ -704,6 +723,9 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                 Ok(r) => r,
                 Err(e) => return Ok(decode_errno(state, "datastore_update_bsatn", e)),
             };
+            if let Some(code) = schedule_delay_errno(&cat, t, &row, state.call.timestamp_micros) {
+                return Ok(code);
+            }
             let tx = tx_or_errno!(state);
             let stored = match tx.update_by_unique(index_id, row) {
                 Ok((_, r)) => r,
@@ -868,11 +890,9 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
     linker.func_wrap(M3, "procedure_sleep_until", |_: Caller<'_, HostState>, _: i64| -> Res<i64> {
         Err(anyhow!("procedures are not supported by Lightcone yet (procedure_sleep_until)"))
     })?;
-    for name in ["procedure_start_mut_tx"] {
-        linker.func_wrap(M3, name, move |_: Caller<'_, HostState>, _: u32| -> Res<u32> {
-            Err(anyhow!("procedures are not supported by Lightcone yet ({name})"))
-        })?;
-    }
+    linker.func_wrap(M3, "procedure_start_mut_tx", |_: Caller<'_, HostState>, _: u32| -> Res<u32> {
+        Err(anyhow!("procedures are not supported by Lightcone yet (procedure_start_mut_tx)"))
+    })?;
     for name in ["procedure_commit_mut_tx", "procedure_abort_mut_tx"] {
         linker.func_wrap(M3, name, move |_: Caller<'_, HostState>| -> Res<u32> {
             Err(anyhow!("procedures are not supported by Lightcone yet ({name})"))

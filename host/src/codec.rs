@@ -228,7 +228,7 @@ pub fn skip_value(
             let elem = resolve(&a.elem_ty, ts)?;
             if let Some(w) = primitive(elem).map(|p| p.fixed_width()) {
                 if !matches!(elem, AlgebraicType::Bool) {
-                    r.take(n.checked_mul(w).unwrap_or(usize::MAX), "array elements")?;
+                    r.take(n.saturating_mul(w), "array elements")?;
                     return Ok(());
                 }
             }
@@ -357,7 +357,8 @@ mod tests {
 
     fn special(name: &str, inner: AlgebraicType) -> AlgebraicType {
         AlgebraicType::Product(ProductType {
-            elements: vec![ProductTypeElement { name: Some(name.into()), algebraic_type: inner }].into(),
+            elements: vec![ProductTypeElement { name: Some(name.to_string().into()), algebraic_type: inner }]
+                .into(),
         })
     }
 

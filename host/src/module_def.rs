@@ -301,7 +301,7 @@ pub fn decode_module_def(bytes: &[u8]) -> Result<ModuleSpec, DefError> {
     for s in def.schedules().map(|v| v.as_slice()).unwrap_or_default() {
         let table = tables
             .iter()
-            .position(|t| t.source_name == &*s.table_name || t.name == &*s.table_name)
+            .position(|t| t.source_name == *s.table_name || t.name == *s.table_name)
             .ok_or_else(|| invalid(format!("schedule for unknown table `{}`", s.table_name)))?;
         let reducer = match find_reducer(&s.function_name, "a schedule") {
             Ok(r) => r,

@@ -136,12 +136,12 @@ impl Scheduler {
 
 /// `ScheduleAt` as stored: BSATN sum 0 Interval(µs) | 1 Time(µs since epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ScheduleAt {
+pub(crate) enum ScheduleAt {
     Interval(i64),
     Time(i64),
 }
 
-fn schedule_at(v: &Value) -> Option<ScheduleAt> {
+pub(crate) fn schedule_at(v: &Value) -> Option<ScheduleAt> {
     let Value::Bsatn(b) = v else { return None };
     if b.len() != 9 {
         return None;
@@ -703,7 +703,8 @@ impl ModuleHost {
         let mut args = Vec::new();
         self.catalog.codec(sched.table).encode_row(&row, &mut args);
         let caller = CallerInfo { identity: self.config.database_identity, ..CallerInfo::default() };
-        let (_, status, energy_used) = self.run_guest(sched.reducer, &caller, &args, now_micros());
+        let ts = now_micros();
+        let (_, status, energy_used) = self.run_guest(sched.reducer, &caller, &args, ts);
         let (delta, ticket) = if status == ReducerStatus::Committed {
             self.commit()?
         } else {
@@ -734,7 +735,7 @@ impl ModuleHost {
             status,
             energy_used,
             duration: start.elapsed(),
-            timestamp_micros: due,
+            timestamp_micros: ts,
             delta,
             ticket,
         }))

@@ -951,7 +951,6 @@ fn one_shot_schedule_runs_once_as_the_database() {
 }
 
 #[test]
-#[ignore = "host bug: ModuleHost::run_scheduled gives the guest now_micros() but reports timestamp_micros = due"]
 fn scheduled_reducer_timestamp_matches_the_outcome() {
     let (mut host, db) = publish_ex();
     call_ok(&mut host, "schedule_at", r#"["ts", 20000]"#);
@@ -1047,7 +1046,6 @@ fn a_schedule_deleted_before_it_is_due_never_runs() {
 }
 
 #[test]
-#[ignore = "host bug: datastore_insert_bsatn never returns SCHEDULE_AT_DELAY_TOO_LONG (13); MAX_SCHEDULE_DELAY_MICROS is unused"]
 fn schedule_too_far_in_the_future_is_refused() {
     let (mut host, db) = publish_ex();
     let eleven_years = 11i64 * 365 * 24 * 3600 * 1_000_000;
