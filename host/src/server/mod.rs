@@ -1,10 +1,20 @@
 //! The server: SpacetimeDB's `/v1` HTTP API and WebSocket protocol over the databases of one
 //! data directory. `lightcone start` runs it.
 
+pub mod auth;
+pub mod http;
+pub mod registry;
+pub mod sats_json;
+pub mod ws;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use lightcone_wal::Durability;
+
+use crate::runtime::WasmEngine;
 
 /// Where and how the server runs.
 #[derive(Debug, Clone)]
@@ -46,8 +56,83 @@ pub enum ServerError {
     Other(String),
 }
 
+/// A bound, running server (for tests and embedding).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: Arc<http::AppState>,
+}
+
+/// Opens the data directory (restarting every database) and binds the listener.
+pub async fn bind(
+    options: &ServerOptions,
+) -> Result<(tokio::net::TcpListener, Arc<http::AppState>), ServerError> {
+    let data = options.data_dir.clone();
+    let durability = options.durability;
+    let state = tokio::task::spawn_blocking(move || -> Result<Arc<http::AppState>, ServerError> {
+        std::fs::create_dir_all(&data)
+            .map_err(|e| ServerError::DataDir { path: data.clone(), reason: e.to_string() })?;
+        let keys = auth::Keys::load_or_create(&data.join("keys"))
+            .map_err(|reason| ServerError::DataDir { path: data.clone(), reason })?;
+        let engine = Arc::new(WasmEngine::new().map_err(|e| ServerError::Other(e.to_string()))?);
+        let registry = registry::Registry::open(&data, engine, durability)
+            .map_err(|e| ServerError::DataDir { path: data.clone(), reason: e.to_string() })?;
+        Ok(Arc::new(http::AppState { registry: Arc::new(registry), keys: Arc::new(keys) }))
+    })
+    .await
+    .map_err(|e| ServerError::Other(e.to_string()))??;
+    let listener = tokio::net::TcpListener::bind(options.listen_addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr: options.listen_addr, source })?;
+    Ok((listener, state))
+}
+
+/// Serves until `shutdown` resolves, then stops every database and flushes its log.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<http::AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = http::router(Arc::clone(&state));
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let registry = Arc::clone(&state.registry);
+    let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;
+    result.map_err(|e| ServerError::Other(e.to_string()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 /// Runs the server until Ctrl-C / SIGTERM, then shuts down gracefully (flushing every log).
 pub fn run_blocking(options: ServerOptions) -> Result<(), ServerError> {
-    let _ = options;
-    Err(ServerError::Other("the server is not implemented yet".into()))
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async move {
+        let (listener, state) = bind(&options).await?;
+        let addr = listener.local_addr().map_err(|e| ServerError::Other(e.to_string()))?;
+        eprintln!("lightcone listening on http://{addr} (data directory {})", options.data_dir.display());
+        serve(listener, state, shutdown_signal()).await?;
+        eprintln!("lightcone stopped; every commit log is flushed");
+        Ok(())
+    })
 }

@@ -1,0 +1,615 @@
+//! SpacetimeDB's `/v1` HTTP routes (SPEC §5) over the registry.
+
+// Handlers return a ready `Response` as their error (axum's idiom); its size is irrelevant here.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use lightcone_mvcc::{ReadTx, U256};
+use lightcone_query_planner::{Params, StatementResult};
+use serde::Deserialize;
+use serde_json::json;
+use spacetimedb_sats::AlgebraicType;
+
+use super::auth::{Identity, Keys, Verified};
+use super::registry::{HostedDb, PublishOp, Registry, RegistryError};
+use super::sats_json;
+use crate::logs::LogRecord;
+use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
+use crate::HostError;
+
+/// Largest module program accepted by publish.
+pub const MAX_PROGRAM_BYTES: usize = 16 << 20;
+/// Largest request body elsewhere (call args, SQL).
+pub const MAX_REQUEST_BYTES: usize = 32 << 20;
+
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub keys: Arc<Keys>,
+}
+
+type S = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/ping", get(|| async { StatusCode::OK }))
+        .route("/v1/identity", post(new_identity))
+        .route("/v1/identity/public-key", get(public_key))
+        .route("/v1/identity/websocket-token", post(websocket_token))
+        .route("/v1/identity/{id}/verify", get(verify_identity))
+        .route("/v1/identity/{id}/databases", get(databases_of))
+        .route("/v1/database", post(publish_unnamed))
+        .route("/v1/database/{name}", put(publish_named).get(database_info).delete(delete_database))
+        .route("/v1/database/{db}/identity", get(database_identity))
+        .route("/v1/database/{db}/names", get(database_names))
+        .route("/v1/database/{db}/call/{func}", post(call))
+        .route("/v1/database/{db}/schema", get(schema))
+        .route("/v1/database/{db}/logs", get(logs))
+        .route("/v1/database/{db}/sql", post(sql))
+        .route("/v1/database/{db}/subscribe", get(super::ws::subscribe))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(state)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct TokenQuery {
+    pub token: Option<String>,
+}
+
+/// The caller from `Authorization: Bearer` (or `?token=`); `Ok(None)` when absent.
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Option<Verified>, Response> {
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    match header_token.or(query_token) {
+        None => Ok(None),
+        Some(t) => state
+            .keys
+            .verify(t)
+            .map(Some)
+            .map_err(|e| text(StatusCode::UNAUTHORIZED, format!("invalid token: {e}"))),
+    }
+}
+
+/// The caller, minting a fresh identity for an anonymous request (returned in headers).
+fn caller_or_mint(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<(Verified, Option<Verified>), Response> {
+    match authenticate(state, headers, query_token)? {
+        Some(v) => Ok((v, None)),
+        None => {
+            let v = state.keys.mint_anonymous().map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            Ok((v.clone(), Some(v)))
+        }
+    }
+}
+
+fn with_minted(mut resp: Response, minted: Option<Verified>) -> Response {
+    if let Some(v) = minted {
+        let h = resp.headers_mut();
+        if let Ok(id) = HeaderValue::from_str(&v.identity.to_hex()) {
+            h.insert("spacetime-identity", id);
+        }
+        if let Ok(tok) = HeaderValue::from_str(&v.token) {
+            h.insert("spacetime-identity-token", tok);
+        }
+    }
+    resp
+}
+
+fn no_database(db: &str) -> Response {
+    text(StatusCode::NOT_FOUND, format!("no such database: `{db}`"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")))
+}
+
+async fn new_identity(State(s): S) -> Response {
+    match s.keys.mint_anonymous() {
+        Ok(v) => Json(json!({"identity": v.identity.to_hex(), "token": v.token})).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn public_key(State(s): S) -> Response {
+    ([(header::CONTENT_TYPE, "application/pem-certificate-chain")], s.keys.public_key_pem().to_string())
+        .into_response()
+}
+
+async fn websocket_token(State(s): S, Query(q): Query<TokenQuery>, headers: HeaderMap) -> Response {
+    match authenticate(&s, &headers, q.token.as_deref()) {
+        Err(r) => r,
+        Ok(None) => text(StatusCode::UNAUTHORIZED, "this route needs an Authorization: Bearer token"),
+        Ok(Some(v)) => match s.keys.short_lived(&v) {
+            Ok(t) => Json(json!({"token": t.token})).into_response(),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+    }
+}
+
+async fn verify_identity(State(s): S, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match authenticate(&s, &headers, None) {
+        Err(r) => r,
+        Ok(None) => StatusCode::UNAUTHORIZED.into_response(),
+        Ok(Some(v)) if Identity::from_hex(&id) == Some(v.identity) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(_)) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+async fn databases_of(State(s): S, Path(id): Path<String>) -> Response {
+    match Identity::from_hex(&id) {
+        Some(owner) => Json(json!({"identities": s.registry.owned_by(owner)})).into_response(),
+        None => text(StatusCode::BAD_REQUEST, format!("`{id}` is not an identity")),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct PublishQuery {
+    clear: Option<bool>,
+    token: Option<String>,
+}
+
+async fn publish_unnamed(
+    State(s): S,
+    Query(q): Query<PublishQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    publish(s, None, q, headers, body).await
+}
+
+async fn publish_named(
+    State(s): S,
+    Path(name): Path<String>,
+    Query(q): Query<PublishQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    publish(s, Some(name), q, headers, body).await
+}
+
+async fn publish(
+    s: Arc<AppState>,
+    name: Option<String>,
+    q: PublishQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (caller, minted) = match caller_or_mint(&s, &headers, q.token.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if body.len() > MAX_PROGRAM_BYTES {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the program is {} bytes; the limit is {MAX_PROGRAM_BYTES}", body.len()),
+        );
+    }
+    let registry = Arc::clone(&s.registry);
+    let clear = q.clear.unwrap_or(false);
+    let name2 = name.clone();
+    let result =
+        match blocking(move || registry.publish(name2.as_deref(), body.to_vec(), caller.identity, clear))
+            .await
+        {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+    let resp = match result {
+        Ok((db, op)) => Json(json!({"Success": {
+            "domain": db.meta.name,
+            "database_identity": db.meta.identity,
+            "op": if op == PublishOp::Created { "created" } else { "updated" },
+        }}))
+        .into_response(),
+        Err(RegistryError::PermissionDenied(n)) => {
+            (StatusCode::FORBIDDEN, Json(json!({"PermissionDenied": {"name": n}}))).into_response()
+        }
+        Err(RegistryError::BadName(n)) => {
+            text(StatusCode::BAD_REQUEST, RegistryError::BadName(n).to_string())
+        }
+        Err(RegistryError::Host(e)) => text(StatusCode::BAD_REQUEST, format!("publish failed: {e}")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("publish failed: {e}")),
+    };
+    with_minted(resp, minted)
+}
+
+async fn database_info(State(s): S, Path(db): Path<String>) -> Response {
+    let Some(d) = s.registry.resolve(&db) else { return no_database(&db) };
+    let program_hash = d
+        .handle()
+        .and_then(|h| crate::module_host::stored_program(&h.snapshot()))
+        .map(|p| blake3::hash(&p.program).to_hex().to_string());
+    Json(json!({
+        "database_identity": d.meta.identity,
+        "owner_identity": d.meta.owner,
+        "host_type": "Wasm",
+        "initial_program": program_hash,
+    }))
+    .into_response()
+}
+
+async fn database_identity(State(s): S, Path(db): Path<String>) -> Response {
+    match s.registry.resolve(&db) {
+        Some(d) => text(StatusCode::OK, d.meta.identity.clone()),
+        None => no_database(&db),
+    }
+}
+
+async fn database_names(State(s): S, Path(db): Path<String>) -> Response {
+    match s.registry.resolve(&db) {
+        Some(d) => Json(json!({"names": d.meta.name.iter().collect::<Vec<_>>()})).into_response(),
+        None => no_database(&db),
+    }
+}
+
+async fn delete_database(
+    State(s): S,
+    Path(db): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate(&s, &headers, q.token.as_deref()) {
+        Ok(Some(v)) => v,
+        Ok(None) => return text(StatusCode::UNAUTHORIZED, "deleting a database needs the owner's token"),
+        Err(r) => return r,
+    };
+    let registry = Arc::clone(&s.registry);
+    let db2 = db.clone();
+    match blocking(move || registry.delete(&db2, caller.identity)).await {
+        Err(r) => r,
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(RegistryError::NotFound(_))) => no_database(&db),
+        Ok(Err(RegistryError::PermissionDenied(_))) => {
+            text(StatusCode::FORBIDDEN, format!("only the owner of `{db}` may delete it"))
+        }
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn random_connection_id() -> [u8; 16] {
+    let mut c = [0u8; 16];
+    while c == [0; 16] {
+        let _ = getrandom::getrandom(&mut c);
+    }
+    c
+}
+
+pub fn caller_info(v: &Verified, connection_id: [u8; 16]) -> CallerInfo {
+    CallerInfo { identity: v.identity.to_le(), connection_id, jwt_payload: Some(v.payload.as_str().into()) }
+}
+
+async fn call(
+    State(s): S,
+    Path((db, func)): Path<(String, String)>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_type {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be a JSON array of arguments with Content-Type: application/json",
+        );
+    }
+    let (caller, minted) = match caller_or_mint(&s, &headers, q.token.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(d) = s.registry.resolve(&db) else { return no_database(&db) };
+    let Some(handle) = d.handle() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
+    };
+    let Ok(args) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "invalid arguments: the body is not UTF-8");
+    };
+    let info = caller_info(&caller, random_connection_id());
+    let result = blocking(move || {
+        // The caller counts as connected for the duration of the call (SPEC §5).
+        if let Some(o) = handle.client_connected(&info)? {
+            if !o.is_committed() {
+                return Ok(Err(o.error().unwrap_or_default()));
+            }
+        }
+        let r = handle.call_reducer(&func, &info, ReducerArgs::Json(args));
+        let _ = handle.client_disconnected(&info);
+        r.map(Ok)
+    })
+    .await;
+    let resp = match result {
+        Err(r) => r,
+        Ok(Err(e)) => host_error_response(e),
+        Ok(Ok(Err(refused))) => {
+            text(StatusCode::FORBIDDEN, format!("the module refused the connection: {refused}"))
+        }
+        Ok(Ok(Ok(outcome))) => {
+            let mut resp = match &outcome.status {
+                ReducerStatus::Committed => StatusCode::OK.into_response(),
+                ReducerStatus::Failed(m) => {
+                    text(StatusCode::from_u16(530).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), m.clone())
+                }
+                ReducerStatus::Panicked(m) => text(
+                    StatusCode::from_u16(530).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    format!("The Wasm instance encountered a fatal error: {m}"),
+                ),
+                ReducerStatus::OutOfEnergy => {
+                    text(StatusCode::PAYMENT_REQUIRED, "Module energy budget exhausted.")
+                }
+            };
+            let h = resp.headers_mut();
+            h.insert("spacetime-energy-used", HeaderValue::from(outcome.energy_used));
+            h.insert(
+                "spacetime-execution-duration-micros",
+                HeaderValue::from(outcome.duration.as_micros() as u64),
+            );
+            resp
+        }
+    };
+    with_minted(resp, minted)
+}
+
+fn host_error_response(e: HostError) -> Response {
+    let status = match &e {
+        HostError::NoSuchReducer(_) => StatusCode::NOT_FOUND,
+        HostError::InvalidArguments { .. } | HostError::NotCallable(_) | HostError::WriteFailed(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(status, e.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct SchemaQuery {
+    version: Option<u32>,
+}
+
+async fn schema(State(s): S, Path(db): Path<String>, Query(q): Query<SchemaQuery>) -> Response {
+    let Some(d) = s.registry.resolve(&db) else { return no_database(&db) };
+    let Some(h) = d.handle() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
+    };
+    if q.version.unwrap_or(10) != 10 {
+        return text(StatusCode::BAD_REQUEST, "only schema version 10 is served");
+    }
+    let raw = &h.spec().raw;
+    match spacetimedb_sats::bsatn::from_slice::<spacetimedb_lib::RawModuleDef>(raw) {
+        Ok(spacetimedb_lib::RawModuleDef::V10(def)) => {
+            match serde_json::to_value(spacetimedb_sats::ser::serde::SerializeWrapper::from_ref(&def)) {
+                Ok(v) => Json(v).into_response(),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        _ => text(StatusCode::INTERNAL_SERVER_ERROR, "the module definition could not be re-read"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    num_lines: Option<usize>,
+    follow: Option<bool>,
+    token: Option<String>,
+}
+
+pub fn log_json(r: &LogRecord) -> String {
+    json!({
+        "ts": r.ts_micros,
+        "level": r.level.as_str(),
+        "target": r.target,
+        "filename": r.filename,
+        "line_number": r.line_number,
+        "message": r.message,
+    })
+    .to_string()
+}
+
+fn owner_or_refuse(
+    state: &AppState,
+    d: &HostedDb,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    what: &str,
+) -> Result<Verified, Response> {
+    match authenticate(state, headers, token)? {
+        Some(v) if v.identity == d.owner() => Ok(v),
+        Some(_) => Err(text(StatusCode::FORBIDDEN, format!("only the database owner may {what}"))),
+        None => Err(text(StatusCode::UNAUTHORIZED, format!("{what} needs the owner's token"))),
+    }
+}
+
+async fn logs(
+    State(s): S,
+    Path(db): Path<String>,
+    Query(q): Query<LogsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(d) = s.registry.resolve(&db) else { return no_database(&db) };
+    if let Err(r) = owner_or_refuse(&s, &d, &headers, q.token.as_deref(), "read the logs") {
+        return r;
+    }
+    let Some(h) = d.handle() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
+    };
+    let logs = Arc::clone(h.logs());
+    let follow = q.follow.unwrap_or(false);
+    let n = q.num_lines.or(if follow { Some(10) } else { None });
+    let tail = logs.tail(n);
+    let mut next = tail.last().map(|r| r.seq + 1).unwrap_or(0);
+    let initial: String = tail.iter().map(|r| log_json(r) + "\n").collect();
+    if !follow {
+        return ([(header::CONTENT_TYPE, "application/x-ndjson")], initial).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    std::thread::spawn(move || {
+        if tx.blocking_send(Ok(Bytes::from(initial))).is_err() {
+            return;
+        }
+        loop {
+            let recs = logs.wait_from(next, Duration::from_secs(1));
+            if let Some(last) = recs.last() {
+                next = last.seq + 1;
+            }
+            let chunk: String = recs.iter().map(|r| log_json(r) + "\n").collect();
+            // An empty chunk doubles as a liveness probe: a gone client ends the thread.
+            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+async fn sql(
+    State(s): S,
+    Path(db): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(d) = s.registry.resolve(&db) else { return no_database(&db) };
+    let (caller, minted) = match caller_or_mint(&s, &headers, q.token.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(h) = d.handle() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
+    };
+    let Ok(query) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "the SQL is not UTF-8");
+    };
+    let is_owner = caller.identity == d.owner();
+    let sender = U256::from_le_bytes(caller.identity.to_le());
+    let start = Instant::now();
+    let result = blocking(move || run_sql(&h, &query, sender, is_owner)).await;
+    let resp = match result {
+        Err(r) => r,
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
+        Ok(Ok(results)) => {
+            let elapsed = start.elapsed().as_micros() as u64;
+            let out: Vec<serde_json::Value> = results
+                .into_iter()
+                .map(|mut r| {
+                    r["total_duration_micros"] = json!(elapsed);
+                    r
+                })
+                .collect();
+            Json(out).into_response()
+        }
+    };
+    with_minted(resp, minted)
+}
+
+/// Column types of a query result: the module's types where a result column comes from a table
+/// column of the same name and engine type, else the engine type's SATS type.
+fn result_types(
+    h: &crate::worker::DatabaseHandle,
+    columns: &[(String, lightcone_mvcc::ColumnType)],
+) -> Vec<(String, AlgebraicType)> {
+    let spec = h.spec();
+    columns
+        .iter()
+        .map(|(name, ty)| {
+            let found = spec
+                .tables
+                .iter()
+                .flat_map(|t| t.columns.iter().zip(&t.codec.columns))
+                .find(|((n, _), (_, c))| n == name && c.engine_type() == *ty);
+            let sats = match found {
+                Some(((_, t), _)) => sats_json::resolve_deep(t, &spec.typespace, 0),
+                None => sats_json::primitive_type(*ty),
+            };
+            (name.clone(), sats)
+        })
+        .collect()
+}
+
+fn stats_json(i: u64, d: u64, u: u64) -> serde_json::Value {
+    json!({"rows_inserted": i, "rows_deleted": d, "rows_updated": u})
+}
+
+fn rows_json(
+    h: &crate::worker::DatabaseHandle,
+    r: &lightcone_query_planner::QueryResult,
+) -> Result<serde_json::Value, String> {
+    let types = result_types(h, &r.columns);
+    let product = sats_json::product_of(&types);
+    let rows = r.rows.iter().map(|row| sats_json::row_json(row, &product)).collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({"schema": sats_json::type_json(&product), "rows": rows, "stats": stats_json(0, 0, 0)}))
+}
+
+/// Private tables do not exist for non-owners.
+fn check_visible(h: &crate::worker::DatabaseHandle, sql: &str) -> Result<(), String> {
+    let snap = h.snapshot();
+    let bound = lightcone_query_planner::bind(&snap, sql).map_err(|e| e.to_string())?;
+    for table in bound.plan.tables() {
+        let name = snap.table(table).map(|t| t.schema().name().to_string()).unwrap_or_default();
+        let public = h.spec().table_by_name(&name).is_some_and(|t| t.public);
+        if !public {
+            return Err(format!("`{name}` is not a valid table"));
+        }
+    }
+    Ok(())
+}
+
+fn run_sql(
+    h: &crate::worker::DatabaseHandle,
+    sql: &str,
+    sender: U256,
+    is_owner: bool,
+) -> Result<Vec<serde_json::Value>, String> {
+    let params = Params { sender: Some(sender) };
+    if !is_owner {
+        // Readers: one SELECT on a snapshot, public tables only.
+        check_visible(h, sql)?;
+        let r = lightcone_query_planner::execute(&h.snapshot(), sql, &params).map_err(|e| e.to_string())?;
+        return Ok(vec![rows_json(h, &r)?]);
+    }
+    let out: Arc<std::sync::Mutex<Vec<StatementResult>>> = Arc::default();
+    let out2 = Arc::clone(&out);
+    let sql_owned = sql.to_string();
+    h.write(move |tx| {
+        let results =
+            lightcone_query_planner::execute_batch(tx, &sql_owned, &params).map_err(|e| e.to_string())?;
+        *out2.lock().unwrap_or_else(|p| p.into_inner()) = results;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    let results = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+    results
+        .iter()
+        .map(|r| match r {
+            StatementResult::Rows(q) => rows_json(h, q),
+            StatementResult::Dml(st) => Ok(json!({
+                "schema": {"elements": []},
+                "rows": [],
+                "stats": stats_json(st.rows_inserted, st.rows_deleted, st.rows_updated),
+            })),
+        })
+        .collect()
+}

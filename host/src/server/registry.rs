@@ -1,0 +1,353 @@
+//! The databases of one data directory: `<root>/databases/<identity hex>/` holds `meta.json`
+//! (name, identity, owner) and the engine's data (`data/log`, `data/snapshots`). Opening the
+//! registry restarts every database; publish, update and delete go through here.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lightcone_mvcc::Database;
+use lightcone_wal::{CommitLog, Durability, LogOptions};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Identity;
+use crate::module_host::{HostConfig, PublishReport};
+use crate::runtime::WasmEngine;
+use crate::worker::{DatabaseHandle, Start};
+use crate::HostError;
+
+/// A database name: what `publish <name>` accepts.
+pub const MAX_NAME_BYTES: usize = 64;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DbMeta {
+    pub name: Option<String>,
+    /// Big-endian hex.
+    pub identity: String,
+    pub owner: String,
+    pub created_at_micros: i64,
+}
+
+/// One running database.
+pub struct HostedDb {
+    pub meta: DbMeta,
+    pub dir: PathBuf,
+    db: Arc<Database>,
+    log: Arc<CommitLog>,
+    handle: Mutex<Option<Arc<DatabaseHandle>>>,
+}
+
+impl HostedDb {
+    /// The running module's handle (absent only while an update swaps it).
+    pub fn handle(&self) -> Option<Arc<DatabaseHandle>> {
+        self.handle.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn identity(&self) -> Identity {
+        // Invariant: meta.identity is written by this module from an Identity.
+        Identity::from_hex(&self.meta.identity).expect("stored identity is valid hex")
+    }
+
+    pub fn owner(&self) -> Identity {
+        Identity::from_hex(&self.meta.owner).expect("stored owner is valid hex")
+    }
+
+    fn stop(&self) {
+        if let Some(h) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.shutdown();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("database `{0}` belongs to another identity")]
+    PermissionDenied(String),
+    #[error("no database named `{0}`")]
+    NotFound(String),
+    #[error("invalid database name `{0}`: use 1-64 characters of a-z, 0-9, `-` and `_`")]
+    BadName(String),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("{0}")]
+    Io(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOp {
+    Created,
+    Updated,
+}
+
+pub struct Registry {
+    root: PathBuf,
+    engine: Arc<WasmEngine>,
+    durability: Durability,
+    dbs: Mutex<HashMap<String, Arc<HostedDb>>>,
+    names: Mutex<HashMap<String, String>>,
+    /// Publishes, updates and deletes one at a time.
+    admin: Mutex<()>,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Io(format!("{}: {e}", path.display()))
+}
+
+fn write_meta(dir: &Path, meta: &DbMeta) -> Result<(), RegistryError> {
+    let path = dir.join("meta.json");
+    let tmp = dir.join("meta.json.tmp");
+    // Invariant: DbMeta always serializes.
+    let text = serde_json::to_vec_pretty(meta).expect("meta serializes");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(&text).and_then(|_| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !(name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl Registry {
+    /// Opens every database under `root` and starts its module.
+    pub fn open(
+        root: &Path,
+        engine: Arc<WasmEngine>,
+        durability: Durability,
+    ) -> Result<Registry, RegistryError> {
+        let dir = root.join("databases");
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let reg = Registry {
+            root: root.to_path_buf(),
+            engine,
+            durability,
+            dbs: Mutex::default(),
+            names: Mutex::default(),
+            admin: Mutex::default(),
+        };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| io_err(&dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("meta.json").exists())
+            .collect();
+        entries.sort();
+        for db_dir in entries {
+            let meta_path = db_dir.join("meta.json");
+            let text = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+            let meta: DbMeta = serde_json::from_slice(&text).map_err(|e| io_err(&meta_path, e))?;
+            tracing::info!("opening database {} ({})", meta.name.as_deref().unwrap_or("-"), meta.identity);
+            let hosted = reg.start_db(meta, &db_dir, Start::Open)?.0;
+            reg.insert(hosted);
+        }
+        Ok(reg)
+    }
+
+    fn insert(&self, hosted: Arc<HostedDb>) {
+        if let Some(name) = &hosted.meta.name {
+            self.names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), hosted.meta.identity.clone());
+        }
+        self.dbs.lock().unwrap_or_else(|p| p.into_inner()).insert(hosted.meta.identity.clone(), hosted);
+    }
+
+    fn config(meta: &DbMeta) -> HostConfig {
+        // Invariant: meta.identity is valid hex (written by this module).
+        let id = Identity::from_hex(&meta.identity).expect("valid identity");
+        HostConfig { database_identity: id.to_le(), ..HostConfig::default() }
+    }
+
+    fn start_db(
+        &self,
+        meta: DbMeta,
+        dir: &Path,
+        start: Start,
+    ) -> Result<(Arc<HostedDb>, Option<PublishReport>), RegistryError> {
+        let data = dir.join("data");
+        let options = LogOptions { durability: self.durability, ..LogOptions::default() };
+        let (db, log, report) = lightcone_snapshot::open_data_dir(&data, options, |_| {})
+            .map_err(|e| RegistryError::Io(format!("{}: {e}", data.display())))?;
+        tracing::info!("database {}: recovered in {:?}", meta.identity, report.elapsed);
+        let (db, log) = (Arc::new(db), Arc::new(log));
+        let config = Self::config(&meta);
+        let (handle, report) = DatabaseHandle::start(
+            Arc::clone(&self.engine),
+            Arc::clone(&db),
+            Some(Arc::clone(&log)),
+            config,
+            start,
+        )?;
+        let hosted = HostedDb { meta, dir: dir.to_path_buf(), db, log, handle: Mutex::new(Some(handle)) };
+        Ok((Arc::new(hosted), report))
+    }
+
+    /// A database by name or identity hex.
+    pub fn resolve(&self, name_or_identity: &str) -> Option<Arc<HostedDb>> {
+        let key = name_or_identity.strip_prefix("0x").unwrap_or(name_or_identity).to_ascii_lowercase();
+        let id = self
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name_or_identity)
+            .cloned()
+            .unwrap_or(key);
+        self.dbs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    /// Identities (hex) of the databases `owner` owns.
+    pub fn owned_by(&self, owner: Identity) -> Vec<String> {
+        let hex = owner.to_hex();
+        let mut v: Vec<String> = self
+            .dbs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|d| d.meta.owner == hex)
+            .map(|d| d.meta.identity.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Creates (or, for its owner, updates) a database. `clear` wipes the data first.
+    pub fn publish(
+        &self,
+        name: Option<&str>,
+        program: Vec<u8>,
+        caller: Identity,
+        clear: bool,
+    ) -> Result<(Arc<HostedDb>, PublishOp), RegistryError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = name {
+            if !valid_name(n) && Identity::from_hex(n).is_none() {
+                return Err(RegistryError::BadName(n.to_string()));
+            }
+        }
+        let existing = name.and_then(|n| self.resolve(n));
+        match existing {
+            Some(db) if db.meta.owner != caller.to_hex() => {
+                Err(RegistryError::PermissionDenied(name.unwrap_or_default().to_string()))
+            }
+            Some(db) if clear => {
+                self.remove(&db)?;
+                let meta = DbMeta { created_at_micros: crate::logs::now_micros(), ..db.meta.clone() };
+                let hosted = self.create(meta, program)?;
+                Ok((hosted, PublishOp::Updated))
+            }
+            Some(db) => {
+                // Stop the module, publish the new program over the same data; on refusal put
+                // the old one back.
+                let old = db.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(h) = old {
+                    h.shutdown();
+                }
+                let start = Start::Publish { program, owner: caller.to_le() };
+                let config = Self::config(&db.meta);
+                let started = DatabaseHandle::start(
+                    Arc::clone(&self.engine),
+                    Arc::clone(&db.db),
+                    Some(Arc::clone(&db.log)),
+                    config.clone(),
+                    start,
+                );
+                let result = match started {
+                    Ok((handle, _)) => {
+                        *db.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                        Ok((Arc::clone(&db), PublishOp::Updated))
+                    }
+                    Err(e) => {
+                        let (handle, _) = DatabaseHandle::start(
+                            Arc::clone(&self.engine),
+                            Arc::clone(&db.db),
+                            Some(Arc::clone(&db.log)),
+                            config,
+                            Start::Open,
+                        )?;
+                        *db.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                        Err(e.into())
+                    }
+                };
+                result
+            }
+            None => {
+                let identity = match name {
+                    Some(n) => Identity::from_claims("lightcone-database", n),
+                    None => {
+                        let mut raw = [0u8; 16];
+                        getrandom::getrandom(&mut raw).map_err(|e| RegistryError::Io(e.to_string()))?;
+                        Identity::from_claims("lightcone-database", &hex::encode(raw))
+                    }
+                };
+                let meta = DbMeta {
+                    name: name.filter(|n| valid_name(n)).map(str::to_string),
+                    identity: identity.to_hex(),
+                    owner: caller.to_hex(),
+                    created_at_micros: crate::logs::now_micros(),
+                };
+                Ok((self.create(meta, program)?, PublishOp::Created))
+            }
+        }
+    }
+
+    fn create(&self, meta: DbMeta, program: Vec<u8>) -> Result<Arc<HostedDb>, RegistryError> {
+        let dir = self.root.join("databases").join(&meta.identity);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let owner = Identity::from_hex(&meta.owner).expect("valid owner").to_le();
+        match self.start_db(meta.clone(), &dir, Start::Publish { program, owner }) {
+            Ok((hosted, _)) => {
+                write_meta(&dir, &meta)?;
+                self.insert(Arc::clone(&hosted));
+                Ok(hosted)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn remove(&self, db: &Arc<HostedDb>) -> Result<(), RegistryError> {
+        db.stop();
+        let _ = db.log.flush();
+        self.dbs.lock().unwrap_or_else(|p| p.into_inner()).remove(&db.meta.identity);
+        if let Some(n) = &db.meta.name {
+            self.names.lock().unwrap_or_else(|p| p.into_inner()).remove(n);
+        }
+        // meta.json goes first, so a crash midway never leaves a half database that reopens.
+        let meta = db.dir.join("meta.json");
+        if meta.exists() {
+            std::fs::remove_file(&meta).map_err(|e| io_err(&meta, e))?;
+        }
+        std::fs::remove_dir_all(&db.dir).map_err(|e| io_err(&db.dir, e))
+    }
+
+    /// Deletes a database (owner only).
+    pub fn delete(&self, name_or_identity: &str, caller: Identity) -> Result<(), RegistryError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let db =
+            self.resolve(name_or_identity).ok_or_else(|| RegistryError::NotFound(name_or_identity.into()))?;
+        if db.owner() != caller {
+            return Err(RegistryError::PermissionDenied(name_or_identity.into()));
+        }
+        self.remove(&db)
+    }
+
+    /// Stops every module and flushes every log (graceful shutdown).
+    pub fn shutdown(&self) {
+        let dbs: Vec<Arc<HostedDb>> =
+            self.dbs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for db in dbs {
+            db.stop();
+            let _ = db.log.flush();
+        }
+    }
+}
