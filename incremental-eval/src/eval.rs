@@ -190,7 +190,8 @@ fn extend<'a>(
 }
 
 /// Runs the join from `start` (whose tuples are given) through the query's join order for
-/// that start, with relation `j` read in `modes[j]`; adds the projected rows to `acc`.
+/// that start, with relation `j` read in `modes[j]`; hands each result's projected row and
+/// weight to `emit`.
 fn run<'a>(
     q: &Query,
     tx: &impl ReadTx,
@@ -198,7 +199,7 @@ fn run<'a>(
     start: usize,
     mut tuples: Vec<Tuple<'a>>,
     modes: &[Mode],
-    acc: &mut AHashMap<Row, i64>,
+    emit: &mut impl FnMut(&[Value], i64),
 ) -> Result<(), MvccError> {
     for step in &q.plans[start] {
         if tuples.is_empty() {
@@ -210,7 +211,7 @@ fn run<'a>(
     for t in tuples {
         if q.residual.as_ref().is_none_or(|f| f.eval(&|rel, col| t.value(rel, col))) {
             if let Some(Some(row)) = t.rows.get(q.proj) {
-                *acc.entry(row.to_vec()).or_default() += t.weight;
+                emit(row, t.weight);
             }
         }
     }
@@ -234,14 +235,15 @@ pub(crate) fn query_delta(
         }
         return Ok((ins, del));
     }
-    let starts: Vec<Vec<(RowRef<'_>, i64)>> = (0..k).map(|i| delta_rows(q, i, Mode::Delta, delta)).collect();
+    let mut starts: Vec<Vec<(RowRef<'_>, i64)>> =
+        (0..k).map(|i| delta_rows(q, i, Mode::Delta, delta)).collect();
     let changed: Vec<usize> = (0..k).filter(|&i| !starts[i].is_empty()).collect();
     if let [only] = changed[..] {
         if only == q.proj {
             // Only the projected relation changed: every output tuple's projected row is one of
             // its delta rows with that row's sign, and a table's inserts and deletes never share
             // a row (TxDelta cancels those), so nothing can cancel: no netting needed.
-            return project_direct(q, after, delta, only, &starts[only]);
+            return project_direct(q, after, delta, only, std::mem::take(&mut starts[only]));
         }
     }
     let mut acc: AHashMap<Row, i64> = AHashMap::new();
@@ -258,43 +260,32 @@ pub(crate) fn query_delta(
             };
         }
         let tuples = start.into_iter().map(|(r, w)| Tuple::new(i, r, w)).collect();
-        run(q, after, delta, i, tuples, &modes, &mut acc)?;
+        run(q, after, delta, i, tuples, &modes, &mut |row, w| *acc.entry(row.to_vec()).or_default() += w)?;
     }
     Ok(split(acc))
 }
 
-/// [`query_delta`] when only relation `i`, the projected one, changed: each delta row is
-/// joined on its own and emitted as many times as it joins, with its sign.
+/// [`query_delta`] when only relation `i`, the projected one, changed: each result tuple's
+/// projected row is its delta row, emitted with that row's sign (the other relations are
+/// unchanged, so their weights are +1).
 fn project_direct<'a>(
     q: &Query,
     after: &impl ReadTx,
     delta: &'a TxDelta,
     i: usize,
-    start: &[(RowRef<'a>, i64)],
+    start: Vec<(RowRef<'a>, i64)>,
 ) -> Result<(Vec<Row>, Vec<Row>), MvccError> {
     let mut modes = vec![Mode::New; q.rels.len()];
     for m in modes.iter_mut().skip(i + 1) {
         *m = Mode::Old;
     }
     modes[i] = Mode::Delta;
+    let tuples = start.into_iter().map(|(r, w)| Tuple::new(i, r, w)).collect();
     let mut ins = Vec::new();
     let mut del = Vec::new();
-    for (r, w) in start {
-        let mut tuples = vec![Tuple::new(i, r.clone(), *w)];
-        for step in &q.plans[i] {
-            if tuples.is_empty() {
-                break;
-            }
-            let view = after.table(q.rels[step.rel].table)?;
-            tuples = extend(q, &view, delta, tuples, step, modes[step.rel])?;
-        }
-        for t in tuples {
-            if q.residual.as_ref().is_none_or(|f| f.eval(&|rel, col| t.value(rel, col))) {
-                // Other relations are unchanged (read in their one state), so weights are ±1.
-                if t.weight > 0 { &mut ins } else { &mut del }.push(r.to_vec());
-            }
-        }
-    }
+    run(q, after, delta, i, tuples, &modes, &mut |row, w| {
+        if w > 0 { &mut ins } else { &mut del }.push(row.to_vec())
+    })?;
     Ok((ins, del))
 }
 
@@ -338,7 +329,7 @@ pub(crate) fn query_rows(q: &Query, tx: &impl ReadTx) -> Result<Vec<Row>, MvccEr
     let k = q.rels.len();
     let tuples = rows.into_iter().map(|r| Tuple::new(start, RowRef::Owned(Rc::new(r)), 1)).collect();
     let none = TxDelta::default();
-    let mut acc = AHashMap::new();
-    run(q, tx, &none, start, tuples, &vec![Mode::New; k], &mut acc)?;
-    Ok(split(acc).0)
+    let mut out = Vec::new();
+    run(q, tx, &none, start, tuples, &vec![Mode::New; k], &mut |row, _| out.push(row.to_vec()))?;
+    Ok(out)
 }

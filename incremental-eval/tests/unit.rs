@@ -390,3 +390,25 @@ fn join_subscription_counts_multiplicity() {
     });
     assert!(up.is_empty());
 }
+
+// Proves `:sender` queries are shared per identity: one template, one query per distinct
+// sender, and a row reaches exactly the clients whose identity it matches (through one shared
+// delta for clients of the same identity).
+#[test]
+fn sender_queries_are_shared_per_identity() {
+    let d = setup();
+    let mut reg = Registry::new();
+    let snap = d.db.snapshot();
+    let q = "SELECT * FROM person WHERE owner = :sender";
+    reg.subscribe(&snap, ClientId(1), 0, &[q], &user(1)).unwrap();
+    reg.subscribe(&snap, ClientId(2), 0, &[q], &user(1)).unwrap();
+    reg.subscribe(&snap, ClientId(3), 0, &[q], &user(2)).unwrap();
+    assert_eq!((reg.template_count(), reg.query_count()), (1, 2));
+    let up = commit(&d, &reg, |tx| {
+        tx.insert(d.person, person_row(1, 1, 30)).unwrap();
+    });
+    assert_eq!(up.deltas.len(), 1);
+    let clients: Vec<u64> = up.entries.iter().map(|e| e.client.0).collect();
+    assert_eq!(clients, vec![1, 2]);
+    assert!(changes(&up, 3).is_empty());
+}
