@@ -104,7 +104,7 @@ pub enum Command {
         /// The reducer (or procedure).
         reducer: String,
         /// The arguments.
-        #[arg(allow_hyphen_values = true)]
+        #[arg(allow_negative_numbers = true)]
         arguments: Vec<String>,
         #[command(flatten)]
         server: ServerArgs,
