@@ -28,7 +28,7 @@ pub use module_host::{
     CallerInfo, HostConfig, ModuleHost, PublishReport, ReducerArgs, ReducerOutcome, ReducerStatus,
 };
 pub use runtime::WasmEngine;
-pub use worker::{CommitEvent, DatabaseHandle, Start};
+pub use worker::{CommitEvent, CommitHook, CommitHooks, DatabaseHandle, Start};
 
 /// What can go wrong hosting a module. Failures *inside* a reducer (its `Err`, a panic, a trap,
 /// running out of fuel) are not errors of this type: they are a [`ReducerStatus`].

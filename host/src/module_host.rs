@@ -85,6 +85,9 @@ pub struct ReducerOutcome {
     pub delta: Arc<TxDelta>,
     /// Durability ticket of the commit when a commit log is attached and the tx changed data.
     pub ticket: Option<Ticket>,
+    /// The caller's own subscription update for this commit, encoded by the server's commit
+    /// hook (see [`crate::worker::CommitHook`]); `None` outside the server.
+    pub caller_update: Option<Arc<[u8]>>,
 }
 
 impl ReducerOutcome {
@@ -587,6 +590,7 @@ impl ModuleHost {
             timestamp_micros: ts,
             delta,
             ticket,
+            caller_update: None,
         };
         self.run_scheduled_immediate();
         Ok(outcome)
@@ -738,6 +742,7 @@ impl ModuleHost {
             timestamp_micros: ts,
             delta,
             ticket,
+            caller_update: None,
         }))
     }
 }

@@ -30,6 +30,34 @@ pub struct CommitEvent {
 
 type Reply<T> = SyncSender<Result<T, HostError>>;
 
+/// Runs on the database thread after every commit, in commit order (the subscription hub
+/// evaluates and fans out here). It may return the caller's own encoded update, which comes
+/// back in [`ReducerOutcome::caller_update`].
+pub type CommitHook = Arc<dyn Fn(&CommitEvent) -> Option<Arc<[u8]>> + Send + Sync>;
+
+/// The commit hooks of one database; they outlive module updates (a new handle gets them).
+#[derive(Default)]
+pub struct CommitHooks {
+    hooks: Mutex<Vec<CommitHook>>,
+}
+
+impl CommitHooks {
+    pub fn add(&self, hook: CommitHook) {
+        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
+    }
+
+    fn run(&self, event: &CommitEvent) -> Option<Arc<[u8]>> {
+        let hooks: Vec<CommitHook> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut caller_update = None;
+        for h in hooks {
+            if let Some(u) = h(event) {
+                caller_update = Some(u);
+            }
+        }
+        caller_update
+    }
+}
+
 /// Work for the database thread.
 type WriteFn = Box<dyn FnOnce(&mut lightcone_mvcc::WriteTx<'_>) -> Result<(), String> + Send>;
 
@@ -49,6 +77,7 @@ pub struct DatabaseHandle {
     logs: Arc<ModuleLogs>,
     spec: Arc<ModuleSpec>,
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
+    hooks: Arc<CommitHooks>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -69,11 +98,24 @@ impl DatabaseHandle {
         config: HostConfig,
         start: Start,
     ) -> Result<(Arc<DatabaseHandle>, Option<PublishReport>), HostError> {
+        Self::start_with_hooks(engine, db, log, config, start, Arc::default())
+    }
+
+    /// [`DatabaseHandle::start`] with commit hooks shared with an earlier handle.
+    pub fn start_with_hooks(
+        engine: Arc<WasmEngine>,
+        db: Arc<Database>,
+        log: Option<Arc<CommitLog>>,
+        config: HostConfig,
+        start: Start,
+        hooks: Arc<CommitHooks>,
+    ) -> Result<(Arc<DatabaseHandle>, Option<PublishReport>), HostError> {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>> = Arc::default();
         let thread = {
             let (db, log, listeners) = (Arc::clone(&db), log.clone(), Arc::clone(&listeners));
+            let hooks = Arc::clone(&hooks);
             std::thread::Builder::new()
                 .name("lightcone-db".into())
                 .spawn(move || {
@@ -88,7 +130,7 @@ impl DatabaseHandle {
                         Ok((host, report)) => {
                             let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report);
                             if ready_tx.send(Ok(info)).is_ok() {
-                                run(host, jobs_rx, listeners);
+                                run(host, jobs_rx, listeners, hooks);
                             }
                         }
                         Err(e) => {
@@ -108,6 +150,7 @@ impl DatabaseHandle {
             logs,
             spec,
             listeners,
+            hooks,
             thread: Mutex::new(Some(thread)),
         };
         Ok((Arc::new(handle), report))
@@ -186,6 +229,11 @@ impl DatabaseHandle {
         &self.spec
     }
 
+    /// The commit hooks (shared with later handles of the same database).
+    pub fn hooks(&self) -> &Arc<CommitHooks> {
+        &self.hooks
+    }
+
     /// Every later commit is sent to the returned receiver, in commit order.
     pub fn commits(&self) -> Receiver<CommitEvent> {
         let (tx, rx) = mpsc::channel();
@@ -211,20 +259,23 @@ impl Drop for DatabaseHandle {
     }
 }
 
+struct Notify<'a> {
+    host: &'a ModuleHost,
+    listeners: &'a Mutex<Vec<Sender<CommitEvent>>>,
+    hooks: &'a CommitHooks,
+}
+
+/// Tells hooks and listeners about a commit; returns the caller's update from the hooks.
 fn notify(
-    host: &ModuleHost,
-    listeners: &Mutex<Vec<Sender<CommitEvent>>>,
+    n: &Notify<'_>,
     outcome: Option<&ReducerOutcome>,
     delta: &Arc<TxDelta>,
     caller: Option<&CallerInfo>,
-) {
+) -> Option<Arc<[u8]>> {
     if delta.is_empty() {
-        return;
+        return None;
     }
-    let mut ls = listeners.lock().unwrap_or_else(|p| p.into_inner());
-    if ls.is_empty() {
-        return;
-    }
+    let host = n.host;
     // On this thread nothing else writes, so the latest snapshot is exactly the state after
     // this commit.
     let after = host.database().snapshot();
@@ -234,10 +285,18 @@ fn notify(
         reducer: outcome.map(|o| o.reducer.clone()),
         caller: caller.cloned(),
     };
+    let caller_update = n.hooks.run(&event);
+    let mut ls = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
     ls.retain(|l| l.send(event.clone()).is_ok());
+    caller_update
 }
 
-fn run(mut host: ModuleHost, jobs: Receiver<Job>, listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>) {
+fn run(
+    mut host: ModuleHost,
+    jobs: Receiver<Job>,
+    listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
+    hooks: Arc<CommitHooks>,
+) {
     loop {
         let timeout = match host.next_scheduled() {
             Some(due) => Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64),
@@ -252,37 +311,42 @@ fn run(mut host: ModuleHost, jobs: Receiver<Job>, listeners: Arc<Mutex<Vec<Sende
             None => {}
             Some(Job::Shutdown) => return,
             Some(Job::Call { reducer, caller, args, reply }) => {
-                let result = host.call_reducer(&reducer, &caller, args);
-                if let Ok(o) = &result {
-                    notify(&host, &listeners, Some(o), &o.delta, Some(&caller));
+                let mut result = host.call_reducer(&reducer, &caller, args);
+                if let Ok(o) = &mut result {
+                    let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
+                    o.caller_update = notify(&n, Some(o), &Arc::clone(&o.delta), Some(&caller));
                 }
                 let _ = reply.send(result);
             }
             Some(Job::Connected { caller, reply }) => {
-                let result = host.client_connected(&caller);
-                if let Ok(Some(o)) = &result {
-                    notify(&host, &listeners, Some(o), &o.delta, Some(&caller));
+                let mut result = host.client_connected(&caller);
+                if let Ok(Some(o)) = &mut result {
+                    let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
+                    o.caller_update = notify(&n, Some(o), &Arc::clone(&o.delta), Some(&caller));
                 }
                 let _ = reply.send(result);
             }
             Some(Job::Disconnected { caller, reply }) => {
-                let result = host.client_disconnected(&caller);
-                if let Ok(Some(o)) = &result {
-                    notify(&host, &listeners, Some(o), &o.delta, Some(&caller));
+                let mut result = host.client_disconnected(&caller);
+                if let Ok(Some(o)) = &mut result {
+                    let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
+                    o.caller_update = notify(&n, Some(o), &Arc::clone(&o.delta), Some(&caller));
                 }
                 let _ = reply.send(result);
             }
             Some(Job::Write { f, reply }) => {
                 let result = host.write(f);
                 if let Ok((delta, _)) = &result {
-                    notify(&host, &listeners, None, delta, None);
+                    let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
+                    notify(&n, None, delta, None);
                 }
                 let _ = reply.send(result);
             }
         }
         for o in host.run_due(now_micros()) {
             let delta = Arc::clone(&o.delta);
-            notify(&host, &listeners, Some(&o), &delta, None);
+            let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
+            notify(&n, Some(&o), &delta, None);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod protocol;
 pub mod registry;
 pub mod sats_json;
 pub mod ws;

@@ -36,6 +36,8 @@ pub struct HostedDb {
     db: Arc<Database>,
     log: Arc<CommitLog>,
     handle: Mutex<Option<Arc<DatabaseHandle>>>,
+    /// Commit hooks (subscriptions), kept across module updates.
+    pub hooks: Arc<crate::worker::CommitHooks>,
 }
 
 impl HostedDb {
@@ -176,14 +178,17 @@ impl Registry {
         tracing::info!("database {}: recovered in {:?}", meta.identity, report.elapsed);
         let (db, log) = (Arc::new(db), Arc::new(log));
         let config = Self::config(&meta);
-        let (handle, report) = DatabaseHandle::start(
+        let hooks: Arc<crate::worker::CommitHooks> = Arc::default();
+        let (handle, report) = DatabaseHandle::start_with_hooks(
             Arc::clone(&self.engine),
             Arc::clone(&db),
             Some(Arc::clone(&log)),
             config,
             start,
+            Arc::clone(&hooks),
         )?;
-        let hosted = HostedDb { meta, dir: dir.to_path_buf(), db, log, handle: Mutex::new(Some(handle)) };
+        let hosted =
+            HostedDb { meta, dir: dir.to_path_buf(), db, log, handle: Mutex::new(Some(handle)), hooks };
         Ok((Arc::new(hosted), report))
     }
 
@@ -249,12 +254,13 @@ impl Registry {
                 }
                 let start = Start::Publish { program, owner: caller.to_le() };
                 let config = Self::config(&db.meta);
-                let started = DatabaseHandle::start(
+                let started = DatabaseHandle::start_with_hooks(
                     Arc::clone(&self.engine),
                     Arc::clone(&db.db),
                     Some(Arc::clone(&db.log)),
                     config.clone(),
                     start,
+                    Arc::clone(&db.hooks),
                 );
                 let result = match started {
                     Ok((handle, _)) => {
@@ -262,12 +268,13 @@ impl Registry {
                         Ok((Arc::clone(&db), PublishOp::Updated))
                     }
                     Err(e) => {
-                        let (handle, _) = DatabaseHandle::start(
+                        let (handle, _) = DatabaseHandle::start_with_hooks(
                             Arc::clone(&self.engine),
                             Arc::clone(&db.db),
                             Some(Arc::clone(&db.log)),
                             config,
                             Start::Open,
+                            Arc::clone(&db.hooks),
                         )?;
                         *db.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
                         Err(e.into())

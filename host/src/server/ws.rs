@@ -1,9 +1,475 @@
-//! The WebSocket subscription endpoint (SPEC §6).
+//! The WebSocket endpoint (SPEC §6) and each database's subscription hub: subscriptions are
+//! evaluated once per commit on the database thread (so updates go out in commit order),
+//! each shared query delta is encoded once, and every affected client gets one
+//! `TransactionUpdate`; the caller of a reducer gets its update inside `ReducerResult`.
 
-use axum::http::StatusCode;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use lightcone_incremental_eval::{ClientAuth, ClientId, QueryDelta, Registry as SubRegistry, TableRows};
+use lightcone_mvcc::{ReadTx, Row, Snapshot, U256};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::http::{authenticate, caller_info, AppState};
+use super::protocol::{self, ClientMessage, ReducerResultKind, W};
+use super::registry::HostedDb;
+use crate::codec::encode_value;
+use crate::module_def::ModuleSpec;
+use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
+use crate::worker::CommitEvent;
+
+/// Messages queued for one client before it counts as too slow and is disconnected.
+pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
+/// Subprotocols, in the order of preference.
+const PROTOCOLS: [&str; 2] = ["v3.bsatn.spacetimedb", "v2.bsatn.spacetimedb"];
+
+struct ClientEntry {
+    out: mpsc::Sender<Outbound>,
+    connection_id: [u8; 16],
+}
+
+enum Outbound {
+    Frame(Vec<u8>),
+    Close(String),
+}
+
+struct HubInner {
+    subs: SubRegistry,
+    /// The state the last evaluated commit left: new subscriptions start from it.
+    last: Snapshot,
+    clients: HashMap<ClientId, ClientEntry>,
+}
+
+/// One database's subscriptions.
+pub struct Hub {
+    inner: Mutex<HubInner>,
+    db: Arc<HostedDb>,
+    next_client: AtomicU64,
+}
+
+fn spec_of(db: &HostedDb) -> Option<Arc<ModuleSpec>> {
+    db.handle().map(|h| Arc::clone(h.spec()))
+}
+
+/// Rows of one table, encoded back to back with their end offsets.
+fn encode_rows(spec: &ModuleSpec, table: &str, rows: &[Row]) -> (Vec<u8>, Vec<usize>) {
+    let mut data = Vec::new();
+    let mut ends = Vec::with_capacity(rows.len());
+    let codec = spec.table_by_name(table).map(|t| &t.codec);
+    for row in rows {
+        match codec {
+            Some(c) => c.encode_row(row, &mut data),
+            None => row.iter().for_each(|v| encode_value(v, &mut data)),
+        }
+        ends.push(data.len());
+    }
+    (data, ends)
+}
+
+fn encode_tables(spec: &ModuleSpec, tables: &[TableRows]) -> Vec<(String, Vec<u8>, Vec<usize>)> {
+    tables
+        .iter()
+        .map(|t| {
+            let (d, e) = encode_rows(spec, &t.table_name, &t.rows);
+            (t.table_name.clone(), d, e)
+        })
+        .collect()
+}
+
+/// `TableUpdateRows::PersistentTable{inserts, deletes}` of one shared delta.
+fn encode_delta_rows(spec: &ModuleSpec, d: &QueryDelta) -> Vec<u8> {
+    let mut w = W::new();
+    w.u8(0);
+    let (data, ends) = encode_rows(spec, &d.table_name, &d.inserts);
+    protocol::row_list(&mut w, &data, &ends);
+    let (data, ends) = encode_rows(spec, &d.table_name, &d.deletes);
+    protocol::row_list(&mut w, &data, &ends);
+    w.0
+}
+
+impl Hub {
+    fn new(db: Arc<HostedDb>) -> Result<Arc<Hub>, String> {
+        let handle = db.handle().ok_or("the database is being updated")?;
+        let last = handle.snapshot();
+        let mut subs = SubRegistry::new();
+        for sql in &handle.spec().row_level_security {
+            subs.add_rls_filter(&last, sql).map_err(|e| e.to_string())?;
+        }
+        let hub = Arc::new(Hub {
+            inner: Mutex::new(HubInner { subs, last, clients: HashMap::new() }),
+            db: Arc::clone(&db),
+            next_client: AtomicU64::new(1),
+        });
+        let weak = Arc::downgrade(&hub);
+        db.hooks.add(Arc::new(move |event: &CommitEvent| weak.upgrade().and_then(|h| h.on_commit(event))));
+        Ok(hub)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs on the database thread after each commit.
+    fn on_commit(&self, event: &CommitEvent) -> Option<Arc<[u8]>> {
+        let mut inner = self.lock();
+        if event.after.tx_offset() <= inner.last.tx_offset() {
+            return None; // already part of the state subscriptions started from
+        }
+        let updates = inner.subs.eval(&event.after, &event.delta);
+        inner.last = event.after.clone();
+        if updates.is_empty() {
+            return None;
+        }
+        let spec = spec_of(&self.db)?;
+        let encoded: Vec<Vec<u8>> = updates.deltas.iter().map(|d| encode_delta_rows(&spec, d)).collect();
+        let caller_conn = event.caller.as_ref().map(|c| c.connection_id).filter(|c| *c != [0; 16]);
+        let mut caller_update = None;
+        let mut slow = Vec::new();
+        for cu in updates.clients() {
+            let Some(client) = inner.clients.get(&cu.client) else { continue };
+            let mut w = W::new();
+            let sets = cu.query_sets();
+            w.u32(sets.len() as u32);
+            for (qs, deltas) in sets {
+                w.u32(qs);
+                // One TableUpdate per table, holding each shared delta's rows.
+                let mut by_table: Vec<(&str, Vec<usize>)> = Vec::new();
+                for d in deltas {
+                    let idx = updates.deltas.iter().position(|x| Arc::ptr_eq(x, d)).unwrap_or(0);
+                    match by_table.iter_mut().find(|(t, _)| *t == d.table_name) {
+                        Some((_, v)) => v.push(idx),
+                        None => by_table.push((&d.table_name, vec![idx])),
+                    }
+                }
+                w.u32(by_table.len() as u32);
+                for (table, idxs) in by_table {
+                    w.str(table).u32(idxs.len() as u32);
+                    for i in idxs {
+                        w.raw(&encoded[i]);
+                    }
+                }
+            }
+            if Some(client.connection_id) == caller_conn {
+                caller_update = Some(Arc::from(w.0.into_boxed_slice()));
+                continue;
+            }
+            let mut msg = vec![4u8];
+            msg.extend_from_slice(&w.0);
+            if client.out.try_send(Outbound::Frame(protocol::frame(&msg))).is_err() {
+                slow.push(cu.client);
+            }
+        }
+        for c in slow {
+            if let Some(client) = inner.clients.remove(&c) {
+                let _ = client.out.try_send(Outbound::Close("client too slow: outgoing queue full".into()));
+            }
+            inner.subs.remove_client(c);
+        }
+        caller_update
+    }
+}
+
+/// The hub of a database, created on first use.
+fn hub_for(state: &AppState, db: &Arc<HostedDb>) -> Result<Arc<Hub>, String> {
+    static HUBS: std::sync::OnceLock<Mutex<HashMap<usize, Arc<Hub>>>> = std::sync::OnceLock::new();
+    let hubs = HUBS.get_or_init(Mutex::default);
+    let mut hubs = hubs.lock().unwrap_or_else(|p| p.into_inner());
+    // Keyed by the HostedDb's address: a re-created database gets a fresh hub.
+    let key = Arc::as_ptr(db) as usize;
+    hubs.retain(|_, h| Arc::strong_count(&h.db) > 1 || Arc::ptr_eq(&h.db, db));
+    if let Some(h) = hubs.get(&key) {
+        return Ok(Arc::clone(h));
+    }
+    let _ = state;
+    let hub = Hub::new(Arc::clone(db))?;
+    hubs.insert(key, Arc::clone(&hub));
+    Ok(hub)
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct WsQuery {
+    pub token: Option<String>,
+    pub connection_id: Option<String>,
+    pub compression: Option<String>,
+    pub light: Option<bool>,
+    pub confirmed: Option<bool>,
+}
+
+fn err(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, msg.into()).into_response()
+}
 
 /// `GET /v1/database/:db/subscribe`.
-pub async fn subscribe() -> Response {
-    (StatusCode::NOT_IMPLEMENTED, "WebSocket subscriptions are not implemented yet").into_response()
+pub async fn subscribe(
+    State(s): State<Arc<AppState>>,
+    Path(db): Path<String>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let offered = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect::<Vec<_>>();
+    let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("no supported subprotocol in {offered:?}: Lightcone speaks {}", PROTOCOLS.join(", ")),
+        );
+    };
+    let v3 = protocol.starts_with("v3");
+    let caller = match authenticate(&s, &headers, q.token.as_deref()) {
+        Ok(Some(v)) => v,
+        Ok(None) => match s.keys.mint_anonymous() {
+            Ok(v) => v,
+            Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        Err(r) => return r,
+    };
+    let connection_id: [u8; 16] = match q.connection_id.as_deref() {
+        None => {
+            let mut c = [0u8; 16];
+            while c == [0; 16] {
+                let _ = getrandom::getrandom(&mut c);
+            }
+            c
+        }
+        Some(hexs) => match hex::decode(hexs).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+            Some(z) if z == [0u8; 16] => {
+                return err(StatusCode::BAD_REQUEST, "connection_id must not be zero")
+            }
+            Some(mut be) => {
+                be.reverse(); // query form is big-endian; the ABI form little-endian
+                be
+            }
+            None => return err(StatusCode::BAD_REQUEST, "connection_id must be 32 hex digits"),
+        },
+    };
+    let Some(hosted) = s.registry.resolve(&db) else {
+        return err(StatusCode::NOT_FOUND, format!("no such database: `{db}`"));
+    };
+    let Some(handle) = hosted.handle() else {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
+    };
+    let hub = match hub_for(&s, &hosted) {
+        Ok(h) => h,
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let info = caller_info(&caller, connection_id);
+    let connect_info = info.clone();
+    let handle2 = Arc::clone(&handle);
+    let connected = tokio::task::spawn_blocking(move || handle2.client_connected(&connect_info)).await;
+    match connected {
+        Ok(Ok(Some(o))) if !o.is_committed() => {
+            return err(
+                StatusCode::FORBIDDEN,
+                format!("the module refused the connection: {}", o.error().unwrap_or_default()),
+            )
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+    let is_owner = caller.identity == hosted.owner();
+    let token = caller.token.clone();
+    ws.protocols(PROTOCOLS).max_message_size(protocol::MAX_CLIENT_MESSAGE_BYTES).on_upgrade(
+        move |socket| async move {
+            let session = Session { hub, handle, info, is_owner, v3 };
+            session.run(socket, token).await;
+        },
+    )
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    handle: Arc<crate::worker::DatabaseHandle>,
+    info: CallerInfo,
+    is_owner: bool,
+    v3: bool,
+}
+
+impl Session {
+    fn auth(&self) -> ClientAuth {
+        ClientAuth { sender: U256::from_le_bytes(self.info.identity), is_owner: self.is_owner }
+    }
+
+    async fn run(self, mut socket: WebSocket, token: String) {
+        let client = ClientId(self.hub.next_client.fetch_add(1, Ordering::Relaxed));
+        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(MAX_QUEUED_MESSAGES);
+        self.hub
+            .lock()
+            .clients
+            .insert(client, ClientEntry { out: out_tx.clone(), connection_id: self.info.connection_id });
+        let hello = protocol::initial_connection(&self.info.identity, &self.info.connection_id, &token);
+        let _ = out_tx.try_send(Outbound::Frame(protocol::frame(&hello)));
+        let session = Arc::new(self);
+        loop {
+            tokio::select! {
+                out = out_rx.recv() => match out {
+                    Some(Outbound::Frame(f)) => {
+                        if socket.send(Message::Binary(f.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close(reason)) => {
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
+                        break;
+                    }
+                    None => break,
+                },
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Binary(b))) => {
+                        match protocol::decode_client_messages(&b, session.v3) {
+                            Ok(msgs) => {
+                                for m in msgs {
+                                    let (s, tx) = (Arc::clone(&session), out_tx.clone());
+                                    tokio::spawn(async move { s.handle_message(client, m, tx).await });
+                                }
+                            }
+                            Err(e) => {
+                                let reason = format!("malformed message: {e}");
+                                let reason: String = reason.chars().take(120).collect();
+                                let _ = socket.send(Message::Close(Some(CloseFrame { code: 1007, reason: reason.into() }))).await;
+                                break;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        let reason = "text frames are not supported: use a BSATN subprotocol";
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1003, reason: reason.into() }))).await;
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {} // ping/pong handled by axum
+                },
+            }
+        }
+        {
+            let mut inner = session.hub.lock();
+            inner.clients.remove(&client);
+            inner.subs.remove_client(client);
+        }
+        let (handle, info) = (Arc::clone(&session.handle), session.info.clone());
+        let _ = tokio::task::spawn_blocking(move || handle.client_disconnected(&info)).await;
+    }
+
+    async fn handle_message(
+        self: Arc<Self>,
+        client: ClientId,
+        msg: ClientMessage,
+        out: mpsc::Sender<Outbound>,
+    ) {
+        let s = Arc::clone(&self);
+        let reply = tokio::task::spawn_blocking(move || s.answer(client, msg)).await;
+        if let Ok(Some(bytes)) = reply {
+            if out.try_send(Outbound::Frame(protocol::frame(&bytes))).is_err() {
+                let _ = out.try_send(Outbound::Close("client too slow: outgoing queue full".into()));
+            }
+        }
+    }
+
+    /// The reply to one client message (on a blocking thread).
+    fn answer(&self, client: ClientId, msg: ClientMessage) -> Option<Vec<u8>> {
+        let spec = spec_of(&self.hub.db)?;
+        match msg {
+            ClientMessage::Subscribe { request_id, query_set_id, queries } => {
+                let mut inner = self.hub.lock();
+                let last = inner.last.clone();
+                let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+                Some(match inner.subs.subscribe(&last, client, query_set_id, &refs, &self.auth()) {
+                    Ok(rows) => {
+                        protocol::subscribe_applied(request_id, query_set_id, &encode_tables(&spec, &rows))
+                    }
+                    Err(e) => protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
+                })
+            }
+            ClientMessage::Unsubscribe { request_id, query_set_id, send_dropped_rows } => {
+                let mut inner = self.hub.lock();
+                let last = inner.last.clone();
+                let snapshot = send_dropped_rows.then_some(&last);
+                Some(match inner.subs.unsubscribe(snapshot, client, query_set_id) {
+                    Ok(rows) => {
+                        let t = encode_tables(&spec, &rows);
+                        protocol::unsubscribe_applied(
+                            request_id,
+                            query_set_id,
+                            send_dropped_rows.then_some(&t[..]),
+                        )
+                    }
+                    Err(e) => protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
+                })
+            }
+            ClientMessage::OneOffQuery { request_id, query } => {
+                let snapshot = self.handle.snapshot();
+                let result = one_off(&snapshot, &spec, &query, &self.auth());
+                Some(match result {
+                    Ok(t) => protocol::one_off_result(request_id, Ok(&t)),
+                    Err(e) => protocol::one_off_result(request_id, Err(&e)),
+                })
+            }
+            ClientMessage::CallReducer { request_id, reducer, args } => {
+                let now = crate::logs::now_micros();
+                let outcome = self.handle.call_reducer(&reducer, &self.info, ReducerArgs::Bsatn(args));
+                Some(match outcome {
+                    Err(e) => protocol::reducer_result(
+                        request_id,
+                        now,
+                        ReducerResultKind::InternalError(&e.to_string()),
+                    ),
+                    Ok(o) => {
+                        let kind = match &o.status {
+                            ReducerStatus::Committed => match &o.caller_update {
+                                Some(u) => ReducerResultKind::Ok(u),
+                                None => ReducerResultKind::OkEmpty,
+                            },
+                            ReducerStatus::Failed(m) => ReducerResultKind::Err(m),
+                            ReducerStatus::Panicked(m) => ReducerResultKind::InternalError(m),
+                            ReducerStatus::OutOfEnergy => {
+                                ReducerResultKind::InternalError("Module energy budget exhausted.")
+                            }
+                        };
+                        protocol::reducer_result(request_id, o.timestamp_micros, kind)
+                    }
+                })
+            }
+            ClientMessage::CallProcedure { request_id, procedure, .. } => Some(protocol::procedure_error(
+                request_id,
+                crate::logs::now_micros(),
+                &format!("procedures are not supported by Lightcone yet (`{procedure}`)"),
+            )),
+        }
+    }
+}
+
+/// A one-off query: the rows of a SELECT, grouped under the table it reads (private tables
+/// invisible to non-owners).
+fn one_off(
+    snapshot: &Snapshot,
+    spec: &ModuleSpec,
+    sql: &str,
+    auth: &ClientAuth,
+) -> Result<Vec<(String, Vec<u8>, Vec<usize>)>, String> {
+    let bound = lightcone_query_planner::bind(snapshot, sql).map_err(|e| e.to_string())?;
+    let mut table_name = String::new();
+    for t in bound.plan.tables() {
+        let name = snapshot.table(t).map(|v| v.schema().name().to_string()).unwrap_or_default();
+        if !auth.is_owner && !spec.table_by_name(&name).is_some_and(|t| t.public) {
+            return Err(format!("`{name}` is not a valid table"));
+        }
+        if table_name.is_empty() {
+            table_name = name;
+        }
+    }
+    let params = lightcone_query_planner::Params { sender: Some(auth.sender) };
+    let result = lightcone_query_planner::execute(snapshot, sql, &params).map_err(|e| e.to_string())?;
+    let (data, ends) = encode_rows(spec, "", &result.rows);
+    Ok(vec![(table_name, data, ends)])
 }
