@@ -1,0 +1,325 @@
+//! The server over real sockets: HTTP routes, owner checks, the WebSocket protocol with two
+//! clients, private tables, bad input.
+
+mod common;
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fixture;
+use lightcone_host::server::{bind, serve, ServerOptions};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+struct Server {
+    url: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServerOptions {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        durability: lightcone_wal::Durability::Fsync,
+    };
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let (listener, state) = bind(&options).await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            serve(listener, state, async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("server started");
+    Server { url: format!("http://{addr}"), _dir: dir, _stop: stop_tx, _thread: thread }
+}
+
+struct Http {
+    agent: ureq::Agent,
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Http {
+    fn new() -> Http {
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        Http { agent }
+    }
+
+    fn req(&self, method: &str, url: &str, token: Option<&str>, ctype: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut b = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(t) = token {
+            b = b.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(c) = ctype {
+            b = b.header("Content-Type", c);
+        }
+        let mut resp = self.agent.run(b.body(body).unwrap()).expect("request");
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        Reply { status, body, headers }
+    }
+}
+
+fn new_identity(http: &Http, s: &Server) -> (String, String) {
+    let r = http.req("POST", &format!("{}/v1/identity", s.url), None, None, vec![]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    (j["identity"].as_str().unwrap().to_string(), j["token"].as_str().unwrap().to_string())
+}
+
+fn publish(http: &Http, s: &Server, name: &str, token: &str, wasm: &str) -> Reply {
+    http.req(
+        "PUT",
+        &format!("{}/v1/database/{name}", s.url),
+        Some(token),
+        Some("application/wasm"),
+        fixture(wasm),
+    )
+}
+
+fn call(http: &Http, s: &Server, db: &str, reducer: &str, token: Option<&str>, args: &str) -> Reply {
+    let url = format!("{}/v1/database/{db}/call/{reducer}", s.url);
+    http.req("POST", &url, token, Some("application/json"), args.as_bytes().to_vec())
+}
+
+fn sql(http: &Http, s: &Server, db: &str, token: &str, q: &str) -> Reply {
+    http.req("POST", &format!("{}/v1/database/{db}/sql", s.url), Some(token), Some("text/plain"), q.into())
+}
+
+#[test]
+fn http_routes_owner_checks_and_errors() {
+    let s = start();
+    let http = Http::new();
+    assert_eq!(http.req("GET", &format!("{}/v1/ping", s.url), None, None, vec![]).status, 200);
+    let (owner_id, owner) = new_identity(&http, &s);
+    let (_, other) = new_identity(&http, &s);
+    let r = publish(&http, &s, "chat", &owner, "quickstart_chat");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(j["Success"]["op"], "created");
+    assert_eq!(j["Success"]["domain"], "chat");
+
+    // Calls: anonymous callers get a minted identity in the response headers.
+    let r = call(&http, &s, "chat", "send_message", None, r#"["hi"]"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.iter().any(|(k, v)| k == "spacetime-identity" && v.starts_with("c200")));
+    assert!(r.headers.iter().any(|(k, _)| k == "spacetime-energy-used"));
+    let r = call(&http, &s, "chat", "send_message", Some(&other), r#"[""]"#);
+    assert_eq!(r.status, 530);
+    assert_eq!(r.body, "Messages must not be empty");
+    assert_eq!(call(&http, &s, "chat", "nope", Some(&other), "[]").status, 404);
+    assert_eq!(call(&http, &s, "nodb", "send_message", Some(&other), "[]").status, 404);
+    let r = call(&http, &s, "chat", "send_message", Some(&other), "[1, 2]");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("invalid arguments"), "{}", r.body);
+    let url = format!("{}/v1/database/chat/call/send_message", s.url);
+    assert_eq!(http.req("POST", &url, Some(&other), Some("text/plain"), b"[\"x\"]".to_vec()).status, 415);
+    assert_eq!(call(&http, &s, "chat", "send_message", Some("not.a.token"), "[\"x\"]").status, 401);
+
+    // SQL: rows as SATS-JSON; DML only for the owner.
+    let r = sql(&http, &s, "chat", &other, "SELECT text FROM message");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(j[0]["rows"], serde_json::json!([["hi"]]));
+    assert_eq!(sql(&http, &s, "chat", &other, "DELETE FROM message").status, 400);
+    let r = sql(&http, &s, "chat", &owner, "DELETE FROM message; SELECT COUNT(*) AS n FROM message");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(j[0]["stats"]["rows_deleted"], 1);
+    assert_eq!(j[1]["rows"], serde_json::json!([[0]]));
+    assert_eq!(sql(&http, &s, "chat", &owner, "SELECT * FROM nope").status, 400);
+
+    // Logs and publish-over are the owner's.
+    let logs = format!("{}/v1/database/chat/logs?num_lines=100", s.url);
+    assert_eq!(http.req("GET", &logs, Some(&other), None, vec![]).status, 403);
+    let r = http.req("GET", &logs, Some(&owner), None, vec![]);
+    assert!(r.body.lines().any(|l| l.contains("\"message\":\"hi\"")), "{}", r.body);
+    assert_eq!(publish(&http, &s, "chat", &other, "quickstart_chat").status, 403);
+    let r = publish(&http, &s, "chat", &owner, "quickstart_chat");
+    assert!(r.body.contains("\"updated\""), "{}", r.body);
+    // An incompatible update is refused and the old module keeps serving.
+    let r = publish(&http, &s, "chat", &owner, "abi_exerciser");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("not compatible"), "{}", r.body);
+    assert_eq!(call(&http, &s, "chat", "send_message", Some(&other), r#"["still here"]"#).status, 200);
+
+    let r = http.req("GET", &format!("{}/v1/identity/{owner_id}/databases", s.url), None, None, vec![]);
+    assert!(r.body.contains("c200"), "{}", r.body);
+    let r = http.req("GET", &format!("{}/v1/database/chat/schema?version=10", s.url), None, None, vec![]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("send_message"));
+
+    let del = format!("{}/v1/database/chat", s.url);
+    assert_eq!(http.req("DELETE", &del, Some(&other), None, vec![]).status, 403);
+    assert_eq!(http.req("DELETE", &del, Some(&owner), None, vec![]).status, 200);
+    assert_eq!(call(&http, &s, "chat", "send_message", Some(&owner), r#"["x"]"#).status, 404);
+}
+
+#[test]
+fn private_tables_do_not_exist_for_others() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    let (_, other) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "ex", &owner, "abi_exerciser").status, 200);
+    assert_eq!(call(&http, &s, "ex", "set_config", Some(&owner), r#"["k", "secret"]"#).status, 200);
+    let r = sql(&http, &s, "ex", &other, "SELECT * FROM config");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("`config` is not a valid table"), "{}", r.body);
+    let r = sql(&http, &s, "ex", &owner, "SELECT * FROM config");
+    assert!(r.body.contains("secret"), "{}", r.body);
+}
+
+// --- WebSocket ---
+
+type Ws = WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+fn connect(s: &Server, db: &str, token: Option<&str>, protocol: &str) -> Result<Ws, tungstenite::Error> {
+    let url = format!("{}/v1/database/{db}/subscribe?compression=None", s.url.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    if let Some(t) = token {
+        req.headers_mut().insert("Authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let (ws, _) = tungstenite::connect(req)?;
+    ws.get_ref();
+    Ok(ws)
+}
+
+fn set_timeout(ws: &Ws) {
+    if let tungstenite::stream::MaybeTlsStream::Plain(t) = ws.get_ref() {
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+}
+
+/// Reads the next server message (after the compression byte).
+fn next(ws: &mut Ws) -> Vec<u8> {
+    loop {
+        match ws.read().expect("server message") {
+            Message::Binary(b) => {
+                assert_eq!(b[0], 0, "uncompressed");
+                return b[1..].to_vec();
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn str_bsatn(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+fn subscribe_msg(request_id: u32, qs: u32, queries: &[&str]) -> Vec<u8> {
+    let mut v = vec![0u8];
+    v.extend_from_slice(&request_id.to_le_bytes());
+    v.extend_from_slice(&qs.to_le_bytes());
+    v.extend_from_slice(&(queries.len() as u32).to_le_bytes());
+    for q in queries {
+        v.extend_from_slice(&str_bsatn(q));
+    }
+    v
+}
+
+fn call_msg(request_id: u32, reducer: &str, args: &[u8]) -> Vec<u8> {
+    let mut v = vec![3u8];
+    v.extend_from_slice(&request_id.to_le_bytes());
+    v.push(0);
+    v.extend_from_slice(&str_bsatn(reducer));
+    v.extend_from_slice(&(args.len() as u32).to_le_bytes());
+    v.extend_from_slice(args);
+    v
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn websocket_clients_see_each_others_commits() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "chat", &owner, "quickstart_chat").status, 200);
+
+    let mut a = connect(&s, "chat", None, "v2.bsatn.spacetimedb").unwrap();
+    set_timeout(&a);
+    let hello = next(&mut a);
+    assert_eq!(hello[0], 0, "InitialConnection first");
+    a.send(Message::Binary(subscribe_msg(1, 10, &["SELECT * FROM message"]).into())).unwrap();
+    let applied = next(&mut a);
+    assert_eq!(applied[0], 1, "SubscribeApplied");
+    assert_eq!(&applied[1..9], &[1, 0, 0, 0, 10, 0, 0, 0]);
+
+    let mut b = connect(&s, "chat", Some(&owner), "v3.bsatn.spacetimedb, v2.bsatn.spacetimedb").unwrap();
+    set_timeout(&b);
+    assert_eq!(next(&mut b)[0], 0);
+    b.send(Message::Binary(call_msg(5, "send_message", &str_bsatn("from b")).into())).unwrap();
+    let result = next(&mut b);
+    assert_eq!(result[0], 6, "ReducerResult");
+    assert_eq!(&result[1..5], &5u32.to_le_bytes());
+    assert_eq!(result[13], 1, "OkEmpty: b subscribes to nothing");
+
+    let update = next(&mut a);
+    assert_eq!(update[0], 4, "TransactionUpdate to a");
+    assert!(contains(&update, b"from b"));
+    assert!(contains(&update, b"message"));
+
+    // A failing call: Err with the reducer's text as a BSATN string.
+    b.send(Message::Binary(call_msg(6, "send_message", &str_bsatn("")).into())).unwrap();
+    let result = next(&mut b);
+    assert_eq!(result[13], 2);
+    assert!(contains(&result, b"Messages must not be empty"));
+
+    // The caller's own update rides in its ReducerResult.
+    a.send(Message::Binary(call_msg(7, "send_message", &str_bsatn("from a")).into())).unwrap();
+    let result = next(&mut a);
+    assert_eq!(result[0], 6);
+    assert_eq!(result[13], 0, "Ok with a transaction update");
+    assert!(contains(&result, b"from a"));
+
+    // A bad subscription answers SubscriptionError; the connection stays.
+    a.send(Message::Binary(subscribe_msg(2, 11, &["SELECT * FROM nope"]).into())).unwrap();
+    let e = next(&mut a);
+    assert_eq!(e[0], 3);
+
+    // Garbage closes the connection with a reason.
+    a.send(Message::Binary(vec![42, 1, 2].into())).unwrap();
+    let closed = loop {
+        match a.read() {
+            Ok(Message::Close(f)) => break f,
+            Ok(_) => continue,
+            Err(_) => break None,
+        }
+    };
+    let f = closed.expect("close frame");
+    assert_eq!(f.code, CloseCode::Invalid);
+    assert!(f.reason.contains("malformed"), "{}", f.reason);
+
+    // No supported subprotocol: refused before the upgrade.
+    assert!(connect(&s, "chat", None, "v1.json.spacetimedb").is_err());
+    let _ = Arc::new(());
+}
