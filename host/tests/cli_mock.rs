@@ -487,3 +487,14 @@ fn subscribe_prints_updates_as_json_lines() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("\"second\""), "{out}");
 }
+
+// Proves `publish` without -b in a directory with no cargo project says what to do.
+#[test]
+fn publish_without_a_project_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (ok, _, err) = lightcone(dir.path(), &["publish", "-p", empty.to_str().unwrap(), "chat"]);
+    assert!(!ok);
+    assert!(err.contains("has no Cargo.toml") && err.contains("-b FILE.wasm"), "{err}");
+}

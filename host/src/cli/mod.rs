@@ -302,6 +302,20 @@ fn stdout_write(text: &str) -> Result<(), CliError> {
 
 /// Runs one client command.
 pub fn run(command: Command) -> Result<(), CliError> {
+    run_command(command).map_err(|e| match e {
+        CliError::Http { status: 401, body } => CliError::Http {
+            status: 401,
+            body: format!(
+                "{}\n  the server refused the stored token (a new data directory?): \
+                 `lightcone logout -s <server>` forgets it, or pass --anonymous",
+                if body.trim().is_empty() { "unauthorized" } else { body.trim() }
+            ),
+        },
+        other => other,
+    })
+}
+
+fn run_command(command: Command) -> Result<(), CliError> {
     let mut session = Session::load()?;
     match command {
         Command::Publish { name, project_path, bin_path, delete_data, build_options, server } => {
