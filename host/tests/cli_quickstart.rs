@@ -166,7 +166,6 @@ fn quickstart_through_the_cli() {
 // Proves `subscribe` prints the initial rows (with --print-initial-update) and then one JSON
 // line per transaction, keyed by table and column names.
 #[test]
-#[ignore = "needs the server's WebSocket subscriptions (host/src/server/ws.rs)"]
 fn subscribe_through_the_cli() {
     let wasm = fixture("quickstart_chat");
     let tmp = tempfile::tempdir().unwrap();
