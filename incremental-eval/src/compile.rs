@@ -21,6 +21,11 @@ pub(crate) enum Rhs {
     Lit(Value),
     /// Resolved to a literal when a [`Query`] is built; unresolved it compares false.
     Sender,
+    /// Another column (of the same relation or another one).
+    Col {
+        rel: usize,
+        col: usize,
+    },
 }
 
 /// A boolean condition over a tuple of rows (one per relation).
@@ -39,6 +44,12 @@ impl Expr {
         match self {
             Expr::Cmp { rel, col, op, rhs: Rhs::Lit(v) } => {
                 get(*rel, *col).is_some_and(|x| op.holds(x.cmp(v)))
+            }
+            Expr::Cmp { rel, col, op, rhs: Rhs::Col { rel: r2, col: c2 } } => {
+                match (get(*rel, *col), get(*r2, *c2)) {
+                    (Some(l), Some(r)) => op.holds(l.cmp(r)),
+                    _ => false,
+                }
             }
             Expr::Cmp { rhs: Rhs::Sender, .. } => false,
             Expr::And(l, r) => l.eval(get) && r.eval(get),
@@ -65,9 +76,15 @@ impl Expr {
     /// The relations referenced.
     fn rels(&self, out: &mut Vec<usize>) {
         match self {
-            Expr::Cmp { rel, .. } => {
-                if !out.contains(rel) {
-                    out.push(*rel)
+            Expr::Cmp { rel, rhs, .. } => {
+                let other = match rhs {
+                    Rhs::Col { rel, .. } => Some(rel),
+                    _ => None,
+                };
+                for r in std::iter::once(rel).chain(other) {
+                    if !out.contains(r) {
+                        out.push(*r)
+                    }
                 }
             }
             Expr::And(l, r) | Expr::Or(l, r) => {
@@ -98,6 +115,7 @@ impl Expr {
                 op: *op,
                 rhs: match rhs {
                     Rhs::Sender => Rhs::Lit(Value::U256(sender)),
+                    Rhs::Col { rel: r2, col: c2 } => Rhs::Col { rel: rel.unwrap_or(*r2), col: *c2 },
                     lit => lit.clone(),
                 },
             },
@@ -234,14 +252,18 @@ fn convert(p: &Predicate, aliases: &[String], sql: &str) -> Result<Expr, EvalErr
     #[allow(unreachable_patterns)]
     match p {
         Predicate::Cmp { col, op, rhs } => {
-            let rel = aliases
-                .iter()
-                .position(|a| *a == col.alias)
-                .ok_or_else(|| shape(sql, format!("a reference to `{}` outside the query", col.alias)))?;
+            let rel_of = |alias: &str| {
+                aliases
+                    .iter()
+                    .position(|a| a == alias)
+                    .ok_or_else(|| shape(sql, format!("a reference to `{alias}` outside the query")))
+            };
+            let rel = rel_of(&col.alias)?;
             #[allow(unreachable_patterns)]
             let rhs = match rhs {
                 Operand::Literal(v) => Rhs::Lit(v.clone()),
                 Operand::Sender => Rhs::Sender,
+                Operand::Column(c) => Rhs::Col { rel: rel_of(&c.alias)?, col: c.col as usize },
                 _ => return Err(shape(sql, "a comparison this evaluator does not support yet")),
             };
             Ok(Expr::Cmp { rel, col: col.col as usize, op: *op, rhs })

@@ -25,7 +25,22 @@
 //! it, and [`Registry::eval`] computes each shared query's delta once ([`QueryDelta`], behind an
 //! `Arc`), then lists which (client, query set) receives which delta ([`TxUpdates::entries`]).
 //! RLS filters that use `:sender` make a query per identity; ones that do not are shared by all
-//! non-owners.
+//! non-owners. RLS is folded into the query rather than applied to its output because a join's
+//! hidden row on a non-projected table must not make a projected row appear; for a
+//! single-table query the folded filter costs one extra predicate per changed row, and an
+//! `owner = :sender` filter even lands in the subscription index.
+//!
+//! # Access
+//! A table whose [`TableDef::public`](lightcone_mvcc::TableDef) flag is off is private: a
+//! non-owner query naming it fails with [`EvalError::PrivateTable`] ("`t` is not a valid
+//! table"). RLS filters ([`Registry::add_rls_filter`]) are registered before the subscriptions
+//! that read their table.
+//!
+//! # Limits
+//! At most 8 joined tables per subscription; the same query twice in one query set counts
+//! once; `WHERE` conditions are those the planner binds (comparisons of a column with a literal
+//! or `:sender`, `AND`/`OR`/`NOT`) — newer planner forms are refused as unsupported until
+//! this crate learns them.
 //!
 //! # Evaluation
 //! Only queries reading a changed table run. Single-table queries whose filter has a

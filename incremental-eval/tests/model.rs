@@ -1,5 +1,6 @@
 //! The evaluator's correctness guarantee: for random schemas, subscriptions (filters, 2- and
-//! 3-way equi-joins, self-joins, any projected table, `:sender`), row-level security, and
+//! 3-way equi-joins, self-joins, any projected table, `:sender`, column-to-column comparisons),
+//! row-level security, and
 //! random transaction streams committed through `lightcone_mvcc::Database`, every client's
 //! initial rows plus all deltas it received equal — after every commit — the query recomputed
 //! from scratch by `lightcone_query_planner::execute` on the new snapshot (with the client's
@@ -46,8 +47,24 @@ fn rls_holds(which: usize, row: &[Value], sender: u128) -> bool {
 
 #[derive(Debug, Clone)]
 enum Pred {
-    Cmp { rel: usize, col: usize, op: usize, lit: u32 },
-    Sender { rel: usize, eq: bool },
+    Cmp {
+        rel: usize,
+        col: usize,
+        op: usize,
+        lit: u32,
+    },
+    Sender {
+        rel: usize,
+        eq: bool,
+    },
+    /// Column-to-column comparison (same relation or two).
+    Cols {
+        rel: usize,
+        col: usize,
+        op: usize,
+        rel2: usize,
+        col2: usize,
+    },
     And(Box<Pred>, Box<Pred>),
     Or(Box<Pred>, Box<Pred>),
     Not(Box<Pred>),
@@ -60,6 +77,9 @@ impl Pred {
         match self {
             Pred::Cmp { rel, col, op, lit } => format!("r{rel}.{} {} {lit}", COLS[*col], OPS[*op]),
             Pred::Sender { rel, eq } => format!("r{rel}.o {} :sender", if *eq { "=" } else { "<>" }),
+            Pred::Cols { rel, col, op, rel2, col2 } => {
+                format!("r{rel}.{} {} r{rel2}.{}", COLS[*col], OPS[*op], COLS[*col2])
+            }
             Pred::And(l, r) => format!("({} AND {})", l.sql(), r.sql()),
             Pred::Or(l, r) => format!("({} OR {})", l.sql(), r.sql()),
             Pred::Not(x) => format!("NOT ({})", x.sql()),
@@ -134,6 +154,8 @@ fn pred(rels: usize) -> impl Strategy<Value = Pred> {
     let leaf = prop_oneof![
         4 => (0..rels, 0..3usize, 0..6usize, 0..5u32).prop_map(|(rel, col, op, lit)| Pred::Cmp { rel, col, op, lit }),
         1 => (0..rels, any::<bool>()).prop_map(|(rel, eq)| Pred::Sender { rel, eq }),
+        1 => (0..rels, 0..3usize, 0..6usize, 0..rels, 0..3usize)
+            .prop_map(|(rel, col, op, rel2, col2)| Pred::Cols { rel, col, op, rel2, col2 }),
     ];
     leaf.prop_recursive(2, 6, 2, |inner| {
         prop_oneof![
