@@ -418,16 +418,22 @@ impl ModuleHost {
     /// Encodes call arguments as the reducer's BSATN parameter product, checking them.
     pub fn encode_args(&self, reducer: &ReducerSpec, args: ReducerArgs) -> Result<Vec<u8>, HostError> {
         let ts = &self.spec.typespace;
-        let product = AlgebraicType::Product(reducer.params.clone());
         let bytes = match args {
             ReducerArgs::Bsatn(b) => b,
             ReducerArgs::Json(json) => crate::json::json_to_bsatn(&json, &reducer.params, ts)
                 .map_err(|e| HostError::InvalidArguments { reducer: reducer.name.clone(), reason: e })?,
         };
         let mut r = Reader::new(&bytes);
-        skip_value(&product, ts, &mut r, 0).and_then(|_| r.finish("arguments")).map_err(|e| {
-            HostError::InvalidArguments { reducer: reducer.name.clone(), reason: e.to_string() }
-        })?;
+        reducer
+            .params
+            .elements
+            .iter()
+            .try_for_each(|e| skip_value(&e.algebraic_type, ts, &mut r, 0))
+            .and_then(|_| r.finish("arguments"))
+            .map_err(|e| HostError::InvalidArguments {
+                reducer: reducer.name.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(bytes)
     }
 
@@ -457,12 +463,13 @@ impl ModuleHost {
         caller: &CallerInfo,
         args: ReducerArgs,
     ) -> Result<ReducerOutcome, HostError> {
-        let id = self.spec.reducer_id(name).ok_or_else(|| HostError::NoSuchReducer(name.to_string()))?;
-        let reducer = &self.spec.reducers[id];
+        let spec = Arc::clone(&self.spec);
+        let id = spec.reducer_id(name).ok_or_else(|| HostError::NoSuchReducer(name.to_string()))?;
+        let reducer = &spec.reducers[id];
         if !reducer.client_callable {
             return Err(HostError::NotCallable(name.to_string()));
         }
-        let args = self.encode_args(&self.spec.reducers[id].clone(), args)?;
+        let args = self.encode_args(reducer, args)?;
         self.run_reducer(id, caller, &args, now_micros())
     }
 
