@@ -19,6 +19,11 @@ use crate::HostError;
 
 /// A database name: what `publish <name>` accepts.
 pub const MAX_NAME_BYTES: usize = 64;
+/// A database is snapshotted (and its log compacted) once this many transactions committed
+/// since its last snapshot, so restart time stays bounded.
+pub const SNAPSHOT_EVERY_TXS: u64 = 100_000;
+/// How often the snapshot policy is checked.
+pub const SNAPSHOT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbMeta {
@@ -38,6 +43,7 @@ pub struct HostedDb {
     handle: Mutex<Option<Arc<DatabaseHandle>>>,
     /// Commit hooks (subscriptions), kept across module updates.
     pub hooks: Arc<crate::worker::CommitHooks>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl HostedDb {
@@ -56,6 +62,7 @@ impl HostedDb {
     }
 
     fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
             h.shutdown();
         }
@@ -105,6 +112,58 @@ fn write_meta(dir: &Path, meta: &DbMeta) -> Result<(), RegistryError> {
     f.write_all(&text).and_then(|_| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
+}
+
+/// Snapshots a database in the background whenever [`SNAPSHOT_EVERY_TXS`] transactions have
+/// committed since the last snapshot, then drops the log segments it covers.
+fn spawn_snapshotter(db: std::sync::Weak<HostedDb>) {
+    let spawned = std::thread::Builder::new().name("lightcone-snapshot".into()).spawn(move || {
+        let mut last = None;
+        loop {
+            std::thread::sleep(SNAPSHOT_CHECK_INTERVAL);
+            let Some(db) = db.upgrade() else { return };
+            if db.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let data = db.dir.join("data");
+            let base = *last.get_or_insert_with(|| {
+                lightcone_snapshot::list_snapshots(&data)
+                    .ok()
+                    .and_then(|v| v.last().map(|(o, _)| *o))
+                    .unwrap_or(0)
+            });
+            let Some(snapshot) = db.db.try_snapshot() else { continue };
+            let offset = lightcone_mvcc::ReadTx::tx_offset(&snapshot);
+            if offset < base + SNAPSHOT_EVERY_TXS {
+                continue;
+            }
+            // The log first: a snapshot never gets ahead of what the log holds durably.
+            if let Err(e) = db.log.flush() {
+                tracing::error!("snapshot of {}: log flush failed: {e}", db.meta.identity);
+                continue;
+            }
+            match lightcone_snapshot::write_snapshot(&data, &snapshot) {
+                Ok(info) => {
+                    last = Some(info.tx_offset);
+                    match lightcone_snapshot::compact_log(&data, info.tx_offset) {
+                        Ok(n) => tracing::info!(
+                            "database {}: snapshot at tx {} ({} rows), {n} log segments compacted",
+                            db.meta.identity,
+                            info.tx_offset,
+                            info.rows
+                        ),
+                        Err(e) => {
+                            tracing::error!("database {}: log compaction failed: {e}", db.meta.identity)
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("database {}: snapshot failed: {e}", db.meta.identity),
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the snapshot thread: {e}");
+    }
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -187,9 +246,17 @@ impl Registry {
             start,
             Arc::clone(&hooks),
         )?;
-        let hosted =
-            HostedDb { meta, dir: dir.to_path_buf(), db, log, handle: Mutex::new(Some(handle)), hooks };
-        Ok((Arc::new(hosted), report))
+        let hosted = Arc::new(HostedDb {
+            meta,
+            dir: dir.to_path_buf(),
+            db,
+            log,
+            handle: Mutex::new(Some(handle)),
+            hooks,
+            stopped: Default::default(),
+        });
+        spawn_snapshotter(Arc::downgrade(&hosted));
+        Ok((hosted, report))
     }
 
     /// A database by name or identity hex.
