@@ -14,6 +14,7 @@ import {
   DbConnection,
   type ErrorContext,
   type EventContext,
+  type SubscriptionHandle,
 } from './module_bindings';
 import type { Message, User } from './module_bindings/types';
 
@@ -32,7 +33,7 @@ const ONLY_PROTOCOL = process.env.SDK_WS_PROTOCOL
 const COMPRESSION = process.env.SDK_COMPRESSION as 'none' | 'gzip' | undefined;
 
 /** Every socket the SDK opened: what it offered, what the server chose, what came back. */
-const sockets: { offered: string[]; ws: UndiciWebSocket; frames: number; tags: Set<number> }[] = [];
+const sockets: { url: URL; offered: string[]; ws: UndiciWebSocket; frames: number; tags: Set<number> }[] = [];
 
 // Node 20 has no global WebSocket, so the SDK falls back to undici's. We install undici's
 // ourselves, wrapped to record the handshake and optionally offer a single subprotocol; the
@@ -42,7 +43,7 @@ class RecordingWebSocket extends UndiciWebSocket {
     let offered = protocols === undefined ? [] : Array.isArray(protocols) ? protocols : [protocols];
     if (ONLY_PROTOCOL) offered = offered.filter(p => p === ONLY_PROTOCOL);
     super(url, offered);
-    const rec = { offered, ws: this as UndiciWebSocket, frames: 0, tags: new Set<number>() };
+    const rec = { url: new URL(url.toString()), offered, ws: this as UndiciWebSocket, frames: 0, tags: new Set<number>() };
     sockets.push(rec);
     this.addEventListener('message', (ev: any) => {
       rec.frames += 1;
@@ -123,17 +124,20 @@ class Client {
   constructor(readonly name: string) {}
 
   /** Connects (with `token` if given) and subscribes to both tables. */
-  async connect(token?: string): Promise<void> {
+  async connect(token?: string, subscribe = true, confirmedReads?: boolean): Promise<void> {
     this.applied = false;
     this.disconnected = false;
+    let sentConnectionId = '';
     await withTimeout(
       `${this.name} connects`,
       new Promise<void>((resolve, reject) => {
-        this.conn = DbConnection.builder()
+        const builder = DbConnection.builder()
           .withUri(uri)
           .withDatabaseName(dbName)
           .withToken(token)
-          .withCompression(COMPRESSION || 'gzip')
+          .withCompression(COMPRESSION || 'gzip');
+        if (confirmedReads !== undefined) builder.withConfirmedReads(confirmedReads);
+        builder
           .onConnect((_ctx, identity, tok) => {
             this.identity = identity;
             this.token = tok;
@@ -146,10 +150,31 @@ class Client {
           .onDisconnect((_ctx: ErrorContext, err?: Error) => {
             this.disconnected = true;
             if (err) this.errors.push(`${this.name} disconnected with error: ${err.message}`);
-          })
-          .build();
+          });
+        this.conn = builder.build();
+        sentConnectionId = this.conn.connectionId.toHexString();
       })
     );
+    // InitialConnection's connection id: the one in the URL if the SDK sent one (2.10.1 sets it
+    // on the base URL, and resolving `v1/database/…/subscribe` against that drops it), else the
+    // server's pick, which the SDK adopts.
+    const asked = sockets[sockets.length - 1]?.url.searchParams.get('connection_id');
+    const got = this.conn.connectionId.toHexString();
+    if (asked) {
+      check(got === asked, `${this.name}: InitialConnection echoes the connection_id it asked for (${asked})`);
+    } else {
+      check(
+        !this.conn.connectionId.isZero() && got !== sentConnectionId,
+        `${this.name}: no connection_id in the URL; the SDK adopted the server's (${got})`
+      );
+    }
+    // The identity in InitialConnection is the token's `hex_identity` claim (byte order).
+    const claims = JSON.parse(Buffer.from(this.token.split('.')[1], 'base64url').toString('utf8'));
+    check(
+      claims.hex_identity === this.identity.toHexString(),
+      `${this.name}: its identity equals the token's hex_identity claim`
+    );
+    if (!subscribe) return;
     this.conn.db.message.onInsert((ctx: EventContext, row: Message) => {
       this.messageInserts.push({ row, eventTag: ctx.event.tag });
     });
@@ -202,6 +227,26 @@ class Client {
       `${this.name}: the error is "Messages must not be empty" (got ${JSON.stringify(msg)})`
     );
   }
+}
+
+/** A connected client without the default subscription. */
+async function connectBare(name: string): Promise<Client> {
+  const cl = new Client(name);
+  await cl.connect(undefined, false);
+  return cl;
+}
+
+async function subscribeAndWait(cl: Client, query: string): Promise<SubscriptionHandle> {
+  return withTimeout(
+    `${cl.name} subscribes to ${query}`,
+    new Promise<SubscriptionHandle>((resolve, reject) => {
+      const handle: SubscriptionHandle = cl.conn
+        .subscriptionBuilder()
+        .onApplied(() => resolve(handle))
+        .onError((ctx: ErrorContext) => reject(new Failure(`${cl.name}: ${query} failed: ${String(ctx.event)}`)))
+        .subscribe(query);
+    })
+  );
 }
 
 async function main(): Promise<void> {
@@ -267,23 +312,72 @@ async function main(): Promise<void> {
   await waitFor('A is disconnected', () => a.disconnected);
   await waitFor('B sees A go offline', () => b.user(aIdentity)?.online === false);
 
-  // A comes back with its token (websocket-token exchange): same identity, history replayed.
+  // A comes back with its token (websocket-token exchange, confirmed reads asked for): same
+  // identity, history replayed.
   const a2 = new Client('A (reconnected)');
-  await a2.connect(aToken);
+  await a2.connect(aToken, true, true);
   check(a2.identity.isEqual(aIdentity), 'A reconnects with its token under the same identity');
   check(a2.conn.db.message.count() === 2n, `A's new subscription replays both messages (has ${a2.conn.db.message.count()})`);
   check(a2.user(aIdentity)?.name === 'alice', 'A is still named alice');
   await waitFor('B sees A online again', () => b.user(aIdentity)?.online === true);
 
+  // C: a subscription error, a second query set, and an unsubscribe that hands back the rows.
+  const c = await connectBare('C');
+  const subError = await withTimeout(
+    'C subscribes to a table that does not exist',
+    new Promise<string>((resolve, reject) => {
+      c.conn
+        .subscriptionBuilder()
+        .onApplied(() => reject(new Failure('C: SELECT * FROM no_such_table was applied')))
+        .onError((ctx: ErrorContext) => resolve(String((ctx.event as any)?.message ?? ctx.event)))
+        .subscribe('SELECT * FROM no_such_table');
+    })
+  );
+  check(subError.includes('no_such_table'), `C's onError names the unknown table (${JSON.stringify(subError)})`);
+  check(c.conn.isActive, 'C is still connected after a subscription error');
+  const deleted: Message[] = [];
+  c.conn.db.message.onDelete((_ctx: EventContext, row: Message) => deleted.push(row));
+  const messagesSub = await subscribeAndWait(c, 'SELECT * FROM message');
+  check(c.conn.db.message.count() === 2n, `C's message subscription delivers both messages (${c.conn.db.message.count()})`);
+  await subscribeAndWait(c, 'SELECT * FROM user WHERE online = true');
+  const online = [...c.conn.db.user.iter()].filter(u => u.online).length;
+  check(online === 3, `C's second query set (SELECT * FROM user WHERE online = true) has A, B and C (${online})`);
+  await withTimeout(
+    'C unsubscribes from its message query set',
+    new Promise<void>(resolve => messagesSub.unsubscribeThen(() => resolve()))
+  );
+  check(c.conn.db.message.count() === 0n, `after unsubscribing C's cache holds no message (${c.conn.db.message.count()})`);
+  check(deleted.length === 2, `C's message on-delete callback saw the 2 dropped rows (${deleted.length})`);
+  check([...c.conn.db.user.iter()].length === 3, "C's user query set is untouched by the unsubscribe");
+  await withTimeout('B send_message("after unsubscribe")', b.conn.reducers.sendMessage({ text: 'after unsubscribe' }));
+  await waitFor('A sees "after unsubscribe"', () => a2.sawMessage(b.identity, 'after unsubscribe'));
+  check(c.conn.db.message.count() === 0n, 'C, unsubscribed from message, got no new message');
+  c.conn.disconnect();
+  await waitFor('C is disconnected', () => c.disconnected);
+
+  // Connecting to a database that does not exist fails through onConnectError.
+  const connectError = await withTimeout(
+    'connect to a database that does not exist',
+    new Promise<string>((resolve, reject) => {
+      DbConnection.builder()
+        .withUri(uri)
+        .withDatabaseName('no-such-database')
+        .onConnect(() => reject(new Failure('connected to no-such-database')))
+        .onConnectError((_ctx: ErrorContext, err: Error) => resolve(String(err?.message ?? err)))
+        .build();
+    })
+  );
+  log(`ok: connecting to no-such-database reports a connect error (${JSON.stringify(connectError)})`);
+
   const expected = ONLY_PROTOCOL ?? 'v3.bsatn.spacetimedb';
-  for (const s of sockets) {
+  for (const s of sockets.slice(0, 4)) {
     check(
       s.ws.protocol === expected,
       `socket offering [${s.offered.join(', ')}] negotiated ${JSON.stringify(s.ws.protocol)} ` +
         `(${s.frames} frames, compression tags {${[...s.tags].join(',')}})`
     );
   }
-  check(sockets.length === 3, `the SDK opened 3 sockets (opened ${sockets.length})`);
+  check(sockets.length === 5, `the SDK opened 5 sockets (opened ${sockets.length})`);
 
   const errors = [...a.errors, ...b.errors, ...a2.errors];
   check(errors.length === 0, `no connection errors (${errors.join('; ')})`);
