@@ -20,10 +20,15 @@ use crate::HostError;
 /// A database name: what `publish <name>` accepts.
 pub const MAX_NAME_BYTES: usize = 64;
 /// A database is snapshotted (and its log compacted) once this many transactions committed
-/// since its last snapshot, so restart time stays bounded.
+/// since its last snapshot, so restart time stays bounded. Override: the environment variable
+/// `LIGHTCONE_SNAPSHOT_EVERY_TXS`.
 pub const SNAPSHOT_EVERY_TXS: u64 = 100_000;
-/// How often the snapshot policy is checked.
+/// How often the snapshot policy is checked. Override: `LIGHTCONE_SNAPSHOT_CHECK_MS`.
 pub const SNAPSHOT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbMeta {
@@ -117,10 +122,14 @@ fn write_meta(dir: &Path, meta: &DbMeta) -> Result<(), RegistryError> {
 /// Snapshots a database in the background whenever [`SNAPSHOT_EVERY_TXS`] transactions have
 /// committed since the last snapshot, then drops the log segments it covers.
 fn spawn_snapshotter(db: std::sync::Weak<HostedDb>) {
+    let every = env_u64("LIGHTCONE_SNAPSHOT_EVERY_TXS").unwrap_or(SNAPSHOT_EVERY_TXS).max(1);
+    let interval = env_u64("LIGHTCONE_SNAPSHOT_CHECK_MS")
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(SNAPSHOT_CHECK_INTERVAL);
     let spawned = std::thread::Builder::new().name("lightcone-snapshot".into()).spawn(move || {
         let mut last = None;
         loop {
-            std::thread::sleep(SNAPSHOT_CHECK_INTERVAL);
+            std::thread::sleep(interval);
             let Some(db) = db.upgrade() else { return };
             if db.stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 return;
@@ -134,7 +143,7 @@ fn spawn_snapshotter(db: std::sync::Weak<HostedDb>) {
             });
             let Some(snapshot) = db.db.try_snapshot() else { continue };
             let offset = lightcone_mvcc::ReadTx::tx_offset(&snapshot);
-            if offset < base + SNAPSHOT_EVERY_TXS {
+            if offset < base + every {
                 continue;
             }
             // The log first: a snapshot never gets ahead of what the log holds durably.
