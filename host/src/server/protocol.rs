@@ -180,8 +180,11 @@ pub fn initial_connection(identity_le: &[u8; 32], connection_id_le: &[u8; 16], t
     w.0
 }
 
+/// One table's rows for `QueryRows`: table name, rows encoded back to back, each row's end.
+pub type EncodedTable = (String, Vec<u8>, Vec<usize>);
+
 /// `QueryRows` from `(table name, encoded rows, row ends)`.
-pub fn query_rows(w: &mut W, tables: &[(String, Vec<u8>, Vec<usize>)]) {
+pub fn query_rows(w: &mut W, tables: &[EncodedTable]) {
     w.u32(tables.len() as u32);
     for (name, data, ends) in tables {
         w.str(name);
@@ -189,22 +192,14 @@ pub fn query_rows(w: &mut W, tables: &[(String, Vec<u8>, Vec<usize>)]) {
     }
 }
 
-pub fn subscribe_applied(
-    request_id: u32,
-    query_set_id: u32,
-    tables: &[(String, Vec<u8>, Vec<usize>)],
-) -> Vec<u8> {
+pub fn subscribe_applied(request_id: u32, query_set_id: u32, tables: &[EncodedTable]) -> Vec<u8> {
     let mut w = W::new();
     w.u8(1).u32(request_id).u32(query_set_id);
     query_rows(&mut w, tables);
     w.0
 }
 
-pub fn unsubscribe_applied(
-    request_id: u32,
-    query_set_id: u32,
-    rows: Option<&[(String, Vec<u8>, Vec<usize>)]>,
-) -> Vec<u8> {
+pub fn unsubscribe_applied(request_id: u32, query_set_id: u32, rows: Option<&[EncodedTable]>) -> Vec<u8> {
     let mut w = W::new();
     w.u8(2).u32(request_id).u32(query_set_id);
     match rows {
@@ -230,7 +225,7 @@ pub fn subscription_error(request_id: Option<u32>, query_set_id: u32, error: &st
     w.0
 }
 
-pub fn one_off_result(request_id: u32, result: Result<&[(String, Vec<u8>, Vec<usize>)], &str>) -> Vec<u8> {
+pub fn one_off_result(request_id: u32, result: Result<&[EncodedTable], &str>) -> Vec<u8> {
     let mut w = W::new();
     w.u8(5).u32(request_id);
     match result {

@@ -72,7 +72,7 @@ fn encode_rows(spec: &ModuleSpec, table: &str, rows: &[Row]) -> (Vec<u8>, Vec<us
     (data, ends)
 }
 
-fn encode_tables(spec: &ModuleSpec, tables: &[TableRows]) -> Vec<(String, Vec<u8>, Vec<usize>)> {
+fn encode_tables(spec: &ModuleSpec, tables: &[TableRows]) -> Vec<protocol::EncodedTable> {
     tables
         .iter()
         .map(|t| {
@@ -311,6 +311,17 @@ impl Session {
         let hello = protocol::initial_connection(&self.info.identity, &self.info.connection_id, &token);
         let _ = out_tx.try_send(Outbound::Frame(protocol::frame(&hello)));
         let session = Arc::new(self);
+        // A client's messages are handled one at a time, in the order they arrived (as upstream
+        // does): two reducer calls sent back to back run in that order.
+        let (in_tx, mut in_rx) = mpsc::channel::<ClientMessage>(MAX_QUEUED_MESSAGES);
+        let worker = {
+            let (s, tx) = (Arc::clone(&session), out_tx.clone());
+            tokio::spawn(async move {
+                while let Some(m) = in_rx.recv().await {
+                    Arc::clone(&s).handle_message(client, m, tx.clone()).await;
+                }
+            })
+        };
         loop {
             tokio::select! {
                 out = out_rx.recv() => match out {
@@ -330,8 +341,9 @@ impl Session {
                         match protocol::decode_client_messages(&b, session.v3) {
                             Ok(msgs) => {
                                 for m in msgs {
-                                    let (s, tx) = (Arc::clone(&session), out_tx.clone());
-                                    tokio::spawn(async move { s.handle_message(client, m, tx).await });
+                                    if in_tx.send(m).await.is_err() {
+                                        break;
+                                    }
                                 }
                             }
                             Err(e) => {
@@ -352,6 +364,7 @@ impl Session {
                 },
             }
         }
+        worker.abort();
         {
             let mut inner = session.hub.lock();
             inner.clients.remove(&client);
@@ -456,7 +469,7 @@ fn one_off(
     spec: &ModuleSpec,
     sql: &str,
     auth: &ClientAuth,
-) -> Result<Vec<(String, Vec<u8>, Vec<usize>)>, String> {
+) -> Result<Vec<protocol::EncodedTable>, String> {
     let bound = lightcone_query_planner::bind(snapshot, sql).map_err(|e| e.to_string())?;
     let mut table_name = String::new();
     for t in bound.plan.tables() {

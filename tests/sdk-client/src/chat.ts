@@ -355,6 +355,23 @@ async function main(): Promise<void> {
   c.conn.disconnect();
   await waitFor('C is disconnected', () => c.disconnected);
 
+  // Calls made back to back (one v3 frame carries them all) run in the order they were made.
+  const burst = ['one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight'].map(w => `burst ${w}`);
+  const burstDone = Promise.all(burst.map(text => b.conn.reducers.sendMessage({ text })));
+  await withTimeout('B sends 8 messages back to back', burstDone);
+  log('ok: B\'s 8 back-to-back send_message calls all reported success');
+  await waitFor('A sees all 8 burst messages', () => burst.every(t => a2.sawMessage(b.identity, t)));
+  const seen = a2.messageInserts.map(m => m.row.text).filter(t => t.startsWith('burst '));
+  check(
+    JSON.stringify(seen) === JSON.stringify(burst),
+    `A saw B's back-to-back messages in the order B sent them (${seen.join(', ')})`
+  );
+  const sent = a2.messageInserts.filter(m => m.row.text.startsWith('burst ')).map(m => m.row.sent.microsSinceUnixEpoch);
+  check(
+    sent.every((t, i) => i === 0 || sent[i - 1] <= t),
+    'their `sent` timestamps (the reducer timestamps) do not go backwards'
+  );
+
   // Connecting to a database that does not exist fails through onConnectError.
   const connectError = await withTimeout(
     'connect to a database that does not exist',
