@@ -23,11 +23,29 @@ fail() {
     exit 1
 }
 
+SERVER_PID=""
+WORK=""
+RUN_DIST=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    [[ -z "$WORK" ]] || rm -rf "$WORK"
+    [[ -z "$RUN_DIST" ]] || rm -rf "$RUN_DIST"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
 command -v node >/dev/null || fail "node is not installed"
 command -v npm >/dev/null || fail "npm is not installed"
 
 # --- the SDK (exact versions from package-lock.json), compiled bindings + client -----------
 cd "$HERE"
+# One install/compile at a time (cargo test and a developer may run this concurrently).
+exec 9>"$HERE/.install.lock"
+flock -w 600 9 || fail "could not lock $HERE/.install.lock"
 lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [[ "$(cat node_modules/.lightcone-lock-sum 2>/dev/null || true)" != "$lock_sum" ]]; then
     echo "== npm ci (tests/sdk-client)"
@@ -37,6 +55,11 @@ fi
 echo "== tsc (bindings + client)"
 rm -rf dist
 timeout 300 node node_modules/typescript/bin/tsc -p . || fail "the TypeScript client does not compile"
+# Run from a private copy so that a concurrent run recompiling dist/ cannot disturb this one.
+RUN_DIST="$HERE/.run-$$"
+rm -rf "$RUN_DIST" && cp -r dist "$RUN_DIST"
+flock -u 9
+exec 9>&-
 
 # --- the server binary and the module ---------------------------------------------------------
 cd "$ROOT"
@@ -55,17 +78,6 @@ fi
 
 # --- the server ------------------------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lightcone-sdk-client.XXXXXX")"
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 server_log() {
     echo "---- server log ($WORK/server.log) ----" >&2
@@ -104,7 +116,7 @@ run_scenario() {
     echo "== SDK clients A and B ($label) against database $db"
     publish "$db"
     local rc=0
-    env "$@" timeout --kill-after=5 "$SDK_TIMEOUT" node "$HERE/dist/chat.js" "$URL" "$db" || rc=$?
+    env "$@" timeout --kill-after=5 "$SDK_TIMEOUT" node "$RUN_DIST/chat.js" "$URL" "$db" || rc=$?
     if [[ $rc -ne 0 ]]; then
         server_log
         if [[ $rc -eq 124 || $rc -eq 137 ]]; then
