@@ -32,11 +32,30 @@ const PROTOCOLS: [&str; 2] = ["v3.bsatn.spacetimedb", "v2.bsatn.spacetimedb"];
 struct ClientEntry {
     out: mpsc::Sender<Outbound>,
     connection_id: [u8; 16],
+    kick: Arc<Kick>,
 }
+
+/// Disconnects a client from outside its session (its queue may be full, so a message
+/// could not get through).
+#[derive(Default)]
+struct Kick {
+    notify: tokio::sync::Notify,
+    reason: Mutex<Option<String>>,
+}
+
+impl Kick {
+    fn kick(&self, reason: &str) {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.to_string());
+        self.notify.notify_one();
+    }
+}
+
+const TOO_SLOW: &str = "client too slow: outgoing queue full";
+/// A frame the client does not take within this long ends the connection.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 enum Outbound {
     Frame(Vec<u8>),
-    Close(String),
 }
 
 struct HubInner {
@@ -167,7 +186,7 @@ impl Hub {
         }
         for c in slow {
             if let Some(client) = inner.clients.remove(&c) {
-                let _ = client.out.try_send(Outbound::Close("client too slow: outgoing queue full".into()));
+                client.kick.kick(TOO_SLOW);
             }
             inner.subs.remove_client(c);
         }
@@ -282,7 +301,7 @@ pub async fn subscribe(
     let token = caller.token.clone();
     ws.protocols(PROTOCOLS).max_message_size(protocol::MAX_CLIENT_MESSAGE_BYTES).on_upgrade(
         move |socket| async move {
-            let session = Session { hub, handle, info, is_owner, v3 };
+            let session = Session { hub, handle, info, is_owner, v3, kick: Arc::default() };
             session.run(socket, token).await;
         },
     )
@@ -294,6 +313,7 @@ struct Session {
     info: CallerInfo,
     is_owner: bool,
     v3: bool,
+    kick: Arc<Kick>,
 }
 
 impl Session {
@@ -304,10 +324,14 @@ impl Session {
     async fn run(self, mut socket: WebSocket, token: String) {
         let client = ClientId(self.hub.next_client.fetch_add(1, Ordering::Relaxed));
         let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(MAX_QUEUED_MESSAGES);
-        self.hub
-            .lock()
-            .clients
-            .insert(client, ClientEntry { out: out_tx.clone(), connection_id: self.info.connection_id });
+        self.hub.lock().clients.insert(
+            client,
+            ClientEntry {
+                out: out_tx.clone(),
+                connection_id: self.info.connection_id,
+                kick: Arc::clone(&self.kick),
+            },
+        );
         let hello = protocol::initial_connection(&self.info.identity, &self.info.connection_id, &token);
         let _ = out_tx.try_send(Outbound::Frame(protocol::frame(&hello)));
         let session = Arc::new(self);
@@ -324,15 +348,19 @@ impl Session {
         };
         loop {
             tokio::select! {
+                biased;
+                _ = session.kick.notify.notified() => {
+                    let reason = session.kick.reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+                    let close = Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }));
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(close)).await;
+                    break;
+                }
                 out = out_rx.recv() => match out {
                     Some(Outbound::Frame(f)) => {
-                        if socket.send(Message::Binary(f.into())).await.is_err() {
-                            break;
+                        match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(f.into()))).await {
+                            Ok(Ok(())) => {}
+                            _ => break,
                         }
-                    }
-                    Some(Outbound::Close(reason)) => {
-                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
-                        break;
                     }
                     None => break,
                 },
@@ -384,7 +412,7 @@ impl Session {
         let reply = tokio::task::spawn_blocking(move || s.answer(client, msg)).await;
         if let Ok(Some(bytes)) = reply {
             if out.try_send(Outbound::Frame(protocol::frame(&bytes))).is_err() {
-                let _ = out.try_send(Outbound::Close("client too slow: outgoing queue full".into()));
+                self.kick.kick(TOO_SLOW);
             }
         }
     }

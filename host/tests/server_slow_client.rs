@@ -1,0 +1,67 @@
+//! A client that never reads is disconnected with a reason once its queue is full; the
+//! database and other clients carry on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use lightcone_host::server::{bind, serve, ServerOptions};
+use lightcone_host::{CallerInfo, ReducerArgs};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::Message;
+
+#[test]
+fn a_client_that_never_reads_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let options = ServerOptions {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        durability: lightcone_wal::Durability::None,
+    };
+    let (listener, state) = rt.block_on(bind(&options)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let owner = lightcone_host::server::auth::Identity([3; 32]);
+    let (db, _) =
+        state.registry.publish(Some("chat"), common::fixture("quickstart_chat"), owner, false).unwrap();
+    rt.spawn(serve(listener, state, std::future::pending()));
+
+    let mut req = format!("ws://{addr}/v1/database/chat/subscribe").into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "v2.bsatn.spacetimedb".parse().unwrap());
+    let (mut slow, _) = tungstenite::connect(req).unwrap();
+    let q = "SELECT * FROM message";
+    let mut sub = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0];
+    sub.extend_from_slice(&(q.len() as u32).to_le_bytes());
+    sub.extend_from_slice(q.as_bytes());
+    slow.send(Message::Binary(sub.into())).unwrap();
+    // Let the subscription apply, then stop reading.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let h = db.handle().unwrap();
+    let text = "x".repeat(2000);
+    let start = Instant::now();
+    let mut calls = 0;
+    // Enough updates to fill the socket buffers and the per-client queue many times over.
+    while calls < 40_000 && start.elapsed() < Duration::from_secs(90) {
+        let args = ReducerArgs::Json(format!(r#"["{text}{calls}"]"#));
+        assert!(h.call_reducer("send_message", &CallerInfo::default(), args).unwrap().is_committed());
+        calls += 1;
+    }
+    // The slow client's stream ends with a close frame that says why.
+    if let tungstenite::stream::MaybeTlsStream::Plain(t) = slow.get_ref() {
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let reason = loop {
+        match slow.read() {
+            Ok(Message::Close(Some(f))) => break f.reason.to_string(),
+            Ok(Message::Close(None)) => break String::new(),
+            Ok(_) => continue,
+            Err(e) => break format!("error: {e}"),
+        }
+    };
+    assert!(reason.contains("too slow"), "close reason: {reason:?} after {calls} calls");
+    // The database kept going.
+    let out =
+        h.call_reducer("send_message", &CallerInfo::default(), ReducerArgs::Json(r#"["after"]"#.into()));
+    assert!(out.unwrap().is_committed());
+}
