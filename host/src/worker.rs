@@ -61,8 +61,12 @@ impl CommitHooks {
 /// Work for the database thread.
 type WriteFn = Box<dyn FnOnce(&mut lightcone_mvcc::WriteTx<'_>) -> Result<(), String> + Send>;
 
+/// Where an asynchronous call's outcome goes, once durable.
+pub type AsyncReply = tokio::sync::oneshot::Sender<Result<ReducerOutcome, HostError>>;
+
 enum Job {
     Call { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: Reply<ReducerOutcome> },
+    CallAsync { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: AsyncReply },
     Connected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
     Disconnected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
     Write { f: WriteFn, reply: Reply<(Arc<TxDelta>, Option<lightcone_wal::Ticket>)> },
@@ -130,7 +134,8 @@ impl DatabaseHandle {
                         Ok((host, report)) => {
                             let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report);
                             if ready_tx.send(Ok(info)).is_ok() {
-                                run(host, jobs_rx, listeners, hooks);
+                                let durable = spawn_notifier(host.commit_log().cloned());
+                                run(host, jobs_rx, listeners, hooks, durable);
                             }
                         }
                         Err(e) => {
@@ -183,6 +188,24 @@ impl DatabaseHandle {
         let outcome = self.send(|reply| Job::Call { reducer, caller, args, reply })?;
         self.wait_durable(outcome.ticket)?;
         Ok(outcome)
+    }
+
+    /// Queues a reducer call without blocking: calls queued from one thread run in queue
+    /// order; the receiver gets the outcome once its commit is durable. Many calls can be in
+    /// flight (pipelining); one notifier thread waits for the log on behalf of all of them.
+    pub fn call_reducer_async(
+        &self,
+        reducer: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+    ) -> tokio::sync::oneshot::Receiver<Result<ReducerOutcome, HostError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job::CallAsync { reducer: reducer.to_string(), caller: caller.clone(), args, reply: tx };
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Err(mpsc::SendError(Job::CallAsync { reply, .. })) = jobs.send(job) {
+            let _ = reply.send(Err(HostError::Runtime("the database is shut down".into())));
+        }
+        rx
     }
 
     /// Runs `client_connected` (if the module has one).
@@ -291,11 +314,42 @@ fn notify(
     caller_update
 }
 
+/// Outcomes waiting for their commit to become durable.
+type Pending = (ReducerOutcome, AsyncReply);
+
+/// A thread that answers asynchronous callers once their commits are durable: it waits for
+/// the newest ticket among everything queued (one wait covers many commits: group commit).
+fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Sender<Pending> {
+    let (tx, rx) = mpsc::channel::<Pending>();
+    let spawned = std::thread::Builder::new().name("lightcone-durable".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let newest = batch.iter().filter_map(|(o, _)| o.ticket).max();
+            let waited = match (&log, newest) {
+                (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
+                _ => Ok(()),
+            };
+            for (outcome, reply) in batch {
+                let _ = reply.send(match &waited {
+                    Ok(()) => Ok(outcome),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the durability notifier: {e}");
+    }
+    tx
+}
+
 fn run(
     mut host: ModuleHost,
     jobs: Receiver<Job>,
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
     hooks: Arc<CommitHooks>,
+    durable: Sender<Pending>,
 ) {
     loop {
         let timeout = match host.next_scheduled() {
@@ -317,6 +371,23 @@ fn run(
                     o.caller_update = notify(&n, Some(o), &Arc::clone(&o.delta), Some(&caller));
                 }
                 let _ = reply.send(result);
+            }
+            Some(Job::CallAsync { reducer, caller, args, reply }) => {
+                let mut result = host.call_reducer(&reducer, &caller, args);
+                if let Ok(o) = &mut result {
+                    let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
+                    o.caller_update = notify(&n, Some(o), &Arc::clone(&o.delta), Some(&caller));
+                }
+                match result {
+                    Ok(o) if o.ticket.is_some() => {
+                        if let Err(mpsc::SendError((o, reply))) = durable.send((o, reply)) {
+                            let _ = reply.send(Ok(o));
+                        }
+                    }
+                    other => {
+                        let _ = reply.send(other);
+                    }
+                }
             }
             Some(Job::Connected { caller, reply }) => {
                 let mut result = host.client_connected(&caller);

@@ -94,6 +94,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let app = http::router(Arc::clone(&state));
+    // Replies are small and latency-bound: no Nagle delay.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     let registry = Arc::clone(&state.registry);
     let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;

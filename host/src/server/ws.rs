@@ -408,6 +408,22 @@ impl Session {
         msg: ClientMessage,
         out: mpsc::Sender<Outbound>,
     ) {
+        if let ClientMessage::CallReducer { request_id, reducer, args } = msg {
+            // Queued on the database thread in arrival order; the reply is awaited off this
+            // queue, so a client can pipeline calls.
+            let rx = self.handle.call_reducer_async(&reducer, &self.info, ReducerArgs::Bsatn(args));
+            let kick = Arc::clone(&self.kick);
+            tokio::spawn(async move {
+                let outcome = rx
+                    .await
+                    .unwrap_or_else(|_| Err(crate::HostError::Runtime("the database stopped".into())));
+                let bytes = reducer_result_message(request_id, outcome);
+                if out.try_send(Outbound::Frame(protocol::frame(&bytes))).is_err() {
+                    kick.kick(TOO_SLOW);
+                }
+            });
+            return;
+        }
         let s = Arc::clone(&self);
         let reply = tokio::task::spawn_blocking(move || s.answer(client, msg)).await;
         if let Ok(Some(bytes)) = reply {
@@ -457,35 +473,42 @@ impl Session {
                 })
             }
             ClientMessage::CallReducer { request_id, reducer, args } => {
-                let now = crate::logs::now_micros();
                 let outcome = self.handle.call_reducer(&reducer, &self.info, ReducerArgs::Bsatn(args));
-                Some(match outcome {
-                    Err(e) => protocol::reducer_result(
-                        request_id,
-                        now,
-                        ReducerResultKind::InternalError(&e.to_string()),
-                    ),
-                    Ok(o) => {
-                        let kind = match &o.status {
-                            ReducerStatus::Committed => match &o.caller_update {
-                                Some(u) => ReducerResultKind::Ok(u),
-                                None => ReducerResultKind::OkEmpty,
-                            },
-                            ReducerStatus::Failed(m) => ReducerResultKind::Err(m),
-                            ReducerStatus::Panicked(m) => ReducerResultKind::InternalError(m),
-                            ReducerStatus::OutOfEnergy => {
-                                ReducerResultKind::InternalError("Module energy budget exhausted.")
-                            }
-                        };
-                        protocol::reducer_result(request_id, o.timestamp_micros, kind)
-                    }
-                })
+                Some(reducer_result_message(request_id, outcome))
             }
             ClientMessage::CallProcedure { request_id, procedure, .. } => Some(protocol::procedure_error(
                 request_id,
                 crate::logs::now_micros(),
                 &format!("procedures are not supported by Lightcone yet (`{procedure}`)"),
             )),
+        }
+    }
+}
+
+/// The `ReducerResult` for a call's outcome.
+fn reducer_result_message(
+    request_id: u32,
+    outcome: Result<crate::ReducerOutcome, crate::HostError>,
+) -> Vec<u8> {
+    match outcome {
+        Err(e) => protocol::reducer_result(
+            request_id,
+            crate::logs::now_micros(),
+            ReducerResultKind::InternalError(&e.to_string()),
+        ),
+        Ok(o) => {
+            let kind = match &o.status {
+                ReducerStatus::Committed => match &o.caller_update {
+                    Some(u) => ReducerResultKind::Ok(u),
+                    None => ReducerResultKind::OkEmpty,
+                },
+                ReducerStatus::Failed(m) => ReducerResultKind::Err(m),
+                ReducerStatus::Panicked(m) => ReducerResultKind::InternalError(m),
+                ReducerStatus::OutOfEnergy => {
+                    ReducerResultKind::InternalError("Module energy budget exhausted.")
+                }
+            };
+            protocol::reducer_result(request_id, o.timestamp_micros, kind)
         }
     }
 }
