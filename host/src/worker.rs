@@ -378,8 +378,14 @@ fn run(
                     let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
                     o.caller_update = notify(&n, Some(o), &Arc::clone(&o.delta), Some(&caller));
                 }
+                // Only fsync-mode commits not yet durable wait (on the notifier thread).
+                let must_wait = |t: lightcone_wal::Ticket| {
+                    host.commit_log().is_some_and(|l| {
+                        l.durability() == lightcone_wal::Durability::Fsync && l.durable_offset() < t.0
+                    })
+                };
                 match result {
-                    Ok(o) if o.ticket.is_some() => {
+                    Ok(o) if o.ticket.is_some_and(must_wait) => {
                         if let Err(mpsc::SendError((o, reply))) = durable.send((o, reply)) {
                             let _ = reply.send(Ok(o));
                         }

@@ -256,6 +256,11 @@ impl CommitLog {
         self.wait_until(|q| q.synced >= last)
     }
 
+    /// The mode this log was opened with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
     /// Offset of the last durable transaction.
     pub fn durable_offset(&self) -> u64 {
         lock(&self.shared.queue).durable
