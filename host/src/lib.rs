@@ -4,10 +4,13 @@
 //! Owns: everything a user or a module touches directly — loading modules
 //! ([`runtime`]), the ABI's host functions ([`abi`], [`wasi`]), module definitions
 //! ([`module_def`]), BSATN ⇄ engine rows ([`codec`]), reducer calls as transactions with
-//! lifecycle and scheduled reducers ([`module_host`]), module logs ([`logs`]), and the CLI's
-//! `replay`. Storage, planning and delta evaluation live in the crates below it.
+//! lifecycle and scheduled reducers ([`module_host`]), module logs ([`logs`]), each database's
+//! thread ([`worker`]), the server ([`server`]: data directory registry, identities and tokens,
+//! the `/v1` HTTP routes, the WebSocket protocol and its subscription hub) and the CLI
+//! ([`cli`], `replay`). Storage, planning and delta evaluation live in the crates below it.
 //!
-//! Does not own: the engine's data structures, SQL, subscriptions.
+//! Does not own: the engine's data structures, SQL planning, delta computation (it wires
+//! `lightcone-incremental-eval` to commits and sockets).
 
 pub mod abi;
 pub mod cli;
