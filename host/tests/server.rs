@@ -323,3 +323,36 @@ fn websocket_clients_see_each_others_commits() {
     assert!(connect(&s, "chat", None, "v1.json.spacetimedb").is_err());
     let _ = Arc::new(());
 }
+
+#[test]
+fn row_level_security_applies_to_sql_for_other_identities() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    let (alice_id, alice) = new_identity(&http, &s);
+    let (_, bob) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "rls", &owner, "abi_exerciser_unstable").status, 200);
+    for t in [&alice, &bob, &bob] {
+        assert_eq!(call(&http, &s, "rls", "whoami", Some(t), "[]").status, 200);
+    }
+    let count = |token: &str, q: &str| -> (u16, usize, String) {
+        let r = sql(&http, &s, "rls", token, q);
+        let n = serde_json::from_str::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|j| j[0]["rows"].as_array().map(|a| a.len()))
+            .unwrap_or(0);
+        (r.status, n, r.body)
+    };
+    // Each identity sees only its own rows; the owner sees all.
+    let (status, n, body) = count(&alice, "SELECT * FROM caller_info");
+    assert_eq!((status, n), (200, 1), "{body}");
+    assert!(body.contains(&alice_id), "alice sees her own row: {body}");
+    assert_eq!(count(&bob, "SELECT * FROM caller_info").1, 2);
+    assert_eq!(count(&owner, "SELECT * FROM caller_info").1, 3);
+    // Shapes that cannot be filtered exactly are refused, not leaked.
+    let (status, _, body) = count(&alice, "SELECT COUNT(*) AS n FROM caller_info");
+    assert_eq!(status, 400);
+    assert!(body.contains("row-level security"), "{body}");
+    // Tables without a filter are unaffected.
+    assert_eq!(count(&alice, "SELECT * FROM item").0, 200);
+}

@@ -512,14 +512,17 @@ async fn sql(
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
         Ok(Ok(results)) => {
             let elapsed = start.elapsed().as_micros() as u64;
-            let out: Vec<serde_json::Value> = results
+            let out: Vec<StatementJson> = results
                 .into_iter()
                 .map(|mut r| {
-                    r["total_duration_micros"] = json!(elapsed);
+                    r.total_duration_micros = elapsed;
                     r
                 })
                 .collect();
-            Json(out).into_response()
+            match serde_json::to_string(&out) {
+                Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
         }
     };
     with_minted(resp, minted)
@@ -553,14 +556,28 @@ fn stats_json(i: u64, d: u64, u: u64) -> serde_json::Value {
     json!({"rows_inserted": i, "rows_deleted": d, "rows_updated": u})
 }
 
+/// One statement's answer on `/sql`.
+#[derive(serde::Serialize)]
+struct StatementJson {
+    schema: serde_json::Value,
+    rows: Vec<Box<serde_json::value::RawValue>>,
+    total_duration_micros: u64,
+    stats: serde_json::Value,
+}
+
 fn rows_json(
     h: &crate::worker::DatabaseHandle,
     r: &lightcone_query_planner::QueryResult,
-) -> Result<serde_json::Value, String> {
+) -> Result<StatementJson, String> {
     let types = result_types(h, &r.columns);
     let product = sats_json::product_of(&types);
     let rows = r.rows.iter().map(|row| sats_json::row_json(row, &product)).collect::<Result<Vec<_>, _>>()?;
-    Ok(json!({"schema": sats_json::type_json(&product), "rows": rows, "stats": stats_json(0, 0, 0)}))
+    Ok(StatementJson {
+        schema: sats_json::type_json(&product),
+        rows,
+        total_duration_micros: 0,
+        stats: stats_json(0, 0, 0),
+    })
 }
 
 /// Private tables do not exist for non-owners.
@@ -577,17 +594,80 @@ fn check_visible(h: &crate::worker::DatabaseHandle, sql: &str) -> Result<(), Str
     Ok(())
 }
 
+/// A non-owner's query on a module with row-level security: evaluated like a subscription, so
+/// every table it reads is seen through its filters. Only whole-row queries can be filtered
+/// exactly; anything else (projections, COUNT) is refused rather than risk showing hidden rows.
+fn rls_rows(
+    h: &crate::worker::DatabaseHandle,
+    snapshot: &lightcone_mvcc::Snapshot,
+    sql: &str,
+    sender: U256,
+) -> Result<StatementJson, String> {
+    use lightcone_incremental_eval::{ClientAuth, ClientId, EvalError, Registry};
+    let mut reg = Registry::new();
+    for f in &h.spec().row_level_security {
+        reg.add_rls_filter(snapshot, f).map_err(|e| e.to_string())?;
+    }
+    let auth = ClientAuth { sender, is_owner: false };
+    let tables = match reg.subscribe(snapshot, ClientId(0), 0, &[sql], &auth) {
+        Ok(t) => t,
+        Err(EvalError::UnsupportedShape { .. }) => {
+            return Err("this database has row-level security: other identities may only run queries that \
+                        return whole rows of one table (`SELECT * FROM t …` or `SELECT t.* FROM t JOIN …`)"
+                .into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let spec = h.spec();
+    let Some(t) = tables.first() else {
+        let bound = lightcone_query_planner::bind(snapshot, sql).map_err(|e| e.to_string())?;
+        let name = bound
+            .plan
+            .tables()
+            .first()
+            .and_then(|&id| snapshot.table(id).ok().map(|v| v.schema().name().to_string()))
+            .unwrap_or_default();
+        return table_rows_json(spec, &name, &[]);
+    };
+    table_rows_json(spec, &t.table_name, &t.rows)
+}
+
+fn table_rows_json(
+    spec: &crate::module_def::ModuleSpec,
+    table: &str,
+    rows: &[lightcone_mvcc::Row],
+) -> Result<StatementJson, String> {
+    let t = spec.table_by_name(table).ok_or_else(|| format!("`{table}` is not a valid table"))?;
+    let types: Vec<(String, AlgebraicType)> = t
+        .columns
+        .iter()
+        .map(|(n, ty)| (n.clone(), sats_json::resolve_deep(ty, &spec.typespace, 0)))
+        .collect();
+    let product = sats_json::product_of(&types);
+    let rows = rows.iter().map(|row| sats_json::row_json(row, &product)).collect::<Result<Vec<_>, _>>()?;
+    Ok(StatementJson {
+        schema: sats_json::type_json(&product),
+        rows,
+        total_duration_micros: 0,
+        stats: stats_json(0, 0, 0),
+    })
+}
+
 fn run_sql(
     h: &crate::worker::DatabaseHandle,
     sql: &str,
     sender: U256,
     is_owner: bool,
-) -> Result<Vec<serde_json::Value>, String> {
+) -> Result<Vec<StatementJson>, String> {
     let params = Params { sender: Some(sender) };
     if !is_owner {
-        // Readers: one SELECT on a snapshot, public tables only.
+        // Readers: one SELECT on a snapshot, public tables only, row-level security applied.
         check_visible(h, sql)?;
-        let r = lightcone_query_planner::execute(&h.snapshot(), sql, &params).map_err(|e| e.to_string())?;
+        let snapshot = h.snapshot();
+        if !h.spec().row_level_security.is_empty() {
+            return Ok(vec![rls_rows(h, &snapshot, sql, sender)?]);
+        }
+        let r = lightcone_query_planner::execute(&snapshot, sql, &params).map_err(|e| e.to_string())?;
         return Ok(vec![rows_json(h, &r)?]);
     }
     let out: Arc<std::sync::Mutex<Vec<StatementResult>>> = Arc::default();
@@ -605,11 +685,12 @@ fn run_sql(
         .iter()
         .map(|r| match r {
             StatementResult::Rows(q) => rows_json(h, q),
-            StatementResult::Dml(st) => Ok(json!({
-                "schema": {"elements": []},
-                "rows": [],
-                "stats": stats_json(st.rows_inserted, st.rows_deleted, st.rows_updated),
-            })),
+            StatementResult::Dml(st) => Ok(StatementJson {
+                schema: json!({"elements": []}),
+                rows: Vec::new(),
+                total_duration_micros: 0,
+                stats: stats_json(st.rows_inserted, st.rows_deleted, st.rows_updated),
+            }),
         })
         .collect()
 }

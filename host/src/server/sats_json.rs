@@ -77,14 +77,15 @@ pub fn type_json(ty: &ProductType) -> serde_json::Value {
     serde_json::to_value(SerializeWrapper::from_ref(ty)).unwrap_or(serde_json::Value::Null)
 }
 
-/// The SATS-JSON array of one row of type `ty`.
-pub fn row_json(row: &Row, ty: &ProductType) -> Result<serde_json::Value, String> {
+/// The SATS-JSON array of one row of type `ty`, as JSON text (u128/u256 numbers do not fit
+/// `serde_json::Value`).
+pub fn row_json(row: &Row, ty: &ProductType) -> Result<Box<serde_json::value::RawValue>, String> {
     let mut bytes = Vec::new();
     for v in row {
         encode_value(v, &mut bytes);
     }
     let value = spacetimedb_sats::bsatn::decode(ty, &mut bytes.as_slice()).map_err(|e| e.to_string())?;
-    serde_json::to_value(SerializeWrapper::from_ref(&value)).map_err(|e| e.to_string())
+    serde_json::value::to_raw_value(&SerializeWrapper::from_ref(&value)).map_err(|e| e.to_string())
 }
 
 /// The SATS-JSON of a BSATN value of type `ty`.
@@ -102,7 +103,9 @@ mod tests {
     fn rows_render_as_sats_json_arrays() {
         let ty = product_of(&[("id".into(), AlgebraicType::U32), ("name".into(), AlgebraicType::String)]);
         let j = row_json(&vec![Value::U32(7), Value::String("ann".into())], &ty).unwrap();
-        assert_eq!(j, serde_json::json!([7, "ann"]));
+        assert_eq!(j.get(), r#"[7,"ann"]"#);
+        let big = product_of(&[("x".into(), AlgebraicType::U128)]);
+        assert_eq!(row_json(&vec![Value::U128(u128::MAX)], &big).unwrap().get(), format!("[{}]", u128::MAX));
         let t = type_json(&ty);
         assert_eq!(t["elements"][0]["name"]["some"], "id");
     }
