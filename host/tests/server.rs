@@ -356,3 +356,46 @@ fn row_level_security_applies_to_sql_for_other_identities() {
     // Tables without a filter are unaffected.
     assert_eq!(count(&alice, "SELECT * FROM item").0, 200);
 }
+
+#[test]
+fn one_off_queries_respect_row_level_security() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    let (_, alice) = new_identity(&http, &s);
+    let (_, bob) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "rls", &owner, "abi_exerciser_unstable").status, 200);
+    for t in [&alice, &bob, &bob] {
+        assert_eq!(call(&http, &s, "rls", "whoami", Some(t), "[]").status, 200);
+    }
+    let one_off = |token: &str, q: &str| -> Vec<u8> {
+        let mut ws = connect(&s, "rls", Some(token), "v2.bsatn.spacetimedb").unwrap();
+        set_timeout(&ws);
+        assert_eq!(next(&mut ws)[0], 0);
+        let mut m = vec![2u8];
+        m.extend_from_slice(&9u32.to_le_bytes());
+        m.extend_from_slice(&str_bsatn(q));
+        ws.send(Message::Binary(m.into())).unwrap();
+        let r = next(&mut ws);
+        assert_eq!(r[0], 5, "OneOffQueryResult");
+        r
+    };
+    // Row count of the result's single table: the RowOffsets list length, or data / fixed size.
+    let rows = |r: &[u8]| -> usize {
+        assert_eq!(r[5], 0, "Ok: {}", String::from_utf8_lossy(r));
+        let name_len = u32::from_le_bytes(r[10..14].try_into().unwrap()) as usize;
+        let hint = &r[14 + name_len..];
+        match hint[0] {
+            1 => u32::from_le_bytes(hint[1..5].try_into().unwrap()) as usize,
+            _ => {
+                let size = u16::from_le_bytes(hint[1..3].try_into().unwrap()) as usize;
+                u32::from_le_bytes(hint[3..7].try_into().unwrap()) as usize / size.max(1)
+            }
+        }
+    };
+    assert_eq!(rows(&one_off(&alice, "SELECT * FROM caller_info")), 1);
+    assert_eq!(rows(&one_off(&bob, "SELECT * FROM caller_info")), 2);
+    assert_eq!(rows(&one_off(&owner, "SELECT * FROM caller_info")), 3);
+    let refused = one_off(&alice, "SELECT COUNT(*) AS n FROM caller_info");
+    assert_eq!(refused[5], 1, "Err for a shape RLS cannot filter");
+}

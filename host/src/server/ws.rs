@@ -532,6 +532,25 @@ fn one_off(
             table_name = name;
         }
     }
+    if !auth.is_owner && !spec.row_level_security.is_empty() {
+        // Other identities see every table through its row-level security filters: evaluate
+        // the query like a subscription (whole-row shapes only; others are refused).
+        let mut reg = SubRegistry::new();
+        for f in &spec.row_level_security {
+            reg.add_rls_filter(snapshot, f).map_err(|e| e.to_string())?;
+        }
+        let tables = reg.subscribe(snapshot, ClientId(0), 0, &[sql], auth).map_err(|e| match e {
+            lightcone_incremental_eval::EvalError::UnsupportedShape { .. } => {
+                "this database has row-level security: other identities may only run queries that return \
+                 whole rows of one table"
+                    .to_string()
+            }
+            e => e.to_string(),
+        })?;
+        let rows: Vec<Row> = tables.into_iter().flat_map(|t| t.rows).collect();
+        let (data, ends) = encode_rows(spec, &table_name, &rows);
+        return Ok(vec![(table_name, data, ends)]);
+    }
     let params = lightcone_query_planner::Params { sender: Some(auth.sender) };
     let result = lightcone_query_planner::execute(snapshot, sql, &params).map_err(|e| e.to_string())?;
     let (data, ends) = encode_rows(spec, "", &result.rows);
