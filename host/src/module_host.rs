@@ -76,7 +76,7 @@ pub enum ReducerStatus {
 /// The result of one reducer call.
 #[derive(Debug, Clone)]
 pub struct ReducerOutcome {
-    pub reducer: String,
+    pub reducer: Arc<str>,
     pub status: ReducerStatus,
     pub energy_used: u64,
     pub duration: Duration,
@@ -167,6 +167,18 @@ pub struct ModuleHost {
     logs: Arc<ModuleLogs>,
     config: HostConfig,
     scheduler: Scheduler,
+    /// Reducer names by id, shared into every outcome (no allocation per call).
+    names: Vec<Arc<str>>,
+}
+
+/// The delta of a transaction that changed nothing, shared (no allocation per call).
+fn empty_delta() -> Arc<TxDelta> {
+    static EMPTY: std::sync::OnceLock<Arc<TxDelta>> = std::sync::OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::new(TxDelta::default())))
+}
+
+fn reducer_names(spec: &ModuleSpec) -> Vec<Arc<str>> {
+    spec.reducers.iter().map(|r| Arc::from(r.name.as_str())).collect()
 }
 
 fn module_table_def() -> TableDef {
@@ -329,13 +341,14 @@ impl ModuleHost {
             logs,
             config,
             scheduler: Scheduler::default(),
+            names: reducer_names(&spec),
         };
         for name in &tables_created {
             host.logs.host(LogLevel::Info, format!("Creating table `{name}`"));
         }
         if let (true, Some(init)) = (created, spec.init) {
             let caller = CallerInfo { identity: owner, ..CallerInfo::default() };
-            let outcome = host.run_in_open_tx(init, &caller, &[], now_micros());
+            let outcome = host.run_in_open_tx(init, &caller, Vec::new(), now_micros());
             if let Some(err) = outcome {
                 host.rollback();
                 return Err(HostError::InitFailed(err));
@@ -373,6 +386,7 @@ impl ModuleHost {
         let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &snapshot).map_err(engine_err)?);
         drop(snapshot);
         instance.state().catalog = Some(Arc::clone(&catalog));
+        let names = reducer_names(&spec);
         let mut host = ModuleHost {
             instance: Some(instance),
             spec,
@@ -382,6 +396,7 @@ impl ModuleHost {
             logs,
             config,
             scheduler: Scheduler::default(),
+            names,
         };
         host.arm_all_schedules();
         Ok(host)
@@ -470,13 +485,13 @@ impl ModuleHost {
             return Err(HostError::NotCallable(name.to_string()));
         }
         let args = self.encode_args(reducer, args)?;
-        self.run_reducer(id, caller, &args, now_micros())
+        self.run_reducer(id, caller, args, now_micros())
     }
 
     /// Runs the `client_connected` lifecycle reducer (an `Err` means: refuse the client).
     pub fn client_connected(&mut self, caller: &CallerInfo) -> Result<Option<ReducerOutcome>, HostError> {
         match self.spec.client_connected {
-            Some(id) => self.run_reducer(id, caller, &[], now_micros()).map(Some),
+            Some(id) => self.run_reducer(id, caller, Vec::new(), now_micros()).map(Some),
             None => Ok(None),
         }
     }
@@ -484,7 +499,7 @@ impl ModuleHost {
     /// Runs the `client_disconnected` lifecycle reducer.
     pub fn client_disconnected(&mut self, caller: &CallerInfo) -> Result<Option<ReducerOutcome>, HostError> {
         match self.spec.client_disconnected {
-            Some(id) => self.run_reducer(id, caller, &[], now_micros()).map(Some),
+            Some(id) => self.run_reducer(id, caller, Vec::new(), now_micros()).map(Some),
             None => Ok(None),
         }
     }
@@ -500,7 +515,7 @@ impl ModuleHost {
 
     /// Runs reducer `id` in the already-open transaction; returns the error text on failure
     /// (the caller rolls back).
-    fn run_in_open_tx(&mut self, id: usize, caller: &CallerInfo, args: &[u8], ts: i64) -> Option<String> {
+    fn run_in_open_tx(&mut self, id: usize, caller: &CallerInfo, args: Vec<u8>, ts: i64) -> Option<String> {
         self.run_guest(id, caller, args, ts).0
     }
 
@@ -508,7 +523,7 @@ impl ModuleHost {
         &mut self,
         id: usize,
         caller: &CallerInfo,
-        args: &[u8],
+        args: Vec<u8>,
         ts: i64,
     ) -> (Option<String>, ReducerStatus, u64) {
         let fuel = self.config.fuel_per_call;
@@ -566,7 +581,7 @@ impl ModuleHost {
             self.logs.host(LogLevel::Error, format!("commit log append failed: {e}"));
             HostError::Durability(e.to_string())
         })?;
-        let delta = Arc::new(delta);
+        let delta = if delta.is_empty() { empty_delta() } else { Arc::new(delta) };
         self.after_commit(&delta);
         Ok((delta, ticket))
     }
@@ -576,7 +591,7 @@ impl ModuleHost {
         &mut self,
         id: usize,
         caller: &CallerInfo,
-        args: &[u8],
+        args: Vec<u8>,
         ts: i64,
     ) -> Result<ReducerOutcome, HostError> {
         let start = Instant::now();
@@ -587,10 +602,10 @@ impl ModuleHost {
             self.commit()?
         } else {
             self.rollback();
-            (Arc::new(TxDelta::default()), None)
+            (empty_delta(), None)
         };
         let outcome = ReducerOutcome {
-            reducer: self.spec.reducers[id].name.clone(),
+            reducer: Arc::clone(&self.names[id]),
             status,
             energy_used,
             duration: start.elapsed(),
@@ -610,7 +625,7 @@ impl ModuleHost {
             let caller = CallerInfo { identity: self.config.database_identity, ..CallerInfo::default() };
             match self.spec.reducer_id(&name) {
                 Some(id) => {
-                    if let Err(e) = self.run_reducer(id, &caller, &args, now_micros()) {
+                    if let Err(e) = self.run_reducer(id, &caller, args, now_micros()) {
                         self.logs.host(LogLevel::Error, format!("immediate call of `{name}` failed: {e}"));
                     }
                 }
@@ -715,12 +730,12 @@ impl ModuleHost {
         self.catalog.codec(sched.table).encode_row(&row, &mut args);
         let caller = CallerInfo { identity: self.config.database_identity, ..CallerInfo::default() };
         let ts = now_micros();
-        let (_, status, energy_used) = self.run_guest(sched.reducer, &caller, &args, ts);
+        let (_, status, energy_used) = self.run_guest(sched.reducer, &caller, args, ts);
         let (delta, ticket) = if status == ReducerStatus::Committed {
             self.commit()?
         } else {
             self.rollback();
-            (Arc::new(TxDelta::default()), None)
+            (empty_delta(), None)
         };
         // An interval row that still exists runs again one interval after this run was due.
         if let Some(ScheduleAt::Interval(d)) = at {
@@ -742,7 +757,7 @@ impl ModuleHost {
             }
         }
         Ok(Some(ReducerOutcome {
-            reducer: self.spec.reducers[sched.reducer].name.clone(),
+            reducer: Arc::clone(&self.names[sched.reducer]),
             status,
             energy_used,
             duration: start.elapsed(),

@@ -196,7 +196,13 @@ impl Instance {
 
     /// Calls `__call_reducer__` in the transaction open in the state's slot. Returns the
     /// outcome and the fuel used.
-    pub fn call_reducer(&mut self, id: u32, ctx: CallContext, args: &[u8], fuel: u64) -> (GuestOutcome, u64) {
+    pub fn call_reducer(
+        &mut self,
+        id: u32,
+        ctx: CallContext,
+        args: Vec<u8>,
+        fuel: u64,
+    ) -> (GuestOutcome, u64) {
         let state = self.store.data_mut();
         state.call = ctx;
         state.last_panic = None;
@@ -204,7 +210,7 @@ impl Instance {
         let conn = state.call.connection_id;
         let ts = state.call.timestamp_micros;
         let args_handle =
-            if args.is_empty() { 0 } else { state.sources.insert(Source { data: args.to_vec(), pos: 0 }) };
+            if args.is_empty() { 0 } else { state.sources.insert(Source { data: args, pos: 0 }) };
         let err_sink = state.sinks.insert(Vec::new());
         let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         let params = (

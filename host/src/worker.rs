@@ -24,7 +24,7 @@ pub struct CommitEvent {
     pub delta: Arc<TxDelta>,
     pub after: Snapshot,
     /// The reducer that committed, and who called it (None for SQL writes).
-    pub reducer: Option<String>,
+    pub reducer: Option<Arc<str>>,
     pub caller: Option<CallerInfo>,
 }
 

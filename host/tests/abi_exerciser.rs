@@ -932,7 +932,7 @@ fn one_shot_schedule_runs_once_as_the_database() {
     ran.extend(pump(&mut host, Duration::from_millis(60)));
     assert_eq!(ran.len(), 1, "{ran:?}");
     let tick = &ran[0];
-    assert_eq!(tick.reducer, "tick");
+    assert_eq!(&*tick.reducer, "tick");
     assert!(tick.is_committed(), "{:?}", tick.status);
     assert!(tick.timestamp_micros >= due);
     let log = tick_rows(&db);
@@ -974,7 +974,7 @@ fn interval_schedule_repeats_until_cancelled() {
     let ran = pump(&mut host, Duration::from_millis(160));
     assert!(ran.len() >= 3, "{} ticks in ~160 ms", ran.len());
     assert!(ran.len() <= 6, "{} ticks in ~160 ms", ran.len());
-    assert!(ran.iter().all(|o| o.is_committed() && o.reducer == "tick"));
+    assert!(ran.iter().all(|o| o.is_committed() && &*o.reducer == "tick"));
     let log = tick_rows(&db);
     assert_eq!(log.len(), ran.len());
     for r in &log {
@@ -1041,7 +1041,7 @@ fn a_schedule_deleted_before_it_is_due_never_runs() {
     }
     assert!(pump(&mut host, Duration::from_millis(80))
         .iter()
-        .all(|o| o.reducer != "tick" || !o.is_committed()));
+        .all(|o| &*o.reducer != "tick" || !o.is_committed()));
     assert_eq!(tick_rows(&db).len(), 1, "the ghost tick never ran");
 }
 

@@ -1,7 +1,7 @@
 //! The database handle, write transactions, snapshots and transaction deltas.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::ThreadId;
 
 use ahash::{AHashMap, AHashSet};
@@ -16,7 +16,7 @@ use crate::schema::{
 use crate::table::{FreeHints, TableState, TableView};
 
 /// One committed version of the whole database. Cloning is O(tables): tables are shared.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct DbState {
     tables: Vec<Option<Arc<TableState>>>,
     table_names: Arc<HashMap<String, TableId>>,
@@ -25,6 +25,22 @@ pub(crate) struct DbState {
     next_index_id: IndexId,
     /// Offset of the last committed transaction that changed anything (0 = none yet).
     tx_offset: u64,
+}
+
+impl Default for DbState {
+    /// An empty state. Allocation-free (the empty catalog maps are shared and copied on first
+    /// write), because every commit leaves one of these behind in the transaction.
+    fn default() -> Self {
+        static NAMES: OnceLock<Arc<HashMap<String, TableId>>> = OnceLock::new();
+        static LOCATIONS: OnceLock<Arc<HashMap<IndexId, (TableId, usize)>>> = OnceLock::new();
+        DbState {
+            tables: Vec::new(),
+            table_names: Arc::clone(NAMES.get_or_init(Arc::default)),
+            index_locations: Arc::clone(LOCATIONS.get_or_init(Arc::default)),
+            next_index_id: 0,
+            tx_offset: 0,
+        }
+    }
 }
 
 impl DbState {
