@@ -16,7 +16,7 @@ use crate::abi::{CallContext, Catalog};
 use crate::codec::{resolve, skip_value, Reader};
 use crate::logs::{now_micros, LogLevel, ModuleLogs};
 use crate::module_def::{decode_module_def, ModuleSpec, ReducerSpec};
-use crate::runtime::{CompiledModule, GuestOutcome, Instance, WasmEngine};
+use crate::runtime::{GuestOutcome, Instance, WasmEngine};
 use crate::tx_slot::TxSlot;
 use crate::HostError;
 
@@ -177,6 +177,30 @@ fn empty_delta() -> Arc<TxDelta> {
     Arc::clone(EMPTY.get_or_init(|| Arc::new(TxDelta::default())))
 }
 
+/// A program instantiated on a database and described.
+struct Instantiated {
+    instance: Instance,
+    /// The definition bytes `__describe_module__` wrote.
+    def_bytes: Vec<u8>,
+    spec: Arc<ModuleSpec>,
+    logs: Arc<ModuleLogs>,
+}
+
+/// Compiles `program`, instantiates it on `db` (preinit + describe) and decodes its definition.
+fn instantiate(
+    engine: &WasmEngine,
+    db: &Arc<Database>,
+    program: &[u8],
+    config: &HostConfig,
+) -> Result<Instantiated, HostError> {
+    let compiled = engine.compile(program)?;
+    let logs = Arc::new(ModuleLogs::new());
+    let (instance, def_bytes) =
+        Instance::new(&compiled, TxSlot::new(Arc::clone(db)), config.database_identity, Arc::clone(&logs))?;
+    let spec = Arc::new(decode_module_def(&def_bytes)?);
+    Ok(Instantiated { instance, def_bytes, spec, logs })
+}
+
 fn reducer_names(spec: &ModuleSpec) -> Vec<Arc<str>> {
     spec.reducers.iter().map(|r| Arc::from(r.name.as_str())).collect()
 }
@@ -302,15 +326,8 @@ impl ModuleHost {
                 max: lightcone_mvcc::MAX_VALUE_BYTES,
             });
         }
-        let compiled = engine.compile(program)?;
-        let logs = Arc::new(ModuleLogs::new());
-        let (mut instance, def_bytes) = Instance::new(
-            &compiled,
-            TxSlot::new(Arc::clone(&db)),
-            config.database_identity,
-            Arc::clone(&logs),
-        )?;
-        let spec = Arc::new(decode_module_def(&def_bytes)?);
+        let Instantiated { mut instance, def_bytes, spec, logs } =
+            instantiate(engine, &db, program, &config)?;
         let old = stored_program(&db.snapshot());
         let state = instance.state();
         state.slot.begin();
@@ -331,18 +348,7 @@ impl ModuleHost {
         }
         write_program_row(tx, program, &def_bytes, owner, created).map_err(engine_err)?;
         let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &*tx).map_err(engine_err)?);
-        instance.state().catalog = Some(Arc::clone(&catalog));
-        let mut host = ModuleHost {
-            instance: Some(instance),
-            spec: Arc::clone(&spec),
-            catalog,
-            db,
-            log,
-            logs,
-            config,
-            scheduler: Scheduler::default(),
-            names: reducer_names(&spec),
-        };
+        let mut host = ModuleHost::assemble(instance, Arc::clone(&spec), catalog, db, log, logs, config);
         for name in &tables_created {
             host.logs.host(LogLevel::Info, format!("Creating table `{name}`"));
         }
@@ -374,20 +380,26 @@ impl ModuleHost {
     ) -> Result<ModuleHost, HostError> {
         let snapshot = db.snapshot();
         let stored = stored_program(&snapshot).ok_or(HostError::NoProgram)?;
-        let compiled: CompiledModule = engine.compile(&stored.program)?;
-        let logs = Arc::new(ModuleLogs::new());
-        let (mut instance, def_bytes) = Instance::new(
-            &compiled,
-            TxSlot::new(Arc::clone(&db)),
-            config.database_identity,
-            Arc::clone(&logs),
-        )?;
-        let spec = Arc::new(decode_module_def(&def_bytes)?);
+        let Instantiated { instance, spec, logs, .. } = instantiate(engine, &db, &stored.program, &config)?;
         let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &snapshot).map_err(engine_err)?);
         drop(snapshot);
+        let mut host = ModuleHost::assemble(instance, spec, catalog, db, log, logs, config);
+        host.arm_all_schedules();
+        Ok(host)
+    }
+
+    fn assemble(
+        mut instance: Instance,
+        spec: Arc<ModuleSpec>,
+        catalog: Arc<Catalog>,
+        db: Arc<Database>,
+        log: Option<Arc<CommitLog>>,
+        logs: Arc<ModuleLogs>,
+        config: HostConfig,
+    ) -> ModuleHost {
         instance.state().catalog = Some(Arc::clone(&catalog));
         let names = reducer_names(&spec);
-        let mut host = ModuleHost {
+        ModuleHost {
             instance: Some(instance),
             spec,
             catalog,
@@ -397,9 +409,7 @@ impl ModuleHost {
             config,
             scheduler: Scheduler::default(),
             names,
-        };
-        host.arm_all_schedules();
-        Ok(host)
+        }
     }
 
     pub fn spec(&self) -> &Arc<ModuleSpec> {

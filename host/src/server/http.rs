@@ -603,21 +603,8 @@ fn rls_rows(
     sql: &str,
     sender: U256,
 ) -> Result<StatementJson, String> {
-    use lightcone_incremental_eval::{ClientAuth, ClientId, EvalError, Registry};
-    let mut reg = Registry::new();
-    for f in &h.spec().row_level_security {
-        reg.add_rls_filter(snapshot, f).map_err(|e| e.to_string())?;
-    }
-    let auth = ClientAuth { sender, is_owner: false };
-    let tables = match reg.subscribe(snapshot, ClientId(0), 0, &[sql], &auth) {
-        Ok(t) => t,
-        Err(EvalError::UnsupportedShape { .. }) => {
-            return Err("this database has row-level security: other identities may only run queries that \
-                        return whole rows of one table (`SELECT * FROM t …` or `SELECT t.* FROM t JOIN …`)"
-                .into())
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    let auth = lightcone_incremental_eval::ClientAuth { sender, is_owner: false };
+    let tables = super::rls::visible_rows(h.spec(), snapshot, sql, &auth)?;
     let spec = h.spec();
     let Some(t) = tables.first() else {
         let bound = lightcone_query_planner::bind(snapshot, sql).map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod http;
 pub mod protocol;
 pub mod registry;
+pub mod rls;
 pub mod sats_json;
 pub mod ws;
 

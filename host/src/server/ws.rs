@@ -116,10 +116,7 @@ impl Hub {
     fn new(db: Arc<HostedDb>) -> Result<Arc<Hub>, String> {
         let handle = db.handle().ok_or("the database is being updated")?;
         let last = handle.snapshot();
-        let mut subs = SubRegistry::new();
-        for sql in &handle.spec().row_level_security {
-            subs.add_rls_filter(&last, sql).map_err(|e| e.to_string())?;
-        }
+        let subs = super::rls::registry(handle.spec(), &last)?;
         let hub = Arc::new(Hub {
             inner: Mutex::new(HubInner { subs, last, clients: HashMap::new() }),
             db: Arc::clone(&db),
@@ -195,7 +192,7 @@ impl Hub {
 }
 
 /// The hub of a database, created on first use.
-fn hub_for(state: &AppState, db: &Arc<HostedDb>) -> Result<Arc<Hub>, String> {
+fn hub_for(db: &Arc<HostedDb>) -> Result<Arc<Hub>, String> {
     static HUBS: std::sync::OnceLock<Mutex<HashMap<usize, Arc<Hub>>>> = std::sync::OnceLock::new();
     let hubs = HUBS.get_or_init(Mutex::default);
     let mut hubs = hubs.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,7 +202,6 @@ fn hub_for(state: &AppState, db: &Arc<HostedDb>) -> Result<Arc<Hub>, String> {
     if let Some(h) = hubs.get(&key) {
         return Ok(Arc::clone(h));
     }
-    let _ = state;
     let hub = Hub::new(Arc::clone(db))?;
     hubs.insert(key, Arc::clone(&hub));
     Ok(hub)
@@ -278,7 +274,7 @@ pub async fn subscribe(
     let Some(handle) = hosted.handle() else {
         return err(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
     };
-    let hub = match hub_for(&s, &hosted) {
+    let hub = match hub_for(&hosted) {
         Ok(h) => h,
         Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
@@ -472,10 +468,9 @@ impl Session {
                     Err(e) => protocol::one_off_result(request_id, Err(&e)),
                 })
             }
-            ClientMessage::CallReducer { request_id, reducer, args } => {
-                let outcome = self.handle.call_reducer(&reducer, &self.info, ReducerArgs::Bsatn(args));
-                Some(reducer_result_message(request_id, outcome))
-            }
+            // Invariant: `handle_message` answers calls itself (asynchronously, pipelined) and
+            // never passes them here.
+            ClientMessage::CallReducer { .. } => unreachable!("reducer calls are answered by handle_message"),
             ClientMessage::CallProcedure { request_id, procedure, .. } => Some(protocol::procedure_error(
                 request_id,
                 crate::logs::now_micros(),
@@ -535,18 +530,7 @@ fn one_off(
     if !auth.is_owner && !spec.row_level_security.is_empty() {
         // Other identities see every table through its row-level security filters: evaluate
         // the query like a subscription (whole-row shapes only; others are refused).
-        let mut reg = SubRegistry::new();
-        for f in &spec.row_level_security {
-            reg.add_rls_filter(snapshot, f).map_err(|e| e.to_string())?;
-        }
-        let tables = reg.subscribe(snapshot, ClientId(0), 0, &[sql], auth).map_err(|e| match e {
-            lightcone_incremental_eval::EvalError::UnsupportedShape { .. } => {
-                "this database has row-level security: other identities may only run queries that return \
-                 whole rows of one table"
-                    .to_string()
-            }
-            e => e.to_string(),
-        })?;
+        let tables = super::rls::visible_rows(spec, snapshot, sql, auth)?;
         let rows: Vec<Row> = tables.into_iter().flat_map(|t| t.rows).collect();
         let (data, ends) = encode_rows(spec, &table_name, &rows);
         return Ok(vec![(table_name, data, ends)]);
