@@ -290,22 +290,23 @@ impl Database {
         published.writer_thread = Some(me);
         // Invariant: only the holder of the writer lock takes the state, and every WriteTx puts
         // it back before releasing that lock.
-        let current = published.state.take().expect("published state is present between transactions");
-        let (state, lent) = match Arc::try_unwrap(current) {
-            Ok(DbStateRef(state)) => (state, true),
-            Err(shared) => {
-                let state = shared.0.clone();
-                published.state = Some(shared);
-                (state, false)
-            }
+        let mut current = published.state.take().expect("published state is present between transactions");
+        // Lending keeps the very `Arc` (no allocation per transaction): nobody else can reach it
+        // while `published.state` is `None`.
+        let (state, lent) = if Arc::get_mut(&mut current).is_some() {
+            (current, true)
+        } else {
+            let copy = Arc::new(DbStateRef(current.0.clone()));
+            published.state = Some(current);
+            (copy, false)
         };
         drop(published);
-        let tx_offset_before = state.tx_offset;
+        let tx_offset_before = state.0.tx_offset;
         WriteTx {
             tx_offset_before,
             db: self,
             meta,
-            state: DbStateRef(state),
+            state,
             lent,
             finished: false,
             in_operation: false,
@@ -317,10 +318,10 @@ impl Database {
 
     /// Ends the open transaction: publishes `state` (a commit, or a repaired borrowed state),
     /// or marks the database poisoned, and wakes waiting readers either way.
-    fn end_transaction(&self, state: Option<DbState>, poisoned: bool) {
+    fn end_transaction(&self, state: Option<Arc<DbStateRef>>, poisoned: bool) {
         let mut published = lock(&self.published);
         if let Some(state) = state {
-            published.state = Some(Arc::new(DbStateRef(state)));
+            published.state = Some(state);
         }
         published.poisoned |= poisoned;
         published.writer_thread = None;
@@ -435,7 +436,8 @@ pub struct SequenceUpdate {
 pub struct WriteTx<'db> {
     db: &'db Database,
     meta: MutexGuard<'db, WriterMeta>,
-    state: DbStateRef,
+    /// Never shared while the transaction is open (see [`WriteTx::st`]).
+    state: Arc<DbStateRef>,
     /// True if `state` is the borrowed latest version (changed in place; undo on rollback),
     /// false if it is a copy-on-write clone (rollback just drops it).
     lent: bool,
@@ -459,7 +461,14 @@ impl ReadTx for WriteTx<'_> {
 
 impl WriteTx<'_> {
     fn st(&mut self) -> &mut DbState {
-        &mut self.state.0
+        unshared(&mut self.state)
+    }
+
+    /// Moves the state out for publishing, leaving a shared empty placeholder behind.
+    fn take_state(&mut self) -> Arc<DbStateRef> {
+        static PLACEHOLDER: std::sync::OnceLock<Arc<DbStateRef>> = std::sync::OnceLock::new();
+        let placeholder = PLACEHOLDER.get_or_init(|| Arc::new(DbStateRef(DbState::default())));
+        std::mem::replace(&mut self.state, Arc::clone(placeholder))
     }
 
     /// Creates a table (visible to others once committed). Returns its id.
@@ -603,7 +612,7 @@ impl WriteTx<'_> {
     ) -> Result<RowId, MvccError> {
         let hints = self.meta.free_hints.entry(table).or_default();
         let mut dropped = Vec::new();
-        let t = self.state.0.table_mut(table)?;
+        let t = unshared(&mut self.state).table_mut(table)?;
         let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
         let result = t.insert_row(row, advances, hints, &mut dropped);
         self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
@@ -622,7 +631,7 @@ impl WriteTx<'_> {
             return Ok(None);
         }
         let hints = self.meta.free_hints.entry(table).or_default();
-        let t = self.state.0.table_mut(table)?;
+        let t = unshared(&mut self.state).table_mut(table)?;
         let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
         let row = t.delete(rid, hints);
         if let Some(row) = &row {
@@ -712,7 +721,7 @@ impl WriteTx<'_> {
             }
         }
         for update in &delta.sequences {
-            let t = self.state.0.table_mut(update.table_id)?;
+            let t = unshared(&mut self.state).table_mut(update.table_id)?;
             if update.sequence >= t.seq_next.len() {
                 return Err(mismatch(format!(
                     "table {} has no sequence {}",
@@ -753,10 +762,10 @@ impl WriteTx<'_> {
                 self.state.0.tx_offset
             )));
         }
-        self.state.0.tx_offset = tx_offset;
+        self.st().tx_offset = tx_offset;
         self.finished = true;
         self.dropped_hints.clear();
-        self.db.end_transaction(Some(std::mem::take(&mut self.state.0)), false);
+        self.db.end_transaction(Some(self.take_state()), false);
         Ok(())
     }
 
@@ -799,13 +808,13 @@ impl WriteTx<'_> {
             }
         }
         if !delta.is_empty() {
-            self.state.0.tx_offset += 1;
+            self.st().tx_offset += 1;
             delta.tx_offset = self.state.0.tx_offset;
         }
         let result = before_publish(&delta);
         self.finished = true;
         self.dropped_hints.clear();
-        self.db.end_transaction(Some(std::mem::take(&mut self.state.0)), false);
+        self.db.end_transaction(Some(self.take_state()), false);
         (delta, result)
     }
 
@@ -823,7 +832,7 @@ impl WriteTx<'_> {
             }
             let hints = self.meta.free_hints.entry(id).or_default();
             // Invariant: a logged table exists (tables are never dropped).
-            let t = self.state.0.table_mut(id).expect("logged table exists");
+            let t = unshared(&mut self.state).table_mut(id).expect("logged table exists");
             for rid in log.inserted.sorted() {
                 let removed = t.delete(rid, hints);
                 debug_assert!(removed.is_some(), "undo: inserted row {rid:?} is gone");
@@ -834,7 +843,7 @@ impl WriteTx<'_> {
             t.seq_next = log.seq_before;
             t.truncate_pages(log.pages_before);
         }
-        let st = &mut self.state.0;
+        let st = unshared(&mut self.state);
         st.tx_offset = self.tx_offset_before;
         for &id in self.created.iter().rev() {
             // Invariant: created tables were pushed last, in this order.
@@ -852,6 +861,14 @@ impl WriteTx<'_> {
     }
 }
 
+/// The open transaction's state, for writing. (A free function so callers can borrow other
+/// fields of the transaction at the same time.)
+fn unshared(state: &mut Arc<DbStateRef>) -> &mut DbState {
+    // Invariant: a lent state was unique when taken and is unreachable by readers until
+    // published; a copy is fresh. The transaction never clones its `Arc`.
+    &mut Arc::get_mut(state).expect("the open transaction's state is unshared").0
+}
+
 impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
         if self.finished {
@@ -867,7 +884,7 @@ impl Drop for WriteTx<'_> {
             Some(None)
         } else {
             let undone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.undo()));
-            Some(undone.ok().map(|()| std::mem::take(&mut self.state.0)))
+            Some(undone.ok().map(|()| self.take_state()))
         };
         match state {
             None => self.db.end_transaction(None, false),
