@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod codec;
+mod disk;
 pub mod frame;
 mod log;
 mod read;

@@ -29,6 +29,9 @@ pub struct ScanReport {
     pub last_offset: Option<u64>,
     pub bytes: u64,
     pub torn_tail: Option<TornTail>,
+    /// Bytes of the last segment holding its header and whole records: where appending
+    /// resumes. Zeros after it are preallocated space (see `log.rs`), not damage.
+    pub last_segment_data_bytes: u64,
 }
 
 /// Reads every record of the log in `dir` in order, handing each to `visit`, which may stop
@@ -62,6 +65,10 @@ pub fn scan(
         let mut next = first;
         let mut pos = SEGMENT_HEADER_BYTES;
         while pos < bytes.len() {
+            if bytes[pos..].iter().all(|&b| b == 0) {
+                // Preallocated space the writer had not reached yet: the segment's data ends here.
+                break;
+            }
             let frame = match decode_frame(&bytes[pos..]) {
                 Ok(frame) if frame.tx_offset == next => frame,
                 Ok(frame) => {
@@ -96,6 +103,7 @@ pub fn scan(
             pos += frame.encoded_len();
             next += 1;
         }
+        report.last_segment_data_bytes = pos as u64;
         expected = Some(next);
     }
     Ok(report)

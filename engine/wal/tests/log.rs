@@ -154,6 +154,10 @@ fn truncated_tail_recovers_a_prefix() {
         Ok(std::ops::ControlFlow::Continue(()))
     })
     .unwrap();
+    // After the last record the segment holds preallocated zeros; a cut there loses nothing.
+    let data_end = *boundaries.last().unwrap();
+    assert!(data_end < full.len() as u64, "the writer preallocates ahead of its records");
+    assert!(full[data_end as usize..].iter().all(|&b| b == 0));
     let mut x: u64 = 3;
     for _ in 0..30 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -165,7 +169,9 @@ fn truncated_tail_recovers_a_prefix() {
         let applied = recovery.replay.applied as usize;
         let whole = boundaries.iter().copied().filter(|&b| b <= cut as u64).max().unwrap();
         match &recovery.replay.scan.torn_tail {
-            None => assert_eq!(whole, cut as u64, "cut at {cut} inside a record went unnoticed"),
+            None => {
+                assert_eq!(whole, (cut as u64).min(data_end), "cut at {cut} inside a record went unnoticed")
+            }
             Some(torn) => assert_eq!(torn.valid_bytes, whole, "cut at {cut}"),
         }
         let at = db.snapshot().tx_offset();
@@ -273,5 +279,48 @@ proptest! {
         let (db2, _log) = open(dir.path(), segment);
         prop_assert_eq!(rows(&db2, t), expected);
         prop_assert_eq!(db2.snapshot().tx_offset(), db.snapshot().tx_offset());
+    }
+}
+
+// Proves a flush in `None` mode returns once everything is synced even when the queued records
+// span several segments (a flush once waited forever when its batch ended at a rotation).
+#[test]
+fn flush_in_none_mode_covers_a_queue_spanning_segments() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions { durability: Durability::None, segment_bytes_max: 1024, ..options(1024) };
+        let (db, log) = open_with(dir.path(), options.clone());
+        let t = create_table(&db, &log);
+        commit_many(&db, &log, t, 40 + round, round);
+        log.flush().unwrap();
+        let expected = rows(&db, t);
+        drop(log);
+        assert!(lightcone_wal::segment::list_segments(dir.path()).unwrap().len() > 2);
+        let (db2, _log2) = open_with(dir.path(), options);
+        assert_eq!(rows(&db2, t), expected, "round {round}");
+    }
+}
+
+// Proves the writer preallocates only the segment it appends to: a closed segment is cut to
+// its last record (no zeros left in the middle of the log), and the open one ends in zeros.
+#[test]
+fn closed_segments_hold_no_preallocated_space() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 60, 2048);
+    let segments = lightcone_wal::segment::list_segments(dir.path()).unwrap();
+    assert!(segments.len() >= 3);
+    let mut data_end = std::collections::HashMap::new();
+    lightcone_wal::scan(dir.path(), |segment, at, frame| {
+        data_end.insert(segment.to_path_buf(), at + frame.encoded_len() as u64);
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .unwrap();
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let len = std::fs::metadata(path).unwrap().len();
+        if i + 1 < segments.len() {
+            assert_eq!(len, data_end[path], "{}", path.display());
+        } else {
+            assert!(len > data_end[path], "the open segment is preallocated");
+        }
     }
 }
