@@ -61,8 +61,9 @@ impl CommitHooks {
 /// Work for the database thread.
 type WriteFn = Box<dyn FnOnce(&mut lightcone_mvcc::WriteTx<'_>) -> Result<(), String> + Send>;
 
-/// Where an asynchronous call's outcome goes, once durable.
-pub type AsyncReply = tokio::sync::oneshot::Sender<Result<ReducerOutcome, HostError>>;
+/// Where an asynchronous call's outcome goes, once durable: called on the database thread
+/// (or on the durability notifier's), so it must be quick and must not block.
+pub type AsyncReply = Box<dyn FnOnce(Result<ReducerOutcome, HostError>) + Send>;
 
 enum Job {
     Call { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: Reply<ReducerOutcome> },
@@ -200,12 +201,34 @@ impl DatabaseHandle {
         args: ReducerArgs,
     ) -> tokio::sync::oneshot::Receiver<Result<ReducerOutcome, HostError>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = Job::CallAsync { reducer: reducer.to_string(), caller: caller.clone(), args, reply: tx };
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Err(mpsc::SendError(Job::CallAsync { reply, .. })) = jobs.send(job) {
-            let _ = reply.send(Err(HostError::Runtime("the database is shut down".into())));
-        }
+        self.call_reducer_then(reducer, caller, args, move |outcome| {
+            let _ = tx.send(outcome);
+        });
         rx
+    }
+
+    /// Like [`DatabaseHandle::call_reducer_async`], but hands the outcome to `reply` where it
+    /// becomes available — on the database thread, or on the durability notifier's — instead
+    /// of through a channel: a server can put the answer straight on the client's outgoing
+    /// queue, saving a task wake-up per call. `reply` must be quick and must not block.
+    pub fn call_reducer_then(
+        &self,
+        reducer: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+        reply: impl FnOnce(Result<ReducerOutcome, HostError>) + Send + 'static,
+    ) {
+        let job = Job::CallAsync {
+            reducer: reducer.to_string(),
+            caller: caller.clone(),
+            args,
+            reply: Box::new(reply),
+        };
+        // `Sender::send` on a clone would allocate nothing but still take the lock; send under it.
+        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
+        if let Err(mpsc::SendError(Job::CallAsync { reply, .. })) = sent {
+            reply(Err(HostError::Runtime("the database is shut down".into())));
+        }
     }
 
     /// Runs `client_connected` (if the module has one).
@@ -331,7 +354,7 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Sender<Pending> {
                 _ => Ok(()),
             };
             for (outcome, reply) in batch {
-                let _ = reply.send(match &waited {
+                reply(match &waited {
                     Ok(()) => Ok(outcome),
                     Err(e) => Err(e.clone()),
                 });
@@ -387,12 +410,10 @@ fn run(
                 match result {
                     Ok(o) if o.ticket.is_some_and(must_wait) => {
                         if let Err(mpsc::SendError((o, reply))) = durable.send((o, reply)) {
-                            let _ = reply.send(Ok(o));
+                            reply(Ok(o));
                         }
                     }
-                    other => {
-                        let _ = reply.send(other);
-                    }
+                    other => reply(other),
                 }
             }
             Some(Job::Connected { caller, reply }) => {

@@ -1247,6 +1247,14 @@ fn report(results: &[RunResult]) {
                     pct(&lc.tally.latency, 0.5),
                     if p50 <= 30_000 { "met" } else { "missed" }
                 );
+                // What the machine itself allows: the same round trip without WebSocket, server
+                // or database. A target below this floor cannot be met here.
+                let floor = tcp_echo_p50_nanos(5_000);
+                println!(
+                    "    floor on this machine (same run): plain TCP echo between two threads on loopback, p50 {:.2} µs ({:.1}× of it)",
+                    floor as f64 / 1000.0,
+                    p50 as f64 / floor.max(1) as f64
+                );
             }
             (Workload::Transfer, "fsync") => println!(
                 "  transfer workload over WebSocket, durable, ≥ 100k TPS: {:.0} ({})",
@@ -1256,6 +1264,43 @@ fn report(results: &[RunResult]) {
             _ => {}
         }
     }
+}
+
+/// Median round trip of a 40-byte message echoed by a plain blocking TCP server thread on
+/// loopback (Nagle off): the smallest round trip any server can offer on this machine.
+fn tcp_echo_p50_nanos(round_trips: usize) -> u64 {
+    use std::io::{Read, Write};
+    let measure = || -> std::io::Result<u64> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = std::thread::spawn(move || -> std::io::Result<()> {
+            let (mut peer, _) = listener.accept()?;
+            peer.set_nodelay(true)?;
+            let mut buf = [0u8; 64];
+            loop {
+                let n = peer.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                peer.write_all(&buf[..n])?;
+            }
+        });
+        let mut client = std::net::TcpStream::connect(addr)?;
+        client.set_nodelay(true)?;
+        let mut times = Vec::with_capacity(round_trips);
+        let (msg, mut buf) = ([7u8; 40], [0u8; 40]);
+        for _ in 0..round_trips {
+            let start = Instant::now();
+            client.write_all(&msg)?;
+            client.read_exact(&mut buf)?;
+            times.push(start.elapsed().as_nanos() as u64);
+        }
+        drop(client);
+        let _ = server.join();
+        times.sort_unstable();
+        Ok(times[times.len() / 2])
+    };
+    measure().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! `TransactionUpdate`; the caller of a reducer gets its update inside `ReducerResult`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -60,9 +60,58 @@ enum Outbound {
 
 struct HubInner {
     subs: SubRegistry,
-    /// The state the last evaluated commit left: new subscriptions start from it.
-    last: Snapshot,
+    /// Offset of the last commit evaluated: every subscription has seen the database up to it.
+    last_offset: u64,
+    /// The state at `last_offset`, kept only while someone is subscribed (an unsubscribe's
+    /// dropped rows are those the client holds). Holding a version makes the next transaction
+    /// copy what it writes instead of writing in place, so with no subscriptions it is dropped.
+    last: Option<Snapshot>,
+    /// Query sets that started from a state newer than `last_offset` (taken while `last` was
+    /// not kept), with that state: commits up to it are already in their initial rows, and it
+    /// is what the client holds until evaluation catches up (a moment: those commits' hooks
+    /// are waiting for this lock).
+    starts: HashMap<(ClientId, u32), Snapshot>,
     clients: HashMap<ClientId, ClientEntry>,
+}
+
+impl HubInner {
+    /// The state a new subscription starts from, consistent with the commits evaluated so far.
+    fn start_state(
+        &mut self,
+        handle: &crate::worker::DatabaseHandle,
+        client: ClientId,
+        query_set: u32,
+    ) -> Snapshot {
+        if let Some(last) = &self.last {
+            return last.clone();
+        }
+        // Commits are published before their evaluation runs (which needs this lock), so the
+        // latest state is at or after `last_offset`; whatever lies between is skipped for this
+        // query set when it is evaluated.
+        let snapshot = handle.snapshot();
+        debug_assert!(snapshot.tx_offset() >= self.last_offset, "a published commit went unevaluated");
+        if snapshot.tx_offset() > self.last_offset {
+            self.starts.insert((client, query_set), snapshot.clone());
+        } else {
+            self.last = Some(snapshot.clone());
+        }
+        snapshot
+    }
+
+    /// The state a client's query set holds now (for its dropped rows on unsubscribe).
+    fn held_state(
+        &self,
+        handle: &crate::worker::DatabaseHandle,
+        client: ClientId,
+        query_set: u32,
+    ) -> Snapshot {
+        match (self.starts.get(&(client, query_set)), &self.last) {
+            (Some(start), _) => start.clone(),
+            (None, Some(last)) => last.clone(),
+            // Not subscribed at all: the unsubscribe fails before reading any rows.
+            (None, None) => handle.snapshot(),
+        }
+    }
 }
 
 /// One database's subscriptions.
@@ -115,13 +164,18 @@ fn encode_delta_rows(spec: &ModuleSpec, d: &QueryDelta) -> Vec<u8> {
 impl Hub {
     fn new(db: Arc<HostedDb>) -> Result<Arc<Hub>, String> {
         let handle = db.handle().ok_or("the database is being updated")?;
-        let last = handle.snapshot();
-        let subs = super::rls::registry(handle.spec(), &last)?;
-        let hub = Arc::new(Hub {
-            inner: Mutex::new(HubInner { subs, last, clients: HashMap::new() }),
-            db: Arc::clone(&db),
-            next_client: AtomicU64::new(1),
-        });
+        let now = handle.snapshot();
+        let subs = super::rls::registry(handle.spec(), &now)?;
+        let inner = HubInner {
+            subs,
+            last_offset: now.tx_offset(),
+            last: None,
+            starts: HashMap::new(),
+            clients: HashMap::new(),
+        };
+        drop(now);
+        let hub =
+            Arc::new(Hub { inner: Mutex::new(inner), db: Arc::clone(&db), next_client: AtomicU64::new(1) });
         let weak = Arc::downgrade(&hub);
         db.hooks.add(Arc::new(move |event: &CommitEvent| weak.upgrade().and_then(|h| h.on_commit(event))));
         Ok(hub)
@@ -134,12 +188,15 @@ impl Hub {
     /// Runs on the database thread after each commit.
     fn on_commit(&self, event: &CommitEvent) -> Option<Arc<[u8]>> {
         let mut inner = self.lock();
-        if event.after.tx_offset() <= inner.last.tx_offset() {
+        let offset = event.after.tx_offset();
+        if offset <= inner.last_offset {
             return None; // already part of the state subscriptions started from
         }
         let updates = inner.subs.eval(&event.after, &event.delta);
-        inner.last = event.after.clone();
+        inner.last_offset = offset;
+        inner.last = (inner.subs.client_count() > 0).then(|| event.after.clone());
         if updates.is_empty() {
+            inner.starts.retain(|_, start| start.tx_offset() > offset);
             return None;
         }
         let spec = spec_of(&self.db)?;
@@ -150,7 +207,11 @@ impl Hub {
         for cu in updates.clients() {
             let Some(client) = inner.clients.get(&cu.client) else { continue };
             let mut w = W::new();
-            let sets = cu.query_sets();
+            let mut sets = cu.query_sets();
+            sets.retain(|(qs, _)| inner.starts.get(&(cu.client, *qs)).is_none_or(|s| s.tx_offset() < offset));
+            if sets.is_empty() {
+                continue;
+            }
             w.u32(sets.len() as u32);
             for (qs, deltas) in sets {
                 w.u32(qs);
@@ -187,6 +248,7 @@ impl Hub {
             }
             inner.subs.remove_client(c);
         }
+        inner.starts.retain(|_, start| start.tx_offset() > offset);
         caller_update
     }
 }
@@ -333,12 +395,18 @@ impl Session {
         let session = Arc::new(self);
         // A client's messages are handled one at a time, in the order they arrived (as upstream
         // does): two reducer calls sent back to back run in that order.
+        // Messages other than calls are answered on blocking threads, one at a time, by a
+        // worker task. A call arriving while that queue is empty goes to the database thread
+        // straight from this task (the common case, and one task hop fewer); otherwise it
+        // queues behind the messages before it.
         let (in_tx, mut in_rx) = mpsc::channel::<ClientMessage>(MAX_QUEUED_MESSAGES);
+        let queued = Arc::new(AtomicUsize::new(0));
         let worker = {
-            let (s, tx) = (Arc::clone(&session), out_tx.clone());
+            let (s, tx, queued) = (Arc::clone(&session), out_tx.clone(), Arc::clone(&queued));
             tokio::spawn(async move {
                 while let Some(m) = in_rx.recv().await {
                     Arc::clone(&s).handle_message(client, m, tx.clone()).await;
+                    queued.fetch_sub(1, Ordering::AcqRel);
                 }
             })
         };
@@ -365,6 +433,16 @@ impl Session {
                         match protocol::decode_client_messages(&b, session.v3) {
                             Ok(msgs) => {
                                 for m in msgs {
+                                    let m = match m {
+                                        ClientMessage::CallReducer { request_id, reducer, args }
+                                            if queued.load(Ordering::Acquire) == 0 =>
+                                        {
+                                            session.call(request_id, &reducer, args, &out_tx);
+                                            continue;
+                                        }
+                                        other => other,
+                                    };
+                                    queued.fetch_add(1, Ordering::AcqRel);
                                     if in_tx.send(m).await.is_err() {
                                         break;
                                     }
@@ -405,51 +483,66 @@ impl Session {
         out: mpsc::Sender<Outbound>,
     ) {
         if let ClientMessage::CallReducer { request_id, reducer, args } = msg {
-            // Queued on the database thread in arrival order; the reply is awaited off this
-            // queue, so a client can pipeline calls.
-            let rx = self.handle.call_reducer_async(&reducer, &self.info, ReducerArgs::Bsatn(args));
-            let kick = Arc::clone(&self.kick);
-            tokio::spawn(async move {
-                let outcome = rx
-                    .await
-                    .unwrap_or_else(|_| Err(crate::HostError::Runtime("the database stopped".into())));
-                let bytes = reducer_result_message(request_id, outcome);
-                if out.try_send(Outbound::Frame(protocol::frame(&bytes))).is_err() {
-                    kick.kick(TOO_SLOW);
-                }
-            });
+            self.call(request_id, &reducer, args, &out);
             return;
         }
-        let s = Arc::clone(&self);
-        let reply = tokio::task::spawn_blocking(move || s.answer(client, msg)).await;
+        let (s, out2) = (Arc::clone(&self), out.clone());
+        let reply = tokio::task::spawn_blocking(move || s.answer(client, msg, &out2)).await;
         if let Ok(Some(bytes)) = reply {
-            if out.try_send(Outbound::Frame(protocol::frame(&bytes))).is_err() {
-                self.kick.kick(TOO_SLOW);
-            }
+            self.send(&out, &bytes);
         }
     }
 
-    /// The reply to one client message (on a blocking thread).
-    fn answer(&self, client: ClientId, msg: ClientMessage) -> Option<Vec<u8>> {
+    /// Queues one message for the client; a full queue means the client is too slow.
+    fn send(&self, out: &mpsc::Sender<Outbound>, bytes: &[u8]) {
+        if out.try_send(Outbound::Frame(protocol::frame(bytes))).is_err() {
+            self.kick.kick(TOO_SLOW);
+        }
+    }
+
+    /// Queues a reducer call on the database thread (in arrival order). Its result goes onto
+    /// the client's outgoing queue from the database thread itself (or the durability
+    /// notifier's) once durable, so a client can pipeline calls.
+    fn call(&self, request_id: u32, reducer: &str, args: Vec<u8>, out: &mpsc::Sender<Outbound>) {
+        let (out, kick) = (out.clone(), Arc::clone(&self.kick));
+        self.handle.call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
+            let bytes = reducer_result_message(request_id, outcome);
+            if out.try_send(Outbound::Frame(protocol::frame(&bytes))).is_err() {
+                kick.kick(TOO_SLOW);
+            }
+        });
+    }
+
+    /// The reply to one client message (on a blocking thread), or `None` if it was already
+    /// queued on `out`.
+    fn answer(&self, client: ClientId, msg: ClientMessage, out: &mpsc::Sender<Outbound>) -> Option<Vec<u8>> {
         let spec = spec_of(&self.hub.db)?;
         match msg {
             ClientMessage::Subscribe { request_id, query_set_id, queries } => {
                 let mut inner = self.hub.lock();
-                let last = inner.last.clone();
+                let start = inner.start_state(&self.handle, client, query_set_id);
                 let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
-                Some(match inner.subs.subscribe(&last, client, query_set_id, &refs, &self.auth()) {
+                let reply = match inner.subs.subscribe(&start, client, query_set_id, &refs, &self.auth()) {
                     Ok(rows) => {
                         protocol::subscribe_applied(request_id, query_set_id, &encode_tables(&spec, &rows))
                     }
-                    Err(e) => protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
-                })
+                    Err(e) => {
+                        inner.starts.remove(&(client, query_set_id));
+                        protocol::subscription_error(Some(request_id), query_set_id, &e.to_string())
+                    }
+                };
+                // Queued before the lock is released: the next commit's update for this query
+                // set (evaluated under the lock) must not overtake its initial rows.
+                self.send(out, &reply);
+                None
             }
             ClientMessage::Unsubscribe { request_id, query_set_id, send_dropped_rows } => {
                 let mut inner = self.hub.lock();
-                let last = inner.last.clone();
-                let snapshot = send_dropped_rows.then_some(&last);
+                let held = inner.held_state(&self.handle, client, query_set_id);
+                let snapshot = send_dropped_rows.then_some(&held);
                 Some(match inner.subs.unsubscribe(snapshot, client, query_set_id) {
                     Ok(rows) => {
+                        inner.starts.remove(&(client, query_set_id));
                         let t = encode_tables(&spec, &rows);
                         protocol::unsubscribe_applied(
                             request_id,
