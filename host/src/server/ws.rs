@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use lightcone_incremental_eval::{ClientAuth, ClientId, QueryDelta, Registry as SubRegistry, TableRows};
 use lightcone_mvcc::{ReadTx, Row, Snapshot, U256};
 use serde::Deserialize;
@@ -26,6 +27,8 @@ use crate::worker::CommitEvent;
 
 /// Messages queued for one client before it counts as too slow and is disconnected.
 pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
+/// Most queued messages written to a socket before one flush.
+const MAX_FRAMES_PER_WRITE: usize = 256;
 /// Subprotocols, in the order of preference.
 const PROTOCOLS: [&str; 2] = ["v3.bsatn.spacetimedb", "v2.bsatn.spacetimedb"];
 
@@ -420,8 +423,20 @@ impl Session {
                     break;
                 }
                 out = out_rx.recv() => match out {
-                    Some(Outbound::Frame(f)) => {
-                        match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(f.into()))).await {
+                    Some(first) => {
+                        // Everything already queued goes out in one write: pipelined calls'
+                        // results then cost one syscall per batch, not per message.
+                        let send_batch = async {
+                            let mut next = Some(first);
+                            let mut batched = 0;
+                            while let Some(Outbound::Frame(f)) = next {
+                                socket.feed(Message::Binary(f.into())).await?;
+                                batched += 1;
+                                next = if batched < MAX_FRAMES_PER_WRITE { out_rx.try_recv().ok() } else { None };
+                            }
+                            socket.flush().await
+                        };
+                        match tokio::time::timeout(SEND_TIMEOUT, send_batch).await {
                             Ok(Ok(())) => {}
                             _ => break,
                         }
