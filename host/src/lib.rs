@@ -21,6 +21,7 @@ pub mod module_def;
 pub mod module_host;
 pub mod replay;
 pub mod runtime;
+pub mod schema_v9;
 pub mod server;
 mod tx_slot;
 pub mod wasi;

@@ -169,6 +169,13 @@ fn http_routes_owner_checks_and_errors() {
     let r = http.req("GET", &format!("{}/v1/database/chat/schema?version=10", s.url), None, None, vec![]);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("send_message"));
+    // The V9 shape older `spacetime` CLIs ask for; unknown versions are refused by name.
+    let r = http.req("GET", &format!("{}/v1/database/chat/schema?version=9", s.url), None, None, vec![]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"lifecycle\"") && r.body.contains("send_message"), "{}", r.body);
+    let r = http.req("GET", &format!("{}/v1/database/chat/schema?version=8", s.url), None, None, vec![]);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("version 8"), "{}", r.body);
 
     let del = format!("{}/v1/database/chat", s.url);
     assert_eq!(http.req("DELETE", &del, Some(&other), None, vec![]).status, 403);

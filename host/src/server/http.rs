@@ -394,16 +394,32 @@ async fn schema(State(s): S, Path(db): Path<String>, Query(q): Query<SchemaQuery
     let Some(h) = d.handle() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
     };
-    if q.version.unwrap_or(10) != 10 {
-        return text(StatusCode::BAD_REQUEST, "only schema version 10 is served");
+    let to_json = |v: Result<serde_json::Value, serde_json::Error>| match v {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    match q.version.unwrap_or(10) {
+        10 => {}
+        // What the `spacetime` CLI before 2.8 asks for.
+        9 => {
+            return match crate::schema_v9::raw_def_v9(h.spec()) {
+                Ok(def) => to_json(serde_json::to_value(
+                    spacetimedb_sats::ser::serde::SerializeWrapper::from_ref(&def),
+                )),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+            };
+        }
+        other => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("schema version {other} is not served (versions: 9, 10)"),
+            )
+        }
     }
     let raw = &h.spec().raw;
     match spacetimedb_sats::bsatn::from_slice::<spacetimedb_lib::RawModuleDef>(raw) {
         Ok(spacetimedb_lib::RawModuleDef::V10(def)) => {
-            match serde_json::to_value(spacetimedb_sats::ser::serde::SerializeWrapper::from_ref(&def)) {
-                Ok(v) => Json(v).into_response(),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
+            to_json(serde_json::to_value(spacetimedb_sats::ser::serde::SerializeWrapper::from_ref(&def)))
         }
         _ => text(StatusCode::INTERNAL_SERVER_ERROR, "the module definition could not be re-read"),
     }
