@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::fixture;
@@ -328,20 +327,33 @@ fn websocket_clients_see_each_others_commits() {
 
     // No supported subprotocol: refused before the upgrade.
     assert!(connect(&s, "chat", None, "v1.json.spacetimedb").is_err());
-    let _ = Arc::new(());
+}
+
+/// The `rls` database (the abi-exerciser's unstable build, whose `caller_info` rows are
+/// filtered to their caller) with one `whoami` row by alice and two by bob.
+struct RlsDb {
+    owner: String,
+    alice_id: String,
+    alice: String,
+    bob: String,
+}
+
+fn publish_rls_db(http: &Http, s: &Server) -> RlsDb {
+    let (_, owner) = new_identity(http, s);
+    let (alice_id, alice) = new_identity(http, s);
+    let (_, bob) = new_identity(http, s);
+    assert_eq!(publish(http, s, "rls", &owner, "abi_exerciser_unstable").status, 200);
+    for t in [&alice, &bob, &bob] {
+        assert_eq!(call(http, s, "rls", "whoami", Some(t), "[]").status, 200);
+    }
+    RlsDb { owner, alice_id, alice, bob }
 }
 
 #[test]
 fn row_level_security_applies_to_sql_for_other_identities() {
     let s = start();
     let http = Http::new();
-    let (_, owner) = new_identity(&http, &s);
-    let (alice_id, alice) = new_identity(&http, &s);
-    let (_, bob) = new_identity(&http, &s);
-    assert_eq!(publish(&http, &s, "rls", &owner, "abi_exerciser_unstable").status, 200);
-    for t in [&alice, &bob, &bob] {
-        assert_eq!(call(&http, &s, "rls", "whoami", Some(t), "[]").status, 200);
-    }
+    let RlsDb { owner, alice_id, alice, bob } = publish_rls_db(&http, &s);
     let count = |token: &str, q: &str| -> (u16, usize, String) {
         let r = sql(&http, &s, "rls", token, q);
         let n = serde_json::from_str::<serde_json::Value>(&r.body)
@@ -368,13 +380,7 @@ fn row_level_security_applies_to_sql_for_other_identities() {
 fn one_off_queries_respect_row_level_security() {
     let s = start();
     let http = Http::new();
-    let (_, owner) = new_identity(&http, &s);
-    let (_, alice) = new_identity(&http, &s);
-    let (_, bob) = new_identity(&http, &s);
-    assert_eq!(publish(&http, &s, "rls", &owner, "abi_exerciser_unstable").status, 200);
-    for t in [&alice, &bob, &bob] {
-        assert_eq!(call(&http, &s, "rls", "whoami", Some(t), "[]").status, 200);
-    }
+    let RlsDb { owner, alice, bob, .. } = publish_rls_db(&http, &s);
     let one_off = |token: &str, q: &str| -> Vec<u8> {
         let mut ws = connect(&s, "rls", Some(token), "v2.bsatn.spacetimedb").unwrap();
         set_timeout(&ws);

@@ -466,7 +466,7 @@ impl WriteTx<'_> {
 
     /// Moves the state out for publishing, leaving a shared empty placeholder behind.
     fn take_state(&mut self) -> Arc<DbStateRef> {
-        static PLACEHOLDER: std::sync::OnceLock<Arc<DbStateRef>> = std::sync::OnceLock::new();
+        static PLACEHOLDER: OnceLock<Arc<DbStateRef>> = OnceLock::new();
         let placeholder = PLACEHOLDER.get_or_init(|| Arc::new(DbStateRef(DbState::default())));
         std::mem::replace(&mut self.state, Arc::clone(placeholder))
     }

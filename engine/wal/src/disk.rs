@@ -131,7 +131,7 @@ impl Shared {
 
 /// What a worker decided to do next, with the queue lock released.
 enum Job {
-    Write { batch: Vec<u8>, at: u64, first: u64, last: u64, generation: u64, file: Option<File>, sync: bool },
+    Write { batch: Vec<u8>, at: u64, first: u64, last: u64, generation: u64, file: Option<File> },
     Rotate { first_offset: u64, old: Option<(u64, File)> },
     Preallocate { from: u64, to: u64, generation: u64, file: Option<File> },
     SyncTail { written: u64, generation: u64, file: Option<File> },
@@ -150,10 +150,13 @@ pub(crate) fn worker(shared: &Shared, dir: &Path, options: &LogOptions) {
         let job = next_job(shared, options, &mut spare, have, last_batch_records, last_sync);
         match job {
             Job::Exit => return,
-            Job::Write { mut batch, at, first, last, generation, file, sync } => {
+            Job::Write { mut batch, at, first, last, generation, file } => {
                 let started = Instant::now();
                 let result = segment_io(&mut io, generation, file, options.backend)
-                    .and_then(|io| io.write_at(&batch, at, sync))
+                    // A `flush` in `None` mode is answered by a sync of the tail once
+                    // everything queued is written (`Job::SyncTail`), not by a batch: the
+                    // queue may span a rotation.
+                    .and_then(|io| io.write_at(&batch, at, fsync))
                     .map_err(|e| WalError::io(dir, e));
                 last_sync = started.elapsed();
                 last_batch_records = (last - first + 1) as usize;
@@ -169,7 +172,7 @@ pub(crate) fn worker(shared: &Shared, dir: &Path, options: &LogOptions) {
                             let Some(end) = q.finished.remove(&next) else { break };
                             q.durable = end;
                         }
-                        if fsync || sync {
+                        if fsync {
                             q.synced = q.durable;
                         }
                     }
@@ -405,16 +408,13 @@ fn take_batch(q: &mut Queue, options: &LogOptions, spare: &mut Vec<u8>, have: Op
         }
         std::mem::replace(&mut q.pending, rest)
     };
-    // A `flush` in `None` mode is answered by a sync of the tail once everything queued is
-    // written (`Job::SyncTail`), not by this batch: the queue may span a rotation.
-    let sync = options.durability == Durability::Fsync;
     let segment = q.segment.as_mut().expect("checked above");
     let at = segment.bytes;
     segment.bytes += batch.len() as u64;
     let generation = segment.generation;
     let file = clone_if_needed(segment, have);
     q.batches_in_flight += 1;
-    Some(Job::Write { batch, at, first, last, generation, file, sync })
+    Some(Job::Write { batch, at, first, last, generation, file })
 }
 
 /// Zero-fills ahead of the write position when less than half a chunk is left. Other workers

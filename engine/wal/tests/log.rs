@@ -140,6 +140,17 @@ fn write_log(dir: &Path, n: u64, segment_bytes_max: u64) -> std::collections::BT
     states
 }
 
+/// Every record of the log in `dir`: its segment and the byte offset where it ends.
+fn record_ends(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut ends = Vec::new();
+    lightcone_wal::scan(dir, |segment, at, frame| {
+        ends.push((segment.to_path_buf(), at + frame.encoded_len() as u64));
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .unwrap();
+    ends
+}
+
 // Proves cutting the last segment anywhere loses only the torn record: reopening truncates it
 // and recovers exactly the transactions whose records were whole.
 #[test]
@@ -149,11 +160,7 @@ fn truncated_tail_recovers_a_prefix() {
     let segment = lightcone_wal::segment::list_segments(template.path()).unwrap().pop().unwrap().1;
     let full = std::fs::read(&segment).unwrap();
     let mut boundaries = vec![16u64];
-    lightcone_wal::scan(template.path(), |_, at, frame| {
-        boundaries.push(at + frame.encoded_len() as u64);
-        Ok(std::ops::ControlFlow::Continue(()))
-    })
-    .unwrap();
+    boundaries.extend(record_ends(template.path()).into_iter().map(|(_, end)| end));
     // After the last record the segment holds preallocated zeros; a cut there loses nothing.
     let data_end = *boundaries.last().unwrap();
     assert!(data_end < full.len() as u64, "the writer preallocates ahead of its records");
@@ -309,12 +316,8 @@ fn closed_segments_hold_no_preallocated_space() {
     write_log(dir.path(), 60, 2048);
     let segments = lightcone_wal::segment::list_segments(dir.path()).unwrap();
     assert!(segments.len() >= 3);
-    let mut data_end = std::collections::HashMap::new();
-    lightcone_wal::scan(dir.path(), |segment, at, frame| {
-        data_end.insert(segment.to_path_buf(), at + frame.encoded_len() as u64);
-        Ok(std::ops::ControlFlow::Continue(()))
-    })
-    .unwrap();
+    // Later records of a segment overwrite earlier ones: each segment maps to its data end.
+    let data_end: std::collections::HashMap<_, _> = record_ends(dir.path()).into_iter().collect();
     for (i, (_, path)) in segments.iter().enumerate() {
         let len = std::fs::metadata(path).unwrap().len();
         if i + 1 < segments.len() {

@@ -508,11 +508,8 @@ impl Session {
         }
     }
 
-    /// Queues one message for the client; a full queue means the client is too slow.
     fn send(&self, out: &mpsc::Sender<Outbound>, bytes: &[u8]) {
-        if out.try_send(Outbound::Frame(protocol::frame(bytes))).is_err() {
-            self.kick.kick(TOO_SLOW);
-        }
+        queue_message(out, &self.kick, bytes);
     }
 
     /// Queues a reducer call on the database thread (in arrival order). Its result goes onto
@@ -521,10 +518,7 @@ impl Session {
     fn call(&self, request_id: u32, reducer: &str, args: Vec<u8>, out: &mpsc::Sender<Outbound>) {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
         self.handle.call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
-            let bytes = reducer_result_message(request_id, outcome);
-            if out.try_send(Outbound::Frame(protocol::frame(&bytes))).is_err() {
-                kick.kick(TOO_SLOW);
-            }
+            queue_message(&out, &kick, &reducer_result_message(request_id, outcome));
         });
     }
 
@@ -585,6 +579,13 @@ impl Session {
                 &format!("procedures are not supported by Lightcone yet (`{procedure}`)"),
             )),
         }
+    }
+}
+
+/// Queues one message for a client; a full queue means the client is too slow.
+fn queue_message(out: &mpsc::Sender<Outbound>, kick: &Kick, bytes: &[u8]) {
+    if out.try_send(Outbound::Frame(protocol::frame(bytes))).is_err() {
+        kick.kick(TOO_SLOW);
     }
 }
 
