@@ -1,7 +1,8 @@
 //! The disk side of the commit log: the queue committers append to, and the disk workers that
 //! write it to the current segment, sync it and answer the waiters.
 //!
-//! **Two syncs in flight.** On the disks we measured, one write + fdatasync takes 110–210 µs
+//! **Two syncs in flight** (designed for; see [`SYNC_WORKERS`], which is 1 until a batch's
+//! sync waits for earlier batches' writes). On the disks we measured, one write + fdatasync takes 110–210 µs
 //! whatever its size, and the database thread needs ~1.5 µs per transaction. With one sync at a
 //! time, a group of committers is answered, produces its next transactions and waits for the
 //! next sync in lock step, and the sync time bounds throughput. So in `Fsync` mode two workers
@@ -29,7 +30,15 @@ use crate::WalError;
 /// Longest a worker waits for more records before its batch (see [`gather`]).
 const MAX_GATHER: Duration = Duration::from_micros(500);
 /// Disk workers in `Fsync` mode (syncs in flight at once). `None` mode writes with one.
-pub(crate) const SYNC_WORKERS: usize = 2;
+///
+/// One, for now: with two, a power-cut test found a log that would not reopen. Worker B's
+/// fsync can make its later batch durable while worker A's earlier batch has not even been
+/// written yet; after the cut, the earlier batch is a hole followed by valid records, which
+/// recovery rightly calls corruption before the tail. Neither batch was acknowledged, so no
+/// answered transaction was lost, but the log must open. The fix is to start a batch's fsync
+/// only once every earlier batch's write has completed (fdatasync then covers them too); until
+/// it lands, one worker keeps every sync in order.
+pub(crate) const SYNC_WORKERS: usize = 1;
 /// Zeroed, synced space kept ahead of the write position, growing with the segment from the
 /// first bound to the second.
 const PREALLOCATE_MIN_BYTES: u64 = 64 << 10;
