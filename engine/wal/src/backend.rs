@@ -7,10 +7,18 @@ use std::io;
 
 /// A segment file opened for appending at known offsets.
 pub trait SegmentIo: Send {
-    /// Writes all of `buf` at `offset`, then, if `sync`, makes it durable (fdatasync).
-    fn write_at(&mut self, buf: &[u8], offset: u64, sync: bool) -> io::Result<()>;
-    /// Makes everything written so far durable.
+    /// Writes all of `buf` at `offset` (not synced).
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes everything written so far durable (fdatasync).
     fn sync(&mut self) -> io::Result<()>;
+    /// Writes all of `buf` at `offset` and makes it durable, calling `written` once the write
+    /// has completed and before the sync has (a later batch's sync may start from then on).
+    /// `written` is not called if the write fails.
+    fn write_and_sync(&mut self, buf: &[u8], offset: u64, written: &mut dyn FnMut()) -> io::Result<()> {
+        self.write_at(buf, offset)?;
+        written();
+        self.sync()
+    }
 }
 
 /// Which backend to use.
@@ -48,13 +56,9 @@ pub struct PwriteFile {
 }
 
 impl SegmentIo for PwriteFile {
-    fn write_at(&mut self, buf: &[u8], offset: u64, sync: bool) -> io::Result<()> {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.write_all_at(buf, offset)?;
-        if sync {
-            self.file.sync_data()?;
-        }
-        Ok(())
+        self.file.write_all_at(buf, offset)
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -92,9 +96,16 @@ mod uring {
             Ok(f)
         }
 
-        /// Submits a write (and, linked after it, an fdatasync) and waits for both.
+        /// Submits a write (and, if `sync`, an fdatasync linked after it) and waits for both,
+        /// calling `on_write` with the write's result as soon as it completes.
         /// Returns the bytes written.
-        fn submit(&mut self, buf: &[u8], offset: u64, sync: bool) -> io::Result<usize> {
+        fn submit(
+            &mut self,
+            buf: &[u8],
+            offset: u64,
+            sync: bool,
+            on_write: &mut dyn FnMut(usize),
+        ) -> io::Result<usize> {
             let fd = types::Fd(self.file.as_raw_fd());
             let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
             let write = opcode::Write::new(fd, buf.as_ptr(), len).offset(offset).build().user_data(WRITE);
@@ -109,24 +120,59 @@ mod uring {
                     sq.push(&fsync).map_err(|_| io::Error::other("io_uring submission queue full"))?;
                 }
             }
-            let wanted = if sync { 2 } else { 1 };
-            self.ring.submit_and_wait(wanted)?;
+            let mut outstanding = if sync { 2 } else { 1 };
             let mut written = None;
+            let mut write_error = None;
             let mut sync_result = Ok(());
-            for cqe in self.ring.completion() {
-                let result = cqe.result();
-                match cqe.user_data() {
-                    WRITE if result < 0 => return Err(io::Error::from_raw_os_error(-result)),
-                    WRITE => written = Some(result as usize),
-                    // A short write cancels the linked fsync (-ECANCELED); the caller retries.
-                    FSYNC if result < 0 && -result != libc_ecanceled() => {
-                        sync_result = Err(io::Error::from_raw_os_error(-result))
+            while outstanding > 0 {
+                self.ring.submit_and_wait(1)?;
+                for cqe in self.ring.completion() {
+                    outstanding -= 1;
+                    let result = cqe.result();
+                    match cqe.user_data() {
+                        WRITE if result < 0 => write_error = Some(io::Error::from_raw_os_error(-result)),
+                        WRITE => {
+                            written = Some(result as usize);
+                            on_write(result as usize);
+                        }
+                        // A short write cancels the linked fsync (-ECANCELED); the caller retries.
+                        FSYNC if result < 0 && -result != libc_ecanceled() => {
+                            sync_result = Err(io::Error::from_raw_os_error(-result))
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
+            }
+            if let Some(e) = write_error {
+                return Err(e);
             }
             sync_result?;
             written.ok_or_else(|| io::Error::other("io_uring write completion missing"))
+        }
+
+        /// Writes all of `buf`, syncing with the last piece if `sync`.
+        fn write_all(
+            &mut self,
+            mut buf: &[u8],
+            mut offset: u64,
+            sync: bool,
+            written: &mut dyn FnMut(),
+        ) -> io::Result<()> {
+            while !buf.is_empty() {
+                let remaining = buf.len();
+                // The fsync linked to a short write is cancelled; the next round syncs.
+                let n = self.submit(buf, offset, sync, &mut |n| {
+                    if n >= remaining {
+                        written();
+                    }
+                })?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring wrote nothing"));
+                }
+                buf = &buf[n.min(buf.len())..];
+                offset += n as u64;
+            }
+            Ok(())
         }
     }
 
@@ -135,20 +181,13 @@ mod uring {
     }
 
     impl SegmentIo for UringFile {
-        fn write_at(&mut self, mut buf: &[u8], mut offset: u64, sync: bool) -> io::Result<()> {
-            while !buf.is_empty() {
-                let n = self.submit(buf, offset, sync)?;
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::WriteZero, "io_uring wrote nothing"));
-                }
-                buf = &buf[n.min(buf.len())..];
-                offset += n as u64;
-                if !buf.is_empty() && sync {
-                    // The fsync linked to a short write was cancelled; the next round syncs.
-                    continue;
-                }
-            }
-            Ok(())
+        fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.write_all(buf, offset, false, &mut || {})
+        }
+
+        /// The write and its fdatasync go to the kernel in one submission, linked.
+        fn write_and_sync(&mut self, buf: &[u8], offset: u64, written: &mut dyn FnMut()) -> io::Result<()> {
+            self.write_all(buf, offset, true, written)
         }
 
         fn sync(&mut self) -> io::Result<()> {
@@ -194,8 +233,10 @@ mod tests {
             if choice == BackendChoice::Pwrite {
                 assert_eq!(kind, BackendKind::Pwrite);
             }
-            io.write_at(b"hello ", 0, true).unwrap();
-            io.write_at(b"world", 6, false).unwrap();
+            let mut written = 0;
+            io.write_and_sync(b"hello ", 0, &mut || written += 1).unwrap();
+            assert_eq!(written, 1, "{kind:?} reports the write once");
+            io.write_at(b"world", 6).unwrap();
             io.sync().unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), b"hello world", "{kind:?}");
         }
