@@ -131,4 +131,19 @@ fn main() {
     percentiles("filter_by_pk_reducer", |i| {
         call(&mut h, "find_by_pk", ReducerArgs::Bsatn((i % 100_000 + 1).to_le_bytes().to_vec()))
     });
+    // The transfer workload's reducer (`loadgen` runs it over WebSocket): what one transaction
+    // costs the database thread before any server or durability work.
+    const ACCOUNTS: u32 = 100_000;
+    let mut seed = ACCOUNTS.to_le_bytes().to_vec();
+    seed.extend_from_slice(&1_000_000_000i64.to_le_bytes());
+    call(&mut h, "seed_accounts", ReducerArgs::Bsatn(seed));
+    percentiles("transfer_reducer", |i| {
+        // Distinct pseudo-random accounts (a multiplicative hash of the call number).
+        let from = (i.wrapping_mul(0x9E37_79B9) % u64::from(ACCOUNTS)) as u32;
+        let to = (from + 1 + (i % 97) as u32) % ACCOUNTS;
+        let mut v = from.to_le_bytes().to_vec();
+        v.extend_from_slice(&to.to_le_bytes());
+        v.extend_from_slice(&1i64.to_le_bytes());
+        call(&mut h, "transfer", ReducerArgs::Bsatn(v))
+    });
 }

@@ -293,6 +293,38 @@ impl TableState {
         self.rows += 1;
     }
 
+    /// Whether rows `a` and `b` have the same key in every index (compared as encoded keys, so
+    /// `0.0` and `-0.0` differ as the index sees them).
+    pub(crate) fn same_index_keys(&self, a: &[Value], b: &[Value]) -> bool {
+        let (mut key_a, mut key_b) = (Vec::new(), Vec::new());
+        (0..self.indexes.len()).all(|i| {
+            key_a.clear();
+            key_b.clear();
+            self.encode_index_key(i, a, &mut key_a);
+            self.encode_index_key(i, b, &mut key_b);
+            key_a == key_b
+        })
+    }
+
+    /// Overwrites the row at `rid`, which holds `old`, with `row`. Every index key of `row`
+    /// must equal `old`'s ([`TableState::same_index_keys`]), so no index changes. False, with
+    /// nothing changed, if the page's heap has no room for `row`.
+    pub(crate) fn replace_row(&mut self, rid: RowId, old: &[Value], row: &[Value]) -> bool {
+        debug_assert!(self.same_index_keys(old, row), "an in-place update must keep every index key");
+        let layout = Arc::clone(&self.layout);
+        let Some(page) = self.pages.get_mut(rid.page() as usize) else { return false };
+        if !page.delete(&layout, rid.slot()) {
+            return false;
+        }
+        if page.insert_at(&layout, rid.slot(), row).is_ok() {
+            return true;
+        }
+        let restored = page.insert_at(&layout, rid.slot(), old);
+        // Invariant: `old` was in this slot a moment ago, and deleting it freed its heap bytes.
+        assert!(restored.is_ok(), "could not put {rid:?} back after a failed in-place update: {restored:?}");
+        false
+    }
+
     /// Removes the row at `rid`, returning it; `None` if there is no such row.
     pub(crate) fn delete(&mut self, rid: RowId, hints: &mut FreeHints) -> Option<Row> {
         let row = self.view().get(rid)?;

@@ -387,11 +387,21 @@ impl InsertedRows {
 
     /// Removes `rid`; true if this transaction had inserted it.
     fn remove(&mut self, rid: &RowId) -> bool {
+        self.as_set().remove(rid)
+    }
+
+    /// Whether this transaction inserted `rid`.
+    fn contains(&mut self, rid: &RowId) -> bool {
+        self.as_set().contains(rid)
+    }
+
+    /// The ids as a set (converted on the first membership test).
+    fn as_set(&mut self) -> &mut AHashSet<RowId> {
         if let InsertedRows::Appended(v) = self {
             *self = InsertedRows::Set(v.drain(..).collect());
         }
         match self {
-            InsertedRows::Set(s) => s.remove(rid),
+            InsertedRows::Set(s) => s,
             InsertedRows::Appended(_) => unreachable!("converted to a set above"),
         }
     }
@@ -675,12 +685,48 @@ impl WriteTx<'_> {
                 key: format!("({})", shown.join(", ")),
             });
         };
-        // Validate against every other row first, so a conflict changes nothing.
         let advances = t.prepare_row(&mut row)?;
+        // The common update changes no indexed column (a balance, a name): then the row is
+        // overwritten where it is and no index is touched. Sequence filling may change a key,
+        // so that case takes the general path.
+        if advances.is_empty() {
+            if let Some(old_row) = t.view().get(old).filter(|o| t.same_index_keys(o, &row)) {
+                if self.replace_in_place(table, old, old_row, &row)? {
+                    return Ok((old, row));
+                }
+            }
+        }
+        let t = self.state.0.table(table)?;
+        // Validate against every other row first, so a conflict changes nothing.
         t.check_unique(&row, Some(old))?;
         self.delete(table, old)?;
         let rid = self.insert_prepared(table, &row, advances)?;
         Ok((rid, row))
+    }
+
+    /// Overwrites the row at `rid` (holding `old_row`) with `row`, whose index keys are the
+    /// same. False, with nothing changed, if the page has no heap room for `row`.
+    fn replace_in_place(
+        &mut self,
+        table: TableId,
+        rid: RowId,
+        old_row: Row,
+        row: &[Value],
+    ) -> Result<bool, MvccError> {
+        let t = unshared(&mut self.state).table_mut(table)?;
+        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
+        if !t.replace_row(rid, &old_row, row) {
+            return Ok(false);
+        }
+        // Logged as a delete of the old contents and an insert at the same id, exactly as a
+        // delete followed by an insert reusing the slot would be: commit reads the new row
+        // back, undo deletes it and restores the old one.
+        if !log.inserted.contains(&rid) {
+            debug_assert!(!log.deleted.contains_key(&rid), "a live row deleted earlier must be re-inserted");
+            log.deleted.insert(rid, old_row);
+            log.inserted.insert(rid);
+        }
+        Ok(true)
     }
 
     /// Re-applies a committed transaction's delta (log replay): creates its tables with the same

@@ -581,3 +581,64 @@ fn restore_from_images() {
     table.push(person(2, "same@x", 1)).unwrap();
     assert!(matches!(table.finish(), Err(MvccError::InvalidSchema { .. })));
 }
+
+// Proves an update that keeps every index key rewrites the row where it is (same row id), is
+// still a delete + insert in the delta, and rolls back exactly; and that an update whose new
+// contents no longer fit the page's heap still succeeds (the row moves to another page).
+#[test]
+fn updates_keeping_index_keys_stay_in_place() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let def = TableDef::new(
+        "account",
+        vec![
+            ColumnDef::new("id", ColumnType::U32),
+            ColumnDef::new("note", ColumnType::String),
+            ColumnDef::new("balance", ColumnType::I64),
+        ],
+    )
+    .with_primary_key(0);
+    let t = tx.create_table(def).unwrap();
+    let pk = tx.index_id("account_id_idx_btree").unwrap();
+    let account = |id: u32, note: &str, balance: i64| {
+        vec![Value::U32(id), Value::String(note.into()), Value::I64(balance)]
+    };
+    // 400-byte notes stay inline (the overflow threshold is 512) and fill the first page's heap.
+    let note = |i: u32| format!("{i:0>400}");
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(tx.insert(t, account(i, &note(i), 100)).unwrap().0);
+    }
+    tx.commit();
+    let before: Vec<_> = db.snapshot().table(t).unwrap().scan().collect();
+
+    let mut tx = db.begin();
+    let (rid, row) = tx.update_by_unique(pk, account(0, &note(0), 90)).unwrap();
+    assert_eq!(rid, ids[0], "no indexed column changed, so the row keeps its id");
+    assert_eq!(row, account(0, &note(0), 90));
+    assert_eq!(tx.table(t).unwrap().get(ids[0]), Some(account(0, &note(0), 90)));
+    // Grow notes until one no longer fits its page: every update still lands, readable by key.
+    let grown = "x".repeat(510);
+    let mut moved = false;
+    for i in 1..40 {
+        let (rid, _) = tx.update_by_unique(pk, account(i, &grown, 7)).unwrap();
+        moved |= rid != ids[i as usize];
+        let found = tx.table(t).unwrap().unique_lookup(pk, &[Value::U32(i)]).unwrap();
+        assert_eq!(found, Some(rid));
+        assert_eq!(tx.table(t).unwrap().get(rid), Some(account(i, &grown, 7)));
+    }
+    assert!(moved, "some grown row must have left its full page");
+    tx.rollback();
+    let after: Vec<_> = db.snapshot().table(t).unwrap().scan().collect();
+    assert_eq!(after, before, "rollback restores every row at its id");
+
+    let mut tx = db.begin();
+    tx.update_by_unique(pk, account(1, &note(1), 100)).unwrap(); // identical contents
+    tx.update_by_unique(pk, account(2, &note(2), 50)).unwrap();
+    tx.update_by_unique(pk, account(2, &note(2), 60)).unwrap(); // twice in one transaction
+    let delta = tx.commit();
+    assert_eq!(delta.tables.len(), 1);
+    assert_eq!(delta.tables[0].deletes, vec![account(2, &note(2), 100)], "the row as it was before");
+    assert_eq!(delta.tables[0].inserts, vec![account(2, &note(2), 60)], "the row as it is now");
+    assert_eq!(db.snapshot().table(t).unwrap().get(ids[2]), Some(account(2, &note(2), 60)));
+}

@@ -63,6 +63,9 @@ pub(crate) struct Queue {
     /// `append` wakes a worker once this many records are queued: 1 when idle, more while a
     /// worker gathers a batch.
     pub wake_at_records: usize,
+    /// Workers waiting on `Shared::work`. `append` notifies only when one is: a notify is a
+    /// futex system call even with nobody to wake, and it ran on every commit.
+    pub idle_workers: usize,
     /// The segment being appended to (`None` before the first record of a new log).
     segment: Option<Segment>,
     /// Batches taken by workers and not yet finished.
@@ -119,6 +122,7 @@ impl Shared {
                 failed: None,
                 closing: false,
                 wake_at_records: 1,
+                idle_workers: 0,
                 segment: segment.map(|(file, generation, bytes, len)| Segment {
                     file,
                     generation,
@@ -138,8 +142,11 @@ impl Shared {
         }
     }
 
-    fn wait_work<'a>(&self, q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        self.work.wait(q).unwrap_or_else(|p| p.into_inner())
+    fn wait_work<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        q.idle_workers += 1;
+        let mut q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+        q.idle_workers -= 1;
+        q
     }
 
     /// The batch starting at `first` is written (or its write failed): later syncs may start.
@@ -439,7 +446,9 @@ fn gather<'a>(
         if now >= deadline {
             break;
         }
+        q.idle_workers += 1;
         q = shared.work.wait_timeout(q, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        q.idle_workers -= 1;
     }
     q.wake_at_records = 1;
     q

@@ -36,16 +36,44 @@ pub enum FrameError {
 /// Appends one record.
 pub fn encode_frame(out: &mut Vec<u8>, tx_offset: u64, timestamp_us: i64, payload: &[u8]) {
     debug_assert!(payload.len() <= MAX_PAYLOAD_BYTES, "payload over the record limit");
+    let written = encode_frame_with(out, tx_offset, timestamp_us, |out| out.extend_from_slice(payload));
+    debug_assert!(written.is_ok());
+}
+
+/// Appends one record whose payload `encode` appends to `out` in place. A payload over
+/// [`MAX_PAYLOAD_BYTES`] is taken back out again and its length returned as the error.
+pub fn encode_frame_with(
+    out: &mut Vec<u8>,
+    tx_offset: u64,
+    timestamp_us: i64,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), usize> {
+    encode_frame_within(out, tx_offset, timestamp_us, MAX_PAYLOAD_BYTES, encode)
+}
+
+fn encode_frame_within(
+    out: &mut Vec<u8>,
+    tx_offset: u64,
+    timestamp_us: i64,
+    max_payload: usize,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), usize> {
     let start = out.len();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0; 8]); // length and checksum, filled in below
     out.extend_from_slice(&tx_offset.to_le_bytes());
     out.extend_from_slice(&timestamp_us.to_le_bytes());
-    out.extend_from_slice(payload);
+    encode(out);
+    let len = out.len() - start - FRAME_HEADER_BYTES;
+    if len > max_payload {
+        out.truncate(start);
+        return Err(len);
+    }
     let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     // Pair assertion: what we wrote must read back.
     debug_assert_eq!(decode_frame(&out[start..]).map(|f| f.tx_offset), Ok(tx_offset));
+    Ok(())
 }
 
 /// Reads the record at the start of `bytes`.
@@ -78,6 +106,20 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
 
 #[cfg(test)]
 mod tests {
+    // Proves an oversized payload encoded in place is refused and leaves the buffer as it was,
+    // so a refused append cannot leave half a record in the queue.
+    #[test]
+    fn an_oversized_payload_is_taken_back_out() {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, 1, 0, b"ok");
+        let before = buf.clone();
+        let refused = encode_frame_within(&mut buf, 2, 0, 4, |out| out.extend_from_slice(b"too long"));
+        assert_eq!(refused, Err(8));
+        assert_eq!(buf, before);
+        encode_frame_within(&mut buf, 2, 0, 8, |out| out.extend_from_slice(b"fits now")).unwrap();
+        assert_eq!(decode_frame(&buf[before.len()..]).unwrap().payload, b"fits now");
+    }
+
     use super::*;
 
     // Proves a frame round-trips, and every truncation or single-bit flip is detected.

@@ -12,7 +12,7 @@ use lightcone_mvcc::{Database, TxDelta};
 use crate::backend::{open_backend, BackendChoice, BackendKind};
 use crate::codec::encode_delta;
 use crate::disk::{lock, worker, Queue, Shared, SYNC_WORKERS};
-use crate::frame::{encode_frame, MAX_PAYLOAD_BYTES};
+use crate::frame::{encode_frame_with, MAX_PAYLOAD_BYTES};
 use crate::read::{replay_into, ReplayProgress, ReplayStats};
 use crate::segment::{list_segments, SEGMENT_HEADER_BYTES};
 use crate::WalError;
@@ -157,11 +157,6 @@ impl CommitLog {
         if delta.is_empty() {
             return Ok(Ticket(lock(&self.shared.queue).last_appended));
         }
-        let mut payload = Vec::new();
-        encode_delta(&mut payload, delta);
-        if payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(WalError::RecordTooLarge { bytes: payload.len(), max: MAX_PAYLOAD_BYTES });
-        }
         let mut q = lock(&self.shared.queue);
         if let Some(failed) = &q.failed {
             return Err(WalError::Failed(failed.clone()));
@@ -172,11 +167,14 @@ impl CommitLog {
         if delta.tx_offset != q.last_appended + 1 {
             return Err(WalError::OutOfOrder { expected: q.last_appended + 1, got: delta.tx_offset });
         }
-        encode_frame(&mut q.pending, delta.tx_offset, now_micros(), &payload);
+        // Encoded in place: no buffer per transaction. The writer lock serialises appends
+        // anyway, so encoding under the queue lock only delays the disk workers' next take.
+        encode_frame_with(&mut q.pending, delta.tx_offset, now_micros(), |out| encode_delta(out, delta))
+            .map_err(|bytes| WalError::RecordTooLarge { bytes, max: MAX_PAYLOAD_BYTES })?;
         let end = q.pending.len();
         q.records.push((delta.tx_offset, end));
         q.last_appended = delta.tx_offset;
-        let wake = q.records.len() >= q.wake_at_records;
+        let wake = q.idle_workers > 0 && q.records.len() >= q.wake_at_records;
         drop(q);
         if wake {
             self.shared.work.notify_one();
