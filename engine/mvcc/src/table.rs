@@ -465,6 +465,14 @@ impl<'a> TableView<'a> {
                 got: key.len(),
             });
         }
+        if def.unique && key.len() == def.columns.len() {
+            // A point lookup (`find` by primary key): one descent instead of positioning a
+            // range's two ends.
+            let k = self.encode_prefix(pos, key)?;
+            return Ok(IndexScan {
+                inner: Scan::Point(self.table.indexes[pos].get(&k).map(RowId::from_u64)),
+            });
+        }
         self.range_on(pos, Bound::Included(key), Bound::Included(key))
     }
 
@@ -509,7 +517,7 @@ impl<'a> TableView<'a> {
         lo: Bound<&[Value]>,
         hi: Bound<&[Value]>,
     ) -> Result<IndexScan<'a>, MvccError> {
-        let empty = || IndexScan { inner: None };
+        let empty = || IndexScan { inner: Scan::Point(None) };
         // Prefix bounds: every key starting with prefix `p` lies in [p, successor(p)).
         let lo = match lo {
             Bound::Unbounded => Bound::Unbounded,
@@ -530,7 +538,7 @@ impl<'a> TableView<'a> {
         let tree = &self.table.indexes[pos];
         // The tree borrows the bounds only while positioning its cursors.
         let range = tree.range(lo.as_ref().map(Vec::as_slice), hi.as_ref().map(Vec::as_slice));
-        Ok(IndexScan { inner: Some(range) })
+        Ok(IndexScan { inner: Scan::Range(range) })
     }
 
     /// Entries in index `index` (for tests and diagnostics).
@@ -548,18 +556,30 @@ impl<'a> TableView<'a> {
 
 /// Row ids from an index scan, in key order; iterate from either end.
 pub struct IndexScan<'a> {
-    inner: Option<lightcone_btree_index::Range<'a>>,
+    inner: Scan<'a>,
+}
+
+enum Scan<'a> {
+    Range(lightcone_btree_index::Range<'a>),
+    /// A full key in a unique index: at most one row, found by one descent.
+    Point(Option<RowId>),
 }
 
 impl Iterator for IndexScan<'_> {
     type Item = RowId;
     fn next(&mut self) -> Option<RowId> {
-        self.inner.as_mut()?.next().map(|(_, v)| RowId::from_u64(v))
+        match &mut self.inner {
+            Scan::Range(r) => r.next().map(|(_, v)| RowId::from_u64(v)),
+            Scan::Point(p) => p.take(),
+        }
     }
 }
 
 impl DoubleEndedIterator for IndexScan<'_> {
     fn next_back(&mut self) -> Option<RowId> {
-        self.inner.as_mut()?.next_back().map(|(_, v)| RowId::from_u64(v))
+        match &mut self.inner {
+            Scan::Range(r) => r.next_back().map(|(_, v)| RowId::from_u64(v)),
+            Scan::Point(p) => p.take(),
+        }
     }
 }

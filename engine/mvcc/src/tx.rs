@@ -166,6 +166,9 @@ struct Published {
     /// Set when a borrowed state could not be restored (a panic in the middle of an operation
     /// or of its undo): the in-memory state can no longer be trusted; reopen from the log.
     poisoned: bool,
+    /// Readers waiting on `Database::returned`. A transaction's end notifies only when there
+    /// are any: a notify is a futex system call even with nobody to wake, once per commit.
+    waiting_readers: usize,
 }
 
 impl Published {
@@ -229,6 +232,7 @@ impl Database {
                 state: Some(Arc::new(DbStateRef(state))),
                 writer_thread: None,
                 poisoned: false,
+                waiting_readers: 0,
             }),
             returned: Condvar::new(),
             writer: Mutex::default(),
@@ -253,7 +257,9 @@ impl Database {
             if let Some(state) = &published.state {
                 return Snapshot { state: Arc::clone(state) };
             }
+            published.waiting_readers += 1;
             published = self.returned.wait(published).unwrap_or_else(|poisoned| poisoned.into_inner());
+            published.waiting_readers -= 1;
         }
     }
 
@@ -325,8 +331,11 @@ impl Database {
         }
         published.poisoned |= poisoned;
         published.writer_thread = None;
+        let wake = published.waiting_readers > 0;
         drop(published);
-        self.returned.notify_all();
+        if wake {
+            self.returned.notify_all();
+        }
     }
 }
 
@@ -949,6 +958,20 @@ impl Drop for WriteTx<'_> {
 /// change for them is nothing.
 fn cancel_reinserted(inserts: &mut Vec<Row>, deletes: &mut Vec<Row>) {
     if inserts.is_empty() || deletes.is_empty() {
+        return;
+    }
+    if inserts.len() * deletes.len() <= 64 {
+        // A few updated rows (the common reducer): pairwise comparison, no hash maps.
+        let mut i = 0;
+        while i < inserts.len() {
+            match deletes.iter().position(|d| *d == inserts[i]) {
+                Some(j) => {
+                    inserts.remove(i);
+                    deletes.remove(j);
+                }
+                None => i += 1,
+            }
+        }
         return;
     }
     let mut deleted: AHashMap<&Row, usize> = AHashMap::new();
