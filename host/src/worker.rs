@@ -4,6 +4,7 @@
 //! for durability themselves, so the thread moves on to the next call while the commit log
 //! syncs (group commit).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -77,6 +78,8 @@ enum Job {
 /// A handle on a running database. Cheap to share (`Arc`) between server tasks.
 pub struct DatabaseHandle {
     jobs: Mutex<Sender<Job>>,
+    /// Jobs sent and not yet taken by the database thread.
+    queued_jobs: Arc<AtomicUsize>,
     db: Arc<Database>,
     log: Option<Arc<CommitLog>>,
     logs: Arc<ModuleLogs>,
@@ -118,8 +121,10 @@ impl DatabaseHandle {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>> = Arc::default();
+        let queued_jobs = Arc::new(AtomicUsize::new(0));
         let thread = {
             let (db, log, listeners) = (Arc::clone(&db), log.clone(), Arc::clone(&listeners));
+            let queued = Arc::clone(&queued_jobs);
             let hooks = Arc::clone(&hooks);
             std::thread::Builder::new()
                 .name("lightcone-db".into())
@@ -136,7 +141,7 @@ impl DatabaseHandle {
                             let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report);
                             if ready_tx.send(Ok(info)).is_ok() {
                                 let durable = spawn_notifier(host.commit_log().cloned());
-                                run(host, jobs_rx, listeners, hooks, durable);
+                                run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, durable);
                             }
                         }
                         Err(e) => {
@@ -151,6 +156,7 @@ impl DatabaseHandle {
             .map_err(|_| HostError::Runtime("the database thread died while starting".into()))??;
         let handle = DatabaseHandle {
             jobs: Mutex::new(jobs_tx),
+            queued_jobs,
             db,
             log,
             logs,
@@ -166,6 +172,7 @@ impl DatabaseHandle {
         let (tx, rx) = mpsc::sync_channel(1);
         // A poisoned lock only means another sender panicked mid-send; the Sender is intact.
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
         jobs.send(make(tx)).map_err(|_| HostError::Runtime("the database is shut down".into()))?;
         rx.recv().map_err(|_| HostError::Runtime("the database thread stopped".into()))?
     }
@@ -226,6 +233,7 @@ impl DatabaseHandle {
         };
         // Sent under the lock rather than on a clone of the sender, which would be one more
         // allocation per call.
+        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
         let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
         if let Err(mpsc::SendError(Job::CallAsync { reply, .. })) = sent {
             reply(Err(HostError::Runtime("the database is shut down".into())));
@@ -289,7 +297,16 @@ impl DatabaseHandle {
     }
 
     /// Stops the thread after the calls queued before this one, and flushes the log.
+    /// Whether a call sent now is answered as soon as it has run: nothing else is queued
+    /// before it and no commit waits for an fsync. (A server may then wait briefly for the
+    /// answer instead of going to sleep and being woken for it.)
+    pub fn answers_promptly(&self) -> bool {
+        self.queued_jobs.load(Ordering::Relaxed) <= 1
+            && self.log.as_ref().is_none_or(|l| l.durability() != lightcone_wal::Durability::Fsync)
+    }
+
     pub fn shutdown(&self) {
+        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
         let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(Job::Shutdown);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
@@ -381,22 +398,45 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Sender<Pending> {
 /// 50 µs). The thread yields while it polls, so other threads still get the core.
 const IDLE_POLL: Duration = Duration::from_micros(100);
 
+/// The database thread's side of the job queue.
+struct Jobs {
+    rx: Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Queue polls between two yields of the core while idle-polling.
+const POLLS_PER_YIELD: u32 = 32;
+
 /// The next job: polled for [`IDLE_POLL`], then waited for until `timeout`.
-fn next_job(jobs: &Receiver<Job>, timeout: Duration) -> Result<Job, RecvTimeoutError> {
+fn next_job(jobs: &Jobs, timeout: Duration) -> Result<Job, RecvTimeoutError> {
+    let taken = |job| {
+        jobs.queued.fetch_sub(1, Ordering::Relaxed);
+        Ok(job)
+    };
     let polling = Instant::now();
+    let mut polls = 0u32;
     while polling.elapsed() < IDLE_POLL.min(timeout) {
-        match jobs.try_recv() {
-            Ok(job) => return Ok(job),
-            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+        match jobs.rx.try_recv() {
+            Ok(job) => return taken(job),
+            // Mostly spinning (a yield is a system call, ~1 µs here), yielding now and then
+            // so that a thread waiting for this core gets it.
+            Err(mpsc::TryRecvError::Empty) => {
+                polls += 1;
+                if polls % POLLS_PER_YIELD == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
             Err(mpsc::TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
         }
     }
-    jobs.recv_timeout(timeout.saturating_sub(polling.elapsed()))
+    jobs.rx.recv_timeout(timeout.saturating_sub(polling.elapsed())).and_then(taken)
 }
 
 fn run(
     mut host: ModuleHost,
-    jobs: Receiver<Job>,
+    jobs: Jobs,
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
     hooks: Arc<CommitHooks>,
     durable: Sender<Pending>,
