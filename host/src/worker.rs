@@ -422,7 +422,7 @@ fn next_job(jobs: &Jobs, timeout: Duration) -> Result<Job, RecvTimeoutError> {
             // so that a thread waiting for this core gets it.
             Err(mpsc::TryRecvError::Empty) => {
                 polls += 1;
-                if polls % POLLS_PER_YIELD == 0 {
+                if polls.is_multiple_of(POLLS_PER_YIELD) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
