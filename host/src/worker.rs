@@ -361,34 +361,60 @@ fn notify_caller(n: &Notify<'_>, outcome: &mut ReducerOutcome, caller: &CallerIn
     outcome.caller_update = notify(n, Some(outcome), &delta, Some(caller));
 }
 
-/// Outcomes waiting for their commit to become durable.
-type Pending = (ReducerOutcome, AsyncReply);
+/// Outcomes handed to the notifier, with where each goes.
+type Pending = (Result<ReducerOutcome, HostError>, AsyncReply);
+
+/// The thread that answers asynchronous callers (see [`spawn_notifier`]).
+struct Notifier {
+    tx: Sender<Pending>,
+    /// Outcomes handed over and not yet answered. While any are, the database thread hands
+    /// over every outcome, so each caller's answers keep their order.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Notifier {
+    /// Answers `result` on the notifier thread (after its commit is durable).
+    fn hand_over(&self, result: Result<ReducerOutcome, HostError>, reply: AsyncReply) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::SendError((result, reply))) = self.tx.send((result, reply)) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            reply(result);
+        }
+    }
+}
 
 /// A thread that answers asynchronous callers once their commits are durable: it waits for
 /// the newest ticket among everything queued (one wait covers many commits: group commit).
-fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Sender<Pending> {
+/// Under load it also takes the answering itself off the database thread (see `run`).
+fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
     let (tx, rx) = mpsc::channel::<Pending>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::clone(&pending);
     let spawned = std::thread::Builder::new().name("lightcone-durable".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
-            let newest = batch.iter().filter_map(|(o, _)| o.ticket).max();
+            let newest = batch.iter().filter_map(|(o, _)| o.as_ref().ok().and_then(|o| o.ticket)).max();
             let waited = match (&log, newest) {
                 (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
                 _ => Ok(()),
             };
+            let count = batch.len();
             for (outcome, reply) in batch {
-                reply(match &waited {
-                    Ok(()) => Ok(outcome),
-                    Err(e) => Err(e.clone()),
+                reply(match (&waited, outcome) {
+                    (Ok(()), outcome) => outcome,
+                    (Err(e), Ok(_)) => Err(e.clone()),
+                    (Err(_), Err(e)) => Err(e),
                 });
             }
+            // Only after the answers are out: the database thread may answer directly again.
+            answered.fetch_sub(count, Ordering::AcqRel);
         }
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the durability notifier: {e}");
     }
-    tx
+    Notifier { tx, pending }
 }
 
 /// How long the database thread keeps looking for its next job before it sleeps. A client
@@ -439,7 +465,7 @@ fn run(
     jobs: Jobs,
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
     hooks: Arc<CommitHooks>,
-    durable: Sender<Pending>,
+    durable: Notifier,
 ) {
     loop {
         let timeout = match host.next_scheduled() {
@@ -466,19 +492,22 @@ fn run(
                 if let Ok(o) = &mut result {
                     notify_caller(&Notify { host: &host, listeners: &listeners, hooks: &hooks }, o, &caller);
                 }
-                // Only fsync-mode commits not yet durable wait (on the notifier thread).
+                // Fsync-mode commits not yet durable wait on the notifier thread. So does every
+                // answer while more jobs are queued (answering wakes the caller's task, which
+                // the database thread then need not pay for), and every answer behind one
+                // still there (so a caller's answers keep their order).
                 let must_wait = |t: lightcone_wal::Ticket| {
                     host.commit_log().is_some_and(|l| {
                         l.durability() == lightcone_wal::Durability::Fsync && l.durable_offset() < t.0
                     })
                 };
-                match result {
-                    Ok(o) if o.ticket.is_some_and(must_wait) => {
-                        if let Err(mpsc::SendError((o, reply))) = durable.send((o, reply)) {
-                            reply(Ok(o));
-                        }
-                    }
-                    other => reply(other),
+                let hand_over = durable.pending.load(Ordering::Acquire) > 0
+                    || jobs.queued.load(Ordering::Relaxed) > 0
+                    || result.as_ref().is_ok_and(|o| o.ticket.is_some_and(must_wait));
+                if hand_over {
+                    durable.hand_over(result, reply);
+                } else {
+                    reply(result);
                 }
             }
             Some(Job::Connected { caller, reply }) => {

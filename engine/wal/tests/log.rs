@@ -327,3 +327,32 @@ fn closed_segments_hold_no_preallocated_space() {
         }
     }
 }
+
+// Proves `None` mode still writes without being asked: records reach the segment file (the
+// OS's page cache, so a killed process loses nothing written) shortly after their commit,
+// though writes are batched in time — and without any flush.
+#[test]
+fn none_mode_writes_soon_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { durability: Durability::None, ..options(1 << 20) };
+    let (db, log) = open_with(dir.path(), options);
+    let t = create_table(&db, &log);
+    commit_many(&db, &log, t, 30, 7);
+    let last = db.snapshot().tx_offset();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // The newest record's offset, as far as the file on disk shows.
+        let written = lightcone_wal::scan(dir.path(), |_, _, _| Ok(std::ops::ControlFlow::Continue(())))
+            .ok()
+            .and_then(|r| r.last_offset);
+        if written == Some(last) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records not written after 10 s: {written:?} of {last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(log);
+}
