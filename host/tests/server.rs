@@ -463,3 +463,33 @@ fn a_subscription_started_mid_stream_sees_each_commit_once() {
         seen.iter().enumerate().filter(|(_, &n)| n > 1).map(|(i, _)| i).collect::<Vec<_>>()
     });
 }
+
+// Proves a client's answers come back in the order of its calls even when some wait for an
+// fsync and others (a failing reducer: nothing to make durable) could be answered at once.
+#[test]
+fn pipelined_answers_keep_call_order() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "chat", &owner, "quickstart_chat").status, 200);
+    let mut ws = connect(&s, "chat", Some(&owner), "v2.bsatn.spacetimedb").unwrap();
+    set_timeout(&ws);
+    assert_eq!(next(&mut ws)[0], 0);
+    const CALLS: u32 = 300;
+    for i in 0..CALLS {
+        let msg = if i % 3 == 2 {
+            call_msg(i, "set_name", &str_bsatn("")) // fails: names must not be empty
+        } else {
+            call_msg(i, "send_message", &str_bsatn(&format!("in order {i}")))
+        };
+        ws.send(Message::Binary(msg.into())).unwrap();
+    }
+    for i in 0..CALLS {
+        let result = next(&mut ws);
+        assert_eq!(result[0], 6, "ReducerResult");
+        let request_id = u32::from_le_bytes(result[1..5].try_into().unwrap());
+        assert_eq!(request_id, i, "answers out of call order");
+        let status = result[13];
+        assert_eq!(status == 2, i % 3 == 2, "call {i}: status {status}");
+    }
+}
