@@ -174,19 +174,20 @@ impl TableState {
     /// Stores a row prepared by [`TableState::prepare_row`] and indexes it. Unique indexes are
     /// checked by the insert itself (one descent per index); on a duplicate everything done so
     /// far is undone, so a failed insert changes nothing visible.
+    /// `key` is scratch space for index keys (callers inserting many rows reuse one).
     pub(crate) fn insert_row(
         &mut self,
         row: &[Value],
         advances: Vec<(usize, Option<i128>)>,
         hints: &mut FreeHints,
         dropped_hints: &mut Vec<u32>,
+        key: &mut Vec<u8>,
     ) -> Result<RowId, MvccError> {
         let (rid, created_page) = self.store_row(row, hints, dropped_hints)?;
-        let mut key = Vec::new();
         for i in 0..self.indexes.len() {
             key.clear();
-            self.encode_index_key(i, row, &mut key);
-            if let Err(e) = self.indexes[i].insert(&key, rid.to_u64()) {
+            self.encode_index_key(i, row, key);
+            if let Err(e) = self.indexes[i].insert(key, rid.to_u64()) {
                 // Invariant: keys are built by `encode_index_key` (so the width is right) and
                 // their size was checked in `prepare_row`; a non-unique index cannot already
                 // hold the new row id. So only a duplicate key can get here.

@@ -633,7 +633,7 @@ impl WriteTx<'_> {
         let mut dropped = Vec::new();
         let t = unshared(&mut self.state).table_mut(table)?;
         let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
-        let result = t.insert_row(row, advances, hints, &mut dropped);
+        let result = t.insert_row(row, advances, hints, &mut dropped, &mut Vec::new());
         self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
         let rid = result?;
         log.inserted.insert(rid);
@@ -770,10 +770,7 @@ impl WriteTx<'_> {
                 })?;
                 self.delete_inner(table.table_id, rid)?;
             }
-            for row in &table.inserts {
-                self.state.0.table(table.table_id)?.check_row_as_is(row)?;
-                self.insert_prepared(table.table_id, row, Vec::new())?;
-            }
+            self.insert_replayed(table.table_id, &table.inserts)?;
         }
         for update in &delta.sequences {
             let t = unshared(&mut self.state).table_mut(update.table_id)?;
@@ -787,6 +784,33 @@ impl WriteTx<'_> {
             t.seq_next[update.sequence] = update.next;
         }
         Ok(())
+    }
+
+    /// Stores rows exactly as logged (no sequence filling), with the table's bookkeeping looked
+    /// up once for all of them and one key buffer: replay applies millions of rows.
+    fn insert_replayed(&mut self, table: TableId, rows: &[Row]) -> Result<(), MvccError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let hints = self.meta.free_hints.entry(table).or_default();
+        let t = unshared(&mut self.state).table_mut(table)?;
+        let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
+        let (mut dropped, mut key) = (Vec::new(), Vec::new());
+        let mut result = Ok(());
+        for row in rows {
+            match t
+                .check_row_as_is(row)
+                .and_then(|()| t.insert_row(row, Vec::new(), hints, &mut dropped, &mut key))
+            {
+                Ok(rid) => log.inserted.insert(rid),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
+        result
     }
 
     /// A row equal to `row`: found through a unique index when the table has one, else by scan.
