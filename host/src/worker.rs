@@ -296,7 +296,6 @@ impl DatabaseHandle {
         rx
     }
 
-    /// Stops the thread after the calls queued before this one, and flushes the log.
     /// Whether a call sent now is answered as soon as it has run: nothing else is queued
     /// before it and no commit waits for an fsync. (A server may then wait briefly for the
     /// answer instead of going to sleep and being woken for it.)
@@ -305,6 +304,7 @@ impl DatabaseHandle {
             && self.log.as_ref().is_none_or(|l| l.durability() != lightcone_wal::Durability::Fsync)
     }
 
+    /// Stops the thread after the calls queued before this one, and flushes the log.
     pub fn shutdown(&self) {
         self.queued_jobs.fetch_add(1, Ordering::Relaxed);
         let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(Job::Shutdown);
@@ -421,7 +421,8 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
 /// waiting for its answer sends the next call one round trip later; sleeping in between costs
 /// a futex wake-up on both sides, which on the 2-core VM measured ~60 µs of a 120 µs round
 /// trip (100 µs of polling brought an empty call's round trip over WebSocket from 114–128 µs to
-/// 50 µs). The thread yields while it polls, so other threads still get the core.
+/// 50 µs). While it polls it mostly spins and now and then yields the core
+/// ([`POLLS_PER_YIELD`]), so other threads still get it.
 const IDLE_POLL: Duration = Duration::from_micros(100);
 
 /// The database thread's side of the job queue.
