@@ -390,16 +390,13 @@ fn next_job(
                     return job;
                 }
             }
-            if fsync {
-                q = gather(shared, q, last_batch_records, last_sync);
-                if q.rotating || q.records.is_empty() {
-                    continue;
-                }
+            q = if fsync {
+                gather(shared, q, last_batch_records, last_sync)
             } else {
-                q = gather_unsynced(shared, q, last_write);
-                if q.rotating || q.records.is_empty() {
-                    continue;
-                }
+                gather_unsynced(shared, q, last_write)
+            };
+            if q.rotating || q.records.is_empty() {
+                continue;
             }
             if let Some(job) = take_batch(&mut q, options, spare, have) {
                 return job;
@@ -445,7 +442,7 @@ fn clone_if_needed(segment: &Segment, have: Option<u64>) -> Option<File> {
 /// With a single caller nothing waits, so its latency is unchanged.
 fn gather<'a>(
     shared: &'a Shared,
-    mut q: MutexGuard<'a, Queue>,
+    q: MutexGuard<'a, Queue>,
     last_batch_records: usize,
     last_sync: Duration,
 ) -> MutexGuard<'a, Queue> {
@@ -453,18 +450,7 @@ fn gather<'a>(
         return q;
     }
     let deadline = Instant::now() + (last_sync / 2).min(MAX_GATHER);
-    q.wake_at_records = last_batch_records;
-    while q.records.len() < last_batch_records && !q.closing && !q.rotating {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        q.idle_workers += 1;
-        q = shared.work.wait_timeout(q, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        q.idle_workers -= 1;
-    }
-    q.wake_at_records = 1;
-    q
+    wait_for_batch(shared, q, deadline, last_batch_records, |q| q.records.len() >= last_batch_records)
 }
 
 /// In `None` mode nobody waits for the disk, so writes are batched: at most one per
@@ -473,13 +459,27 @@ fn gather<'a>(
 /// io_uring worker ~35% of a core under load, taken from the database thread.
 fn gather_unsynced<'a>(
     shared: &'a Shared,
-    mut q: MutexGuard<'a, Queue>,
+    q: MutexGuard<'a, Queue>,
     last_write: Instant,
 ) -> MutexGuard<'a, Queue> {
     let deadline = last_write + UNSYNCED_WRITE_INTERVAL;
     // Appends do not wake this wait; its deadline does (or a flush / the shutdown).
-    q.wake_at_records = usize::MAX;
-    while q.pending.len() < UNSYNCED_WRITE_BYTES && !q.closing && !q.rotating && !q.sync_requested {
+    wait_for_batch(shared, q, deadline, usize::MAX, |q| {
+        q.pending.len() >= UNSYNCED_WRITE_BYTES || q.sync_requested
+    })
+}
+
+/// Waits until `enough`, the deadline, a rotation or the shutdown; meanwhile `append` wakes
+/// this worker only once `wake_at_records` records are queued.
+fn wait_for_batch<'a>(
+    shared: &'a Shared,
+    mut q: MutexGuard<'a, Queue>,
+    deadline: Instant,
+    wake_at_records: usize,
+    enough: impl Fn(&Queue) -> bool,
+) -> MutexGuard<'a, Queue> {
+    q.wake_at_records = wake_at_records;
+    while !enough(&q) && !q.closing && !q.rotating {
         let now = Instant::now();
         if now >= deadline {
             break;
