@@ -219,6 +219,14 @@ fn set_timeout(ws: &Ws) {
     }
 }
 
+/// Connects, sets the read timeout and takes the `InitialConnection` every session starts with.
+fn connect_ready(s: &Server, db: &str, token: Option<&str>, protocol: &str) -> Ws {
+    let mut ws = connect(s, db, token, protocol).unwrap();
+    set_timeout(&ws);
+    assert_eq!(next(&mut ws)[0], 0, "InitialConnection first");
+    ws
+}
+
 /// Reads the next server message (after the compression byte).
 fn next(ws: &mut Ws) -> Vec<u8> {
     loop {
@@ -280,9 +288,7 @@ fn websocket_clients_see_each_others_commits() {
     assert_eq!(applied[0], 1, "SubscribeApplied");
     assert_eq!(&applied[1..9], &[1, 0, 0, 0, 10, 0, 0, 0]);
 
-    let mut b = connect(&s, "chat", Some(&owner), "v3.bsatn.spacetimedb, v2.bsatn.spacetimedb").unwrap();
-    set_timeout(&b);
-    assert_eq!(next(&mut b)[0], 0);
+    let mut b = connect_ready(&s, "chat", Some(&owner), "v3.bsatn.spacetimedb, v2.bsatn.spacetimedb");
     b.send(Message::Binary(call_msg(5, "send_message", &str_bsatn("from b")).into())).unwrap();
     let result = next(&mut b);
     assert_eq!(result[0], 6, "ReducerResult");
@@ -382,9 +388,7 @@ fn one_off_queries_respect_row_level_security() {
     let http = Http::new();
     let RlsDb { owner, alice, bob, .. } = publish_rls_db(&http, &s);
     let one_off = |token: &str, q: &str| -> Vec<u8> {
-        let mut ws = connect(&s, "rls", Some(token), "v2.bsatn.spacetimedb").unwrap();
-        set_timeout(&ws);
-        assert_eq!(next(&mut ws)[0], 0);
+        let mut ws = connect_ready(&s, "rls", Some(token), "v2.bsatn.spacetimedb");
         let mut m = vec![2u8];
         m.extend_from_slice(&9u32.to_le_bytes());
         m.extend_from_slice(&str_bsatn(q));
@@ -427,12 +431,8 @@ fn a_subscription_started_mid_stream_sees_each_commit_once() {
     let http = Http::new();
     let (_, owner) = new_identity(&http, &s);
     assert_eq!(publish(&http, &s, "chat", &owner, "quickstart_chat").status, 200);
-    let mut writer = connect(&s, "chat", Some(&owner), "v2.bsatn.spacetimedb").unwrap();
-    set_timeout(&writer);
-    assert_eq!(next(&mut writer)[0], 0);
-    let mut reader = connect(&s, "chat", None, "v2.bsatn.spacetimedb").unwrap();
-    set_timeout(&reader);
-    assert_eq!(next(&mut reader)[0], 0);
+    let mut writer = connect_ready(&s, "chat", Some(&owner), "v2.bsatn.spacetimedb");
+    let mut reader = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
 
     const CALLS: u32 = 400;
     let text = |i: u32| format!("mid-stream-{i:05}");
@@ -472,9 +472,7 @@ fn pipelined_answers_keep_call_order() {
     let http = Http::new();
     let (_, owner) = new_identity(&http, &s);
     assert_eq!(publish(&http, &s, "chat", &owner, "quickstart_chat").status, 200);
-    let mut ws = connect(&s, "chat", Some(&owner), "v2.bsatn.spacetimedb").unwrap();
-    set_timeout(&ws);
-    assert_eq!(next(&mut ws)[0], 0);
+    let mut ws = connect_ready(&s, "chat", Some(&owner), "v2.bsatn.spacetimedb");
     const CALLS: u32 = 300;
     for i in 0..CALLS {
         let msg = if i % 3 == 2 {
