@@ -469,10 +469,7 @@ impl<'a> TableView<'a> {
         if def.unique && key.len() == def.columns.len() {
             // A point lookup (`find` by primary key): one descent instead of positioning a
             // range's two ends.
-            let k = self.encode_prefix(pos, key)?;
-            return Ok(IndexScan {
-                inner: Scan::Point(self.table.indexes[pos].get(&k).map(RowId::from_u64)),
-            });
+            return Ok(IndexScan { inner: Scan::Point(self.unique_lookup(index, key)?) });
         }
         self.range_on(pos, Bound::Included(key), Bound::Included(key))
     }

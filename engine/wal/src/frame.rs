@@ -106,6 +106,8 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     // Proves an oversized payload encoded in place is refused and leaves the buffer as it was,
     // so a refused append cannot leave half a record in the queue.
     #[test]
@@ -119,8 +121,6 @@ mod tests {
         encode_frame_within(&mut buf, 2, 0, 8, |out| out.extend_from_slice(b"fits now")).unwrap();
         assert_eq!(decode_frame(&buf[before.len()..]).unwrap().payload, b"fits now");
     }
-
-    use super::*;
 
     // Proves a frame round-trips, and every truncation or single-bit flip is detected.
     #[test]
