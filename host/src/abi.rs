@@ -11,7 +11,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lightcone_mvcc::{IndexAlgorithm, IndexId, MvccError, ReadTx, Row, RowId, TableId, Value, WriteTx};
+use lightcone_mvcc::{
+    IndexAlgorithm, IndexId, MvccError, ReadTx, Row, RowId, TableId, TxDelta, Value, WriteTx,
+};
+use lightcone_wal::{CommitLog, Ticket};
 use wasmtime::format_err as anyhow;
 use wasmtime::{Caller, Linker, Memory};
 
@@ -37,6 +40,9 @@ pub mod errno {
     pub const NO_SUCH_ROW: u32 = 15;
     pub const SCHEDULE_AT_DELAY_TOO_LONG: u32 = 13;
     pub const AUTO_INC_OVERFLOW: u32 = 16;
+    pub const WOULD_BLOCK_TRANSACTION: u32 = 17;
+    pub const TRANSACTION_NOT_ANONYMOUS: u32 = 18;
+    pub const HTTP_ERROR: u32 = 21;
 }
 
 /// `-1` from the iterator/source calls: exhausted (and destroyed).
@@ -195,6 +201,32 @@ pub struct HostState {
     pub limits: wasmtime::StoreLimits,
     /// The message of the last level-101 (panic) log line of the current call.
     pub last_panic: Option<String>,
+    pub procedure_env: ProcedureEnv,
+    /// True while `__call_procedure__` runs (the `procedure_*` imports need it).
+    pub in_procedure: bool,
+    /// The open transaction was begun by `procedure_start_mut_tx` (not by a reducer call).
+    pub anonymous_tx: bool,
+    /// Commits made by the running procedure's own transactions, in order.
+    pub procedure_commits: Vec<ProcedureCommit>,
+}
+
+/// What a procedure's own transactions commit into; kept across instance renewals.
+#[derive(Clone, Default)]
+pub struct ProcedureEnv {
+    pub log: Option<Arc<CommitLog>>,
+    /// Told about every non-empty commit of a procedure's transaction right after it, before
+    /// the procedure goes on (the server broadcasts it to subscribers there).
+    pub on_commit: Option<CommitObserver>,
+}
+
+/// Called with every commit a procedure's own transaction makes, right after it.
+pub type CommitObserver = Arc<dyn Fn(&Arc<TxDelta>) + Send + Sync>;
+
+/// One commit made by `procedure_commit_mut_tx`.
+pub struct ProcedureCommit {
+    pub delta: Arc<TxDelta>,
+    /// Durability ticket when a commit log is attached and the commit changed data.
+    pub ticket: Option<Ticket>,
 }
 
 impl HostState {
@@ -884,27 +916,128 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
         },
     )?;
 
-    // Procedures (crate feature `unstable`) are not supported yet: modules that merely import
-    // these still load; calling one fails the call with a clear message.
+    // Procedures: run outside any transaction and may open their own (`with_tx`), sleep, or
+    // make HTTP requests. They run on the database's thread, so blocking calls are capped.
     const M3: &str = "spacetime_10.3";
-    linker.func_wrap(M3, "procedure_sleep_until", |_: Caller<'_, HostState>, _: i64| -> Res<i64> {
-        Err(anyhow!("procedures are not supported by Lightcone yet (procedure_sleep_until)"))
+    linker.func_wrap(M3, "procedure_sleep_until", |c: Caller<'_, HostState>, wake_at: i64| -> Res<i64> {
+        outside_tx_in_procedure(c.data(), "procedure_sleep_until")?;
+        let wait = wake_at.saturating_sub(crate::logs::now_micros());
+        if wait > 0 {
+            let wait = std::time::Duration::from_micros(wait as u64);
+            if wait > crate::procedure_http::MAX_PROCEDURE_BLOCKING {
+                return Err(anyhow!(
+                    "procedure_sleep_until: {wait:?} is longer than Lightcone lets a procedure block its \
+                     database ({:?}): procedures run on the database's thread",
+                    crate::procedure_http::MAX_PROCEDURE_BLOCKING
+                ));
+            }
+            std::thread::sleep(wait);
+        }
+        Ok(crate::logs::now_micros())
     })?;
-    linker.func_wrap(M3, "procedure_start_mut_tx", |_: Caller<'_, HostState>, _: u32| -> Res<u32> {
-        Err(anyhow!("procedures are not supported by Lightcone yet (procedure_start_mut_tx)"))
+    linker.func_wrap(M3, "procedure_start_mut_tx", |mut c: Caller<'_, HostState>, out: u32| -> Res<u32> {
+        let (mem, state) = mem_state(&mut c);
+        span(mem.len(), out, 8, "procedure_start_mut_tx out")?;
+        if state.slot.is_open() {
+            return Ok(errno::WOULD_BLOCK_TRANSACTION);
+        }
+        if !state.in_procedure {
+            return Err(anyhow!("procedure_start_mut_tx called outside a procedure"));
+        }
+        state.slot.begin();
+        state.anonymous_tx = true;
+        write(mem, out, &crate::logs::now_micros().to_le_bytes(), "procedure_start_mut_tx out")?;
+        Ok(0u32)
     })?;
-    for name in ["procedure_commit_mut_tx", "procedure_abort_mut_tx"] {
-        linker.func_wrap(M3, name, move |_: Caller<'_, HostState>| -> Res<u32> {
-            Err(anyhow!("procedures are not supported by Lightcone yet ({name})"))
-        })?;
-    }
+    linker.func_wrap(M3, "procedure_commit_mut_tx", |mut c: Caller<'_, HostState>| -> Res<u32> {
+        let state = c.data_mut();
+        if !state.anonymous_tx {
+            return Ok(errno::TRANSACTION_NOT_ANONYMOUS);
+        }
+        state.anonymous_tx = false;
+        let log = state.procedure_env.log.clone();
+        // Invariant: `anonymous_tx` is set only together with an open slot.
+        let tx = state.slot.take().expect("an anonymous transaction is open");
+        let (delta, appended) = tx.commit_with(|d| match (&log, d.is_empty()) {
+            (Some(log), false) => log.append(d).map(Some),
+            _ => Ok(None),
+        });
+        // The commit is already visible; a log that cannot take it is a host failure the
+        // procedure cannot handle, so it ends (as a reducer's call fails in the same case).
+        let ticket =
+            appended.map_err(|e| anyhow!("procedure_commit_mut_tx: commit log append failed: {e}"))?;
+        let delta = Arc::new(delta);
+        if !delta.is_empty() {
+            if let Some(on_commit) = state.procedure_env.on_commit.clone() {
+                on_commit(&delta);
+            }
+        }
+        state.procedure_commits.push(ProcedureCommit { delta, ticket });
+        Ok(0)
+    })?;
+    linker.func_wrap(M3, "procedure_abort_mut_tx", |mut c: Caller<'_, HostState>| -> Res<u32> {
+        let state = c.data_mut();
+        if !state.anonymous_tx {
+            return Ok(errno::TRANSACTION_NOT_ANONYMOUS);
+        }
+        state.anonymous_tx = false;
+        drop(state.slot.take());
+        Ok(0)
+    })?;
     linker.func_wrap(
         M3,
         "procedure_http_request",
-        |_: Caller<'_, HostState>, _: u32, _: u32, _: u32, _: u32, _: u32| -> Res<u32> {
-            Err(anyhow!("procedures are not supported by Lightcone yet (procedure_http_request)"))
+        |mut c: Caller<'_, HostState>,
+         req_ptr: u32,
+         req_len: u32,
+         body_ptr: u32,
+         body_len: u32,
+         out: u32|
+         -> Res<u32> {
+            let (mem, state) = mem_state(&mut c);
+            let request = read(mem, req_ptr, req_len, "procedure_http_request request")?;
+            let body = read(mem, body_ptr, body_len, "procedure_http_request body")?.to_vec();
+            span(mem.len(), out, 8, "procedure_http_request out")?;
+            if state.slot.is_open() {
+                return Ok(errno::WOULD_BLOCK_TRANSACTION);
+            }
+            outside_tx_in_procedure(state, "procedure_http_request")?;
+            let Ok(request) = spacetimedb_sats::bsatn::from_slice::<spacetimedb_lib::http::Request>(request)
+            else {
+                return Ok(errno::BSATN_DECODE_ERROR);
+            };
+            let (status, first, second) = match crate::procedure_http::perform(request, &body) {
+                Ok((response, data)) => {
+                    let head = spacetimedb_sats::bsatn::to_vec(&response)
+                        .map_err(|e| anyhow!("procedure_http_request: encoding the response: {e}"))?;
+                    (0, head, Some(data))
+                }
+                Err(message) => {
+                    let encoded = spacetimedb_sats::bsatn::to_vec(&message)
+                        .map_err(|e| anyhow!("procedure_http_request: encoding the error: {e}"))?;
+                    (errno::HTTP_ERROR, encoded, None)
+                }
+            };
+            let mut handles = state.sources.insert(Source { data: first, pos: 0 }).to_le_bytes().to_vec();
+            if let Some(data) = second {
+                handles.extend(state.sources.insert(Source { data, pos: 0 }).to_le_bytes());
+            }
+            write(mem, out, &handles, "procedure_http_request out")?;
+            Ok(status)
         },
     )?;
+    Ok(())
+}
+
+/// Traps unless a procedure is running with no transaction open (sleeping or waiting on the
+/// network inside a transaction would hold the writer).
+fn outside_tx_in_procedure(state: &HostState, what: &str) -> Res<()> {
+    if !state.in_procedure {
+        return Err(anyhow!("{what} called outside a procedure"));
+    }
+    if state.slot.is_open() {
+        return Err(anyhow!("{what} called while a transaction is open"));
+    }
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod json;
 pub mod logs;
 pub mod module_def;
 pub mod module_host;
+pub mod procedure_http;
 pub mod replay;
 pub mod runtime;
 pub mod schema_v9;
@@ -29,7 +30,8 @@ pub mod worker;
 
 pub use module_def::DefError;
 pub use module_host::{
-    CallerInfo, HostConfig, ModuleHost, PublishReport, ReducerArgs, ReducerOutcome, ReducerStatus,
+    CallerInfo, HostConfig, ModuleHost, ProcedureOutcome, PublishReport, ReducerArgs, ReducerOutcome,
+    ReducerStatus,
 };
 pub use runtime::WasmEngine;
 pub use worker::{CommitEvent, CommitHook, CommitHooks, DatabaseHandle, Start};
@@ -58,9 +60,13 @@ pub enum HostError {
     NoProgram,
     #[error("no such reducer `{0}`")]
     NoSuchReducer(String),
-    #[error("reducer `{0}` cannot be called by clients")]
+    #[error("no such procedure `{0}`")]
+    NoSuchProcedure(String),
+    /// A private reducer or procedure (lifecycle, scheduled-only).
+    #[error("`{0}` cannot be called by clients")]
     NotCallable(String),
-    #[error("invalid arguments for reducer `{reducer}`: {reason}")]
+    /// Arguments that do not fit the reducer's (or procedure's) parameters.
+    #[error("invalid arguments for `{reducer}`: {reason}")]
     InvalidArguments { reducer: String, reason: String },
     #[error("{0}")]
     WriteFailed(String),

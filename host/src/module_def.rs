@@ -96,6 +96,25 @@ pub struct ReducerSpec {
     pub client_callable: bool,
 }
 
+/// One procedure: runs outside any transaction, may open its own (`with_tx`) and make HTTP
+/// requests, and returns a value. Its id is its position in [`ModuleSpec::procedures`].
+#[derive(Debug, Clone)]
+pub struct ProcedureSpec {
+    pub name: String,
+    pub params: ProductType,
+    pub return_type: AlgebraicType,
+    pub client_callable: bool,
+}
+
+/// What a scheduled row triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduledFunction {
+    /// Index into [`ModuleSpec::reducers`].
+    Reducer(usize),
+    /// Index into [`ModuleSpec::procedures`].
+    Procedure(usize),
+}
+
 /// A scheduled table and the function its rows trigger.
 #[derive(Debug, Clone)]
 pub struct ScheduleSpec {
@@ -104,8 +123,7 @@ pub struct ScheduleSpec {
     pub at_column: u16,
     /// The column holding the row's id (the table's primary key).
     pub id_column: u16,
-    /// Index into [`ModuleSpec::reducers`].
-    pub reducer: usize,
+    pub function: ScheduledFunction,
 }
 
 /// Everything the host needs from a module definition.
@@ -119,8 +137,8 @@ pub struct ModuleSpec {
     pub client_disconnected: Option<usize>,
     pub schedules: Vec<ScheduleSpec>,
     pub row_level_security: Vec<String>,
-    /// Names of procedures and views the module declares (calls are not supported yet).
-    pub procedures: Vec<String>,
+    pub procedures: Vec<ProcedureSpec>,
+    /// Names of the views the module declares (views are not served yet).
     pub views: Vec<String>,
     /// The BSATN the module described itself with (stored with the program).
     pub raw: Vec<u8>,
@@ -129,6 +147,10 @@ pub struct ModuleSpec {
 impl ModuleSpec {
     pub fn reducer_id(&self, name: &str) -> Option<usize> {
         self.reducers.iter().position(|r| r.name == name)
+    }
+
+    pub fn procedure_id(&self, name: &str) -> Option<usize> {
+        self.procedures.iter().position(|p| p.name == name)
     }
 
     pub fn table_by_name(&self, name: &str) -> Option<&TableSpec> {
@@ -271,6 +293,15 @@ pub fn decode_module_def(bytes: &[u8]) -> Result<ModuleSpec, DefError> {
             client_callable: matches!(r.visibility, FunctionVisibility::ClientCallable),
         });
     }
+    let mut procedures = Vec::new();
+    for p in def.procedures().map(|v| v.as_slice()).unwrap_or_default() {
+        procedures.push(ProcedureSpec {
+            name: canonical(&p.source_name, &explicit_functions),
+            params: p.params.clone(),
+            return_type: p.return_type.clone(),
+            client_callable: matches!(p.visibility, FunctionVisibility::ClientCallable),
+        });
+    }
     let reducer_by_source: HashMap<String, usize> = def
         .reducers()
         .map(|v| v.iter().enumerate().map(|(i, r)| (r.source_name.to_string(), i)).collect())
@@ -303,14 +334,12 @@ pub fn decode_module_def(bytes: &[u8]) -> Result<ModuleSpec, DefError> {
             .iter()
             .position(|t| t.source_name == *s.table_name || t.name == *s.table_name)
             .ok_or_else(|| invalid(format!("schedule for unknown table `{}`", s.table_name)))?;
-        let reducer = match find_reducer(&s.function_name, "a schedule") {
-            Ok(r) => r,
-            Err(_)
-                if def.procedures().is_some_and(|p| p.iter().any(|p| p.source_name == s.function_name)) =>
-            {
-                return Err(DefError::Unsupported(format!("scheduled procedure `{}`", s.function_name)))
-            }
-            Err(e) => return Err(e),
+        let procedure =
+            def.procedures().and_then(|ps| ps.iter().position(|p| p.source_name == s.function_name));
+        let function = match (find_reducer(&s.function_name, "a schedule"), procedure) {
+            (Ok(r), _) => ScheduledFunction::Reducer(r),
+            (Err(_), Some(p)) => ScheduledFunction::Procedure(p),
+            (Err(e), None) => return Err(e),
         };
         let t = &tables[table];
         let id_column = t
@@ -322,7 +351,7 @@ pub fn decode_module_def(bytes: &[u8]) -> Result<ModuleSpec, DefError> {
                 s.schedule_at_col.0, t.name
             )));
         }
-        schedules.push(ScheduleSpec { table, at_column: s.schedule_at_col.0, id_column, reducer });
+        schedules.push(ScheduleSpec { table, at_column: s.schedule_at_col.0, id_column, function });
     }
 
     Ok(ModuleSpec {
@@ -337,10 +366,7 @@ pub fn decode_module_def(bytes: &[u8]) -> Result<ModuleSpec, DefError> {
             .row_level_security()
             .map(|v| v.iter().map(|r| r.sql.to_string()).collect())
             .unwrap_or_default(),
-        procedures: def
-            .procedures()
-            .map(|v| v.iter().map(|p| p.source_name.to_string()).collect())
-            .unwrap_or_default(),
+        procedures,
         views: def.views().map(|v| v.iter().map(|p| p.source_name.to_string()).collect()).unwrap_or_default(),
         raw: bytes.to_vec(),
     })

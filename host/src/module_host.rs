@@ -12,11 +12,12 @@ use lightcone_mvcc::{ColumnDef, ColumnType, Database, ReadTx, Row, TableDef, TxD
 use lightcone_wal::{CommitLog, Ticket};
 use spacetimedb_sats::{AlgebraicType, Typespace};
 
-use crate::abi::{CallContext, Catalog};
+pub use crate::abi::CommitObserver;
+use crate::abi::{CallContext, Catalog, ProcedureCommit, ProcedureEnv};
 use crate::codec::{resolve, skip_value, Reader};
 use crate::logs::{now_micros, LogLevel, ModuleLogs};
-use crate::module_def::{decode_module_def, ModuleSpec, ReducerSpec};
-use crate::runtime::{GuestOutcome, Instance, WasmEngine};
+use crate::module_def::{decode_module_def, ModuleSpec, ScheduledFunction};
+use crate::runtime::{GuestFailure, GuestOutcome, Instance, WasmEngine};
 use crate::tx_slot::TxSlot;
 use crate::HostError;
 
@@ -103,6 +104,22 @@ impl ReducerOutcome {
             ReducerStatus::OutOfEnergy => Some("Module energy budget exhausted.".into()),
         }
     }
+}
+
+/// The result of one procedure call.
+#[derive(Debug, Clone)]
+pub struct ProcedureOutcome {
+    pub procedure: Arc<str>,
+    /// BSATN of the returned value, or why the procedure failed (panic, trap, out of energy).
+    pub result: Result<Vec<u8>, String>,
+    pub energy_used: u64,
+    pub duration: Duration,
+    pub timestamp_micros: i64,
+    /// What the procedure's own transactions committed, in order (each already announced to
+    /// the commit observer, see [`ModuleHost::set_commit_observer`]).
+    pub commits: Vec<Arc<TxDelta>>,
+    /// The last durability ticket among those commits: the caller is answered once it is durable.
+    pub ticket: Option<Ticket>,
 }
 
 /// What a publish did.
@@ -398,6 +415,7 @@ impl ModuleHost {
         config: HostConfig,
     ) -> ModuleHost {
         instance.state().catalog = Some(Arc::clone(&catalog));
+        instance.state().procedure_env = ProcedureEnv { log: log.clone(), on_commit: None };
         let names = reducer_names(&spec);
         ModuleHost {
             instance: Some(instance),
@@ -440,26 +458,35 @@ impl ModuleHost {
         }
     }
 
-    /// Encodes call arguments as the reducer's BSATN parameter product, checking them.
-    pub fn encode_args(&self, reducer: &ReducerSpec, args: ReducerArgs) -> Result<Vec<u8>, HostError> {
+    /// Encodes call arguments as the BSATN product of `function`'s `params`, checking them.
+    pub fn encode_args(
+        &self,
+        function: &str,
+        params: &spacetimedb_sats::ProductType,
+        args: ReducerArgs,
+    ) -> Result<Vec<u8>, HostError> {
         let ts = &self.spec.typespace;
+        let invalid = |reason: String| HostError::InvalidArguments { reducer: function.to_string(), reason };
         let bytes = match args {
             ReducerArgs::Bsatn(b) => b,
-            ReducerArgs::Json(json) => crate::json::json_to_bsatn(&json, &reducer.params, ts)
-                .map_err(|e| HostError::InvalidArguments { reducer: reducer.name.clone(), reason: e })?,
+            ReducerArgs::Json(json) => crate::json::json_to_bsatn(&json, params, ts).map_err(invalid)?,
         };
         let mut r = Reader::new(&bytes);
-        reducer
-            .params
+        params
             .elements
             .iter()
             .try_for_each(|e| skip_value(&e.algebraic_type, ts, &mut r, 0))
             .and_then(|_| r.finish("arguments"))
-            .map_err(|e| HostError::InvalidArguments {
-                reducer: reducer.name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| invalid(e.to_string()))?;
         Ok(bytes)
+    }
+
+    /// Tells `observer` about every commit of a procedure's own transaction, right after it
+    /// and before the procedure goes on (the database thread broadcasts it from there).
+    pub fn set_commit_observer(&mut self, observer: CommitObserver) {
+        if let Some(instance) = self.instance.as_mut() {
+            instance.state().procedure_env.on_commit = Some(observer);
+        }
     }
 
     /// Runs `f` in a write transaction of its own (SQL DML, admin changes): commits on `Ok`,
@@ -494,8 +521,74 @@ impl ModuleHost {
         if !reducer.client_callable {
             return Err(HostError::NotCallable(name.to_string()));
         }
-        let args = self.encode_args(reducer, args)?;
+        let args = self.encode_args(&reducer.name, &reducer.params, args)?;
         self.run_reducer(id, caller, args, now_micros())
+    }
+
+    /// Calls a client-callable procedure by name. It runs outside any transaction; each
+    /// transaction it opens itself commits as it goes (see [`ProcedureOutcome::commits`]).
+    pub fn call_procedure(
+        &mut self,
+        name: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+    ) -> Result<ProcedureOutcome, HostError> {
+        let spec = Arc::clone(&self.spec);
+        let id = spec.procedure_id(name).ok_or_else(|| HostError::NoSuchProcedure(name.to_string()))?;
+        let procedure = &spec.procedures[id];
+        if !procedure.client_callable {
+            return Err(HostError::NotCallable(name.to_string()));
+        }
+        let args = self.encode_args(&procedure.name, &procedure.params, args)?;
+        self.run_procedure(id, caller, args, now_micros())
+    }
+
+    fn run_procedure(
+        &mut self,
+        id: usize,
+        caller: &CallerInfo,
+        args: Vec<u8>,
+        ts: i64,
+    ) -> Result<ProcedureOutcome, HostError> {
+        let start = Instant::now();
+        let fuel = self.config.fuel_per_call;
+        let ctx = CallContext {
+            sender: caller.identity,
+            connection_id: caller.connection_id,
+            timestamp_micros: ts,
+            jwt_payload: caller.jwt_payload.clone(),
+        };
+        let (outcome, energy_used) = self.instance()?.call_procedure(id as u32, ctx, args, fuel);
+        let commits: Vec<ProcedureCommit> = std::mem::take(&mut self.slot_state().procedure_commits);
+        let name = self.spec.procedures[id].name.clone();
+        let result = outcome.map_err(|failure| match failure {
+            GuestFailure::OutOfFuel => {
+                self.logs.host(
+                    LogLevel::Error,
+                    format!("procedure `{name}` ran out of energy ({energy_used} fuel)"),
+                );
+                "Module energy budget exhausted.".to_string()
+            }
+            GuestFailure::Trap(m) => {
+                self.logs.host(LogLevel::Error, format!("procedure `{name}` trapped: {m}"));
+                m
+            }
+        });
+        let ticket = commits.iter().filter_map(|c| c.ticket).max();
+        for c in &commits {
+            self.after_commit(&c.delta);
+        }
+        let outcome = ProcedureOutcome {
+            procedure: Arc::from(name.as_str()),
+            result,
+            energy_used,
+            duration: start.elapsed(),
+            timestamp_micros: ts,
+            commits: commits.into_iter().filter(|c| !c.delta.is_empty()).map(|c| c.delta).collect(),
+            ticket,
+        };
+        self.run_scheduled_immediate();
+        Ok(outcome)
     }
 
     /// Runs the `client_connected` lifecycle reducer (an `Err` means: refuse the client).
@@ -570,8 +663,12 @@ impl ModuleHost {
     }
 
     fn slot(&mut self) -> &mut TxSlot {
+        &mut self.slot_state().slot
+    }
+
+    fn slot_state(&mut self) -> &mut crate::abi::HostState {
         // Invariant: the instance is only absent transiently inside `instance()`.
-        &mut self.instance.as_mut().expect("instance present").state().slot
+        self.instance.as_mut().expect("instance present").state()
     }
 
     fn rollback(&mut self) {
@@ -740,12 +837,33 @@ impl ModuleHost {
         self.catalog.codec(sched.table).encode_row(&row, &mut args);
         let caller = CallerInfo { identity: self.config.database_identity, ..CallerInfo::default() };
         let ts = now_micros();
-        let (_, status, energy_used) = self.run_guest(sched.reducer, &caller, args, ts);
-        let (delta, ticket) = if status == ReducerStatus::Committed {
-            self.commit()?
-        } else {
-            self.rollback();
-            (empty_delta(), None)
+        let reducer = match sched.function {
+            ScheduledFunction::Reducer(r) => Some(r),
+            ScheduledFunction::Procedure(p) => {
+                // A procedure runs outside any transaction: the one-shot row's deletion
+                // commits first, on its own, and is announced like the procedure's commits.
+                let (delta, _) = self.commit()?;
+                if !delta.is_empty() {
+                    if let Some(observer) = self.slot_state().procedure_env.on_commit.clone() {
+                        observer(&delta);
+                    }
+                }
+                self.run_procedure(p, &caller, std::mem::take(&mut args), ts)?;
+                None
+            }
+        };
+        let (status, energy_used, delta, ticket) = match reducer {
+            Some(r) => {
+                let (_, status, energy_used) = self.run_guest(r, &caller, std::mem::take(&mut args), ts);
+                let (delta, ticket) = if status == ReducerStatus::Committed {
+                    self.commit()?
+                } else {
+                    self.rollback();
+                    (empty_delta(), None)
+                };
+                (status, energy_used, delta, ticket)
+            }
+            None => (ReducerStatus::Committed, 0, empty_delta(), None),
         };
         // An interval row that still exists runs again one interval after this run was due.
         if let Some(ScheduleAt::Interval(d)) = at {
@@ -766,8 +884,9 @@ impl ModuleHost {
                 self.scheduler.arm(s, id.clone(), due.saturating_add(d.max(1)));
             }
         }
+        let Some(reducer) = reducer else { return Ok(None) };
         Ok(Some(ReducerOutcome {
-            reducer: Arc::clone(&self.names[sched.reducer]),
+            reducer: Arc::clone(&self.names[reducer]),
             status,
             energy_used,
             duration: start.elapsed(),

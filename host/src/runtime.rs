@@ -110,6 +110,10 @@ fn new_state(slot: TxSlot, module_identity: [u8; 32], logs: Arc<ModuleLogs>) -> 
         scheduled_immediate: Vec::new(),
         limits: StoreLimitsBuilder::new().memory_size(MAX_MODULE_MEMORY_BYTES).build(),
         last_panic: None,
+        procedure_env: Default::default(),
+        in_procedure: false,
+        anonymous_tx: false,
+        procedure_commits: Vec::new(),
     }
 }
 
@@ -136,10 +140,21 @@ pub enum GuestOutcome {
     OutOfFuel,
 }
 
+/// How a guest call failed outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFailure {
+    /// A panic or trap (message from the panic hook's log line when there was one).
+    Trap(String),
+    /// The fuel budget ran out.
+    OutOfFuel,
+}
+
 /// A live instance with its store. Not `Send`: it lives on its database's thread.
 pub struct Instance {
     store: Store<HostState>,
     call_reducer: CallReducerFn,
+    /// `__call_procedure__` has the same signature (its result sink in place of the error sink).
+    call_procedure: Option<CallReducerFn>,
     module: CompiledModule,
     /// True after a trap: the instance's memory may be inconsistent, so the next call gets a
     /// fresh instance.
@@ -183,7 +198,9 @@ impl Instance {
         let call_reducer = instance.get_typed_func(&mut store, "__call_reducer__").map_err(|e| {
             HostError::MissingExport(format!("__call_reducer__ with the right signature: {e}"))
         })?;
-        Ok((Instance { store, call_reducer, module: module.clone(), broken: false }, def))
+        // Modules built before procedures existed do not export this.
+        let call_procedure = instance.get_typed_func(&mut store, "__call_procedure__").ok();
+        Ok((Instance { store, call_reducer, call_procedure, module: module.clone(), broken: false }, def))
     }
 
     pub fn state(&mut self) -> &mut HostState {
@@ -203,6 +220,59 @@ impl Instance {
         args: Vec<u8>,
         fuel: u64,
     ) -> (GuestOutcome, u64) {
+        let func = self.call_reducer.clone();
+        let (result, err, used) = self.invoke(&func, id, ctx, args, fuel);
+        let outcome = match result {
+            Ok(0) => GuestOutcome::Ok,
+            Ok(1) => GuestOutcome::Err(String::from_utf8_lossy(&err).into_owned()),
+            Ok(code) => GuestOutcome::Trap(format!("__call_reducer__ returned unexpected code {code}")),
+            Err(GuestFailure::Trap(m)) => GuestOutcome::Trap(m),
+            Err(GuestFailure::OutOfFuel) => GuestOutcome::OutOfFuel,
+        };
+        (outcome, used)
+    }
+
+    /// Calls `__call_procedure__` (no transaction open: the procedure opens its own). Returns
+    /// the outcome — `Ok` carries the BSATN of the return value — and the fuel used.
+    pub fn call_procedure(
+        &mut self,
+        id: u32,
+        ctx: CallContext,
+        args: Vec<u8>,
+        fuel: u64,
+    ) -> (Result<Vec<u8>, GuestFailure>, u64) {
+        let Some(func) = self.call_procedure.clone() else {
+            return (Err(GuestFailure::Trap("the module exports no `__call_procedure__`".into())), 0);
+        };
+        self.store.data_mut().in_procedure = true;
+        let (result, returned, used) = self.invoke(&func, id, ctx, args, fuel);
+        let state = self.store.data_mut();
+        state.in_procedure = false;
+        if state.anonymous_tx {
+            // The procedure ended (trapped) inside `with_tx`: its transaction rolls back.
+            state.anonymous_tx = false;
+            drop(state.slot.take());
+        }
+        let outcome = match result {
+            Ok(0) => Ok(returned),
+            Ok(code) => {
+                Err(GuestFailure::Trap(format!("__call_procedure__ returned unexpected code {code}")))
+            }
+            Err(failure) => Err(failure),
+        };
+        (outcome, used)
+    }
+
+    /// Runs one `__call_reducer__`/`__call_procedure__`-shaped export: returns its result (a
+    /// trap as the outcome to report), what it wrote to its sink, and the fuel used.
+    fn invoke(
+        &mut self,
+        func: &CallReducerFn,
+        id: u32,
+        ctx: CallContext,
+        args: Vec<u8>,
+        fuel: u64,
+    ) -> (Result<i32, GuestFailure>, Vec<u8>, u64) {
         let state = self.store.data_mut();
         state.call = ctx;
         state.last_panic = None;
@@ -211,7 +281,7 @@ impl Instance {
         let ts = state.call.timestamp_micros;
         let args_handle =
             if args.is_empty() { 0 } else { state.sources.insert(Source { data: args, pos: 0 }) };
-        let err_sink = state.sinks.insert(Vec::new());
+        let sink = state.sinks.insert(Vec::new());
         let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         let params = (
             id,
@@ -223,31 +293,27 @@ impl Instance {
             word(&conn, 1),
             ts,
             args_handle,
-            err_sink,
+            sink,
         );
         if let Err(e) = self.store.set_fuel(fuel) {
-            return (GuestOutcome::Trap(format!("cannot set fuel: {e}")), 0);
+            self.store.data_mut().end_call();
+            return (Err(GuestFailure::Trap(format!("cannot set fuel: {e}"))), Vec::new(), 0);
         }
-        let result = self.call_reducer.call(&mut self.store, params);
+        let result = func.call(&mut self.store, params);
         let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         let state = self.store.data_mut();
-        let err = state.sinks.remove(err_sink).unwrap_or_default();
+        let written = state.sinks.remove(sink).unwrap_or_default();
         let panic = state.last_panic.take();
         state.end_call();
-        let outcome = match result {
-            Ok(0) => GuestOutcome::Ok,
-            Ok(1) => GuestOutcome::Err(String::from_utf8_lossy(&err).into_owned()),
-            Ok(code) => GuestOutcome::Trap(format!("__call_reducer__ returned unexpected code {code}")),
-            Err(e) => {
-                self.broken = true;
-                if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-                    GuestOutcome::OutOfFuel
-                } else {
-                    GuestOutcome::Trap(panic.unwrap_or_else(|| format!("{e:#}")))
-                }
+        let result = result.map_err(|e| {
+            self.broken = true;
+            if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+                GuestFailure::OutOfFuel
+            } else {
+                GuestFailure::Trap(panic.unwrap_or_else(|| format!("{e:#}")))
             }
-        };
-        (outcome, used)
+        });
+        (result, written, used)
     }
 
     /// A fresh instance of the same module with this one's transaction slot and catalog
@@ -258,10 +324,12 @@ impl Instance {
         let logs = Arc::clone(&old.logs);
         let identity = old.module_identity;
         let catalog = old.catalog.take();
+        let procedure_env = old.procedure_env.clone();
         let slot = std::mem::replace(&mut old.slot, TxSlot::new(Arc::new(lightcone_mvcc::Database::new())));
         drop(store);
         let (mut fresh, _) = Instance::new(&module, slot, identity, logs)?;
         fresh.state().catalog = catalog;
+        fresh.state().procedure_env = procedure_env;
         Ok(fresh)
     }
 }

@@ -15,7 +15,9 @@ use lightcone_wal::CommitLog;
 
 use crate::logs::{now_micros, ModuleLogs};
 use crate::module_def::ModuleSpec;
-use crate::module_host::{CallerInfo, HostConfig, ModuleHost, PublishReport, ReducerArgs, ReducerOutcome};
+use crate::module_host::{
+    CallerInfo, HostConfig, ModuleHost, ProcedureOutcome, PublishReport, ReducerArgs, ReducerOutcome,
+};
 use crate::runtime::WasmEngine;
 use crate::HostError;
 
@@ -66,9 +68,13 @@ type WriteFn = Box<dyn FnOnce(&mut lightcone_mvcc::WriteTx<'_>) -> Result<(), St
 /// (or on the durability notifier's), so it must be quick and must not block.
 pub type AsyncReply = Box<dyn FnOnce(Result<ReducerOutcome, HostError>) + Send>;
 
+/// Where a procedure call's outcome goes, once its commits are durable (as [`AsyncReply`]).
+pub type ProcedureReply = Box<dyn FnOnce(Result<ProcedureOutcome, HostError>) + Send>;
+
 enum Job {
     Call { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: Reply<ReducerOutcome> },
     CallAsync { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: AsyncReply },
+    CallProcedure { procedure: String, caller: CallerInfo, args: ReducerArgs, reply: ProcedureReply },
     Connected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
     Disconnected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
     Write { f: WriteFn, reply: Reply<(Arc<TxDelta>, Option<lightcone_wal::Ticket>)> },
@@ -240,6 +246,44 @@ impl DatabaseHandle {
         }
     }
 
+    /// Calls a procedure; `reply` gets the outcome once the commits of the procedure's own
+    /// transactions are durable (where and how as for [`DatabaseHandle::call_reducer_then`]).
+    /// The procedure runs on the database thread: while it sleeps or waits for an HTTP
+    /// answer, this database's other calls wait (see `procedure_http`'s blocking cap).
+    pub fn call_procedure_then(
+        &self,
+        procedure: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+        reply: impl FnOnce(Result<ProcedureOutcome, HostError>) + Send + 'static,
+    ) {
+        let job = Job::CallProcedure {
+            procedure: procedure.to_string(),
+            caller: caller.clone(),
+            args,
+            reply: Box::new(reply),
+        };
+        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
+        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
+        if let Err(mpsc::SendError(Job::CallProcedure { reply, .. })) = sent {
+            reply(Err(HostError::Runtime("the database is shut down".into())));
+        }
+    }
+
+    /// Calls a procedure; returns once its commits are durable.
+    pub fn call_procedure(
+        &self,
+        procedure: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+    ) -> Result<ProcedureOutcome, HostError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.call_procedure_then(procedure, caller, args, move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        rx.recv().map_err(|_| HostError::Runtime("the database thread stopped".into()))?
+    }
+
     /// Runs `client_connected` (if the module has one).
     pub fn client_connected(&self, caller: &CallerInfo) -> Result<Option<ReducerOutcome>, HostError> {
         let caller = caller.clone();
@@ -324,7 +368,7 @@ impl Drop for DatabaseHandle {
 }
 
 struct Notify<'a> {
-    host: &'a ModuleHost,
+    db: &'a Database,
     listeners: &'a Mutex<Vec<Sender<CommitEvent>>>,
     hooks: &'a CommitHooks,
 }
@@ -339,10 +383,9 @@ fn notify(
     if delta.is_empty() {
         return None;
     }
-    let host = n.host;
     // On this thread nothing else writes, so the latest snapshot is exactly the state after
     // this commit.
-    let after = host.database().snapshot();
+    let after = n.db.snapshot();
     let event = CommitEvent {
         delta: Arc::clone(delta),
         after,
@@ -361,8 +404,35 @@ fn notify_caller(n: &Notify<'_>, outcome: &mut ReducerOutcome, caller: &CallerIn
     outcome.caller_update = notify(n, Some(outcome), &delta, Some(caller));
 }
 
-/// Outcomes handed to the notifier, with where each goes.
-type Pending = (Result<ReducerOutcome, HostError>, AsyncReply);
+/// An outcome handed to the notifier, with where it goes.
+enum Pending {
+    Reducer(Result<ReducerOutcome, HostError>, AsyncReply),
+    Procedure(Result<ProcedureOutcome, HostError>, ProcedureReply),
+}
+
+impl Pending {
+    fn ticket(&self) -> Option<lightcone_wal::Ticket> {
+        match self {
+            Pending::Reducer(o, _) => o.as_ref().ok().and_then(|o| o.ticket),
+            Pending::Procedure(o, _) => o.as_ref().ok().and_then(|o| o.ticket),
+        }
+    }
+
+    /// Answers, with `waited`'s error in place of a successful outcome.
+    fn answer(self, waited: &Result<(), HostError>) {
+        fn merge<T>(waited: &Result<(), HostError>, outcome: Result<T, HostError>) -> Result<T, HostError> {
+            match (waited, outcome) {
+                (Ok(()), outcome) => outcome,
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (Err(_), Err(e)) => Err(e),
+            }
+        }
+        match self {
+            Pending::Reducer(o, reply) => reply(merge(waited, o)),
+            Pending::Procedure(o, reply) => reply(merge(waited, o)),
+        }
+    }
+}
 
 /// The thread that answers asynchronous callers (see [`spawn_notifier`]).
 struct Notifier {
@@ -373,12 +443,12 @@ struct Notifier {
 }
 
 impl Notifier {
-    /// Answers `result` on the notifier thread (after its commit is durable).
-    fn hand_over(&self, result: Result<ReducerOutcome, HostError>, reply: AsyncReply) {
+    /// Answers on the notifier thread (after the commit is durable).
+    fn hand_over(&self, pending: Pending) {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::SendError((result, reply))) = self.tx.send((result, reply)) {
+        if let Err(mpsc::SendError(pending)) = self.tx.send(pending) {
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            reply(result);
+            pending.answer(&Ok(()));
         }
     }
 }
@@ -394,18 +464,14 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
-            let newest = batch.iter().filter_map(|(o, _)| o.as_ref().ok().and_then(|o| o.ticket)).max();
+            let newest = batch.iter().filter_map(Pending::ticket).max();
             let waited = match (&log, newest) {
                 (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
                 _ => Ok(()),
             };
             let count = batch.len();
-            for (outcome, reply) in batch {
-                reply(match (&waited, outcome) {
-                    (Ok(()), outcome) => outcome,
-                    (Err(e), Ok(_)) => Err(e.clone()),
-                    (Err(_), Err(e)) => Err(e),
-                });
+            for pending in batch {
+                pending.answer(&waited);
             }
             // Only after the answers are out: the database thread may answer directly again.
             answered.fetch_sub(count, Ordering::AcqRel);
@@ -461,6 +527,25 @@ fn next_job(jobs: &Jobs, timeout: Duration) -> Result<Job, RecvTimeoutError> {
     jobs.rx.recv_timeout(timeout.saturating_sub(polling.elapsed())).and_then(taken)
 }
 
+/// Whether an answer goes through the notifier thread rather than straight out: fsync-mode
+/// commits not yet durable wait there; so does every answer while more jobs are queued
+/// (answering wakes the caller's task, which the database thread then need not pay for), and
+/// every answer behind one still there (so a caller's answers keep their order).
+fn hand_over(
+    host: &ModuleHost,
+    jobs: &Jobs,
+    durable: &Notifier,
+    ticket: Option<lightcone_wal::Ticket>,
+) -> bool {
+    let must_wait = |t: lightcone_wal::Ticket| {
+        host.commit_log()
+            .is_some_and(|l| l.durability() == lightcone_wal::Durability::Fsync && l.durable_offset() < t.0)
+    };
+    durable.pending.load(Ordering::Acquire) > 0
+        || jobs.queued.load(Ordering::Relaxed) > 0
+        || ticket.is_some_and(must_wait)
+}
+
 fn run(
     mut host: ModuleHost,
     jobs: Jobs,
@@ -468,6 +553,15 @@ fn run(
     hooks: Arc<CommitHooks>,
     durable: Notifier,
 ) {
+    let db = Arc::clone(host.database());
+    {
+        // A procedure's own commits are announced as they happen, like SQL writes.
+        let (db, listeners, hooks) = (Arc::clone(&db), Arc::clone(&listeners), Arc::clone(&hooks));
+        host.set_commit_observer(Arc::new(move |delta: &Arc<TxDelta>| {
+            notify(&Notify { db: &db, listeners: &listeners, hooks: &hooks }, None, delta, None);
+        }));
+    }
+    let n = Notify { db: &db, listeners: &listeners, hooks: &hooks };
     loop {
         let timeout = match host.next_scheduled() {
             Some(due) => Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64),
@@ -484,29 +578,28 @@ fn run(
             Some(Job::Call { reducer, caller, args, reply }) => {
                 let mut result = host.call_reducer(&reducer, &caller, args);
                 if let Ok(o) = &mut result {
-                    notify_caller(&Notify { host: &host, listeners: &listeners, hooks: &hooks }, o, &caller);
+                    notify_caller(&n, o, &caller);
                 }
                 let _ = reply.send(result);
             }
             Some(Job::CallAsync { reducer, caller, args, reply }) => {
                 let mut result = host.call_reducer(&reducer, &caller, args);
                 if let Ok(o) = &mut result {
-                    notify_caller(&Notify { host: &host, listeners: &listeners, hooks: &hooks }, o, &caller);
+                    notify_caller(&n, o, &caller);
                 }
-                // Fsync-mode commits not yet durable wait on the notifier thread. So does every
-                // answer while more jobs are queued (answering wakes the caller's task, which
-                // the database thread then need not pay for), and every answer behind one
-                // still there (so a caller's answers keep their order).
-                let must_wait = |t: lightcone_wal::Ticket| {
-                    host.commit_log().is_some_and(|l| {
-                        l.durability() == lightcone_wal::Durability::Fsync && l.durable_offset() < t.0
-                    })
-                };
-                let hand_over = durable.pending.load(Ordering::Acquire) > 0
-                    || jobs.queued.load(Ordering::Relaxed) > 0
-                    || result.as_ref().is_ok_and(|o| o.ticket.is_some_and(must_wait));
-                if hand_over {
-                    durable.hand_over(result, reply);
+                let ticket = result.as_ref().ok().and_then(|o| o.ticket);
+                if hand_over(&host, &jobs, &durable, ticket) {
+                    durable.hand_over(Pending::Reducer(result, reply));
+                } else {
+                    reply(result);
+                }
+            }
+            Some(Job::CallProcedure { procedure, caller, args, reply }) => {
+                // Its commits were announced by the observer as they happened.
+                let result = host.call_procedure(&procedure, &caller, args);
+                let ticket = result.as_ref().ok().and_then(|o| o.ticket);
+                if hand_over(&host, &jobs, &durable, ticket) {
+                    durable.hand_over(Pending::Procedure(result, reply));
                 } else {
                     reply(result);
                 }
@@ -514,21 +607,20 @@ fn run(
             Some(Job::Connected { caller, reply }) => {
                 let mut result = host.client_connected(&caller);
                 if let Ok(Some(o)) = &mut result {
-                    notify_caller(&Notify { host: &host, listeners: &listeners, hooks: &hooks }, o, &caller);
+                    notify_caller(&n, o, &caller);
                 }
                 let _ = reply.send(result);
             }
             Some(Job::Disconnected { caller, reply }) => {
                 let mut result = host.client_disconnected(&caller);
                 if let Ok(Some(o)) = &mut result {
-                    notify_caller(&Notify { host: &host, listeners: &listeners, hooks: &hooks }, o, &caller);
+                    notify_caller(&n, o, &caller);
                 }
                 let _ = reply.send(result);
             }
             Some(Job::Write { f, reply }) => {
                 let result = host.write(f);
                 if let Ok((delta, _)) = &result {
-                    let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
                     notify(&n, None, delta, None);
                 }
                 let _ = reply.send(result);
@@ -536,7 +628,6 @@ fn run(
         }
         for o in host.run_due(now_micros()) {
             let delta = Arc::clone(&o.delta);
-            let n = Notify { host: &host, listeners: &listeners, hooks: &hooks };
             notify(&n, Some(&o), &delta, None);
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lightcone_host::logs::LogLevel;
+use lightcone_host::module_def::ScheduledFunction;
 use lightcone_host::{CallerInfo, HostError, ModuleHost, ReducerArgs, ReducerStatus};
 use lightcone_mvcc::{Value, I256, U256};
 
@@ -1140,7 +1141,7 @@ fn module_spec_matches_the_readme() {
     for (i, r) in spec.reducers.iter().enumerate() {
         assert_eq!(r.client_callable, ![14, 32, 33].contains(&i), "{}", r.name);
     }
-    assert_eq!(spec.tables.len(), 11);
+    assert_eq!(spec.tables.len(), 12);
     for t in &spec.tables {
         assert_eq!(t.public, t.name != "config", "{}", t.name);
         let snap = db.snapshot();
@@ -1171,16 +1172,31 @@ fn module_spec_matches_the_readme() {
     assert_eq!(slot.indexes[0].source_name, "slot_slot_idx_direct");
     assert_eq!(slot.indexes[0].algorithm, lightcone_mvcc::IndexAlgorithm::Direct);
     assert!(slot.indexes[0].unique);
-    assert_eq!(spec.schedules.len(), 1);
-    let s = &spec.schedules[0];
-    assert_eq!(spec.tables[s.table].name, "tick_schedule");
-    assert_eq!((s.at_column, s.id_column, s.reducer), (1, 0, 42));
-    let mut procs = spec.procedures.clone();
+    assert_eq!(spec.schedules.len(), 2);
+    let by_table = |name: &str| spec.schedules.iter().find(|s| spec.tables[s.table].name == name).unwrap();
+    let s = by_table("tick_schedule");
+    assert_eq!((s.at_column, s.id_column, s.function), (1, 0, ScheduledFunction::Reducer(42)));
+    let mut procs: Vec<&str> = spec.procedures.iter().map(|p| p.name.as_str()).collect();
     procs.sort();
     assert_eq!(
         procs,
-        ["proc_add", "proc_http_get", "proc_panic", "proc_sleep", "proc_tx_abort", "proc_with_tx"]
+        [
+            "proc_add",
+            "proc_http_get",
+            "proc_panic",
+            "proc_schedule_once",
+            "proc_scheduled",
+            "proc_sleep",
+            "proc_tx_abort",
+            "proc_with_tx"
+        ]
     );
+    let s = by_table("proc_schedule");
+    let p = &spec.procedures[spec.procedure_id("proc_scheduled").unwrap()];
+    assert_eq!((s.at_column, s.id_column), (1, 0));
+    assert_eq!(s.function, ScheduledFunction::Procedure(spec.procedure_id("proc_scheduled").unwrap()));
+    assert_eq!(p.params.elements.len(), 1, "a scheduled procedure takes its row");
+    assert!(spec.procedures.iter().all(|p| p.client_callable));
     let mut views = spec.views.clone();
     views.sort();
     assert_eq!(views, ["high_score_items", "my_identity", "tag_one_items"]);

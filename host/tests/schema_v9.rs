@@ -4,6 +4,7 @@
 
 mod common;
 
+use lightcone_host::module_def::ScheduledFunction;
 use lightcone_host::schema_v9::raw_def_v9;
 use spacetimedb_lib::db::raw_def::v9::{Lifecycle, RawModuleDefV9};
 
@@ -47,7 +48,11 @@ fn schedules_sequences_and_indexes_carry_over() {
     for schedule in &spec.schedules {
         let table = &def.tables[schedule.table];
         let s = table.schedule.as_ref().unwrap_or_else(|| panic!("{} lost its schedule", table.name));
-        assert_eq!(&*s.reducer_name, spec.reducers[schedule.reducer].name);
+        let function = match schedule.function {
+            ScheduledFunction::Reducer(r) => &spec.reducers[r].name,
+            ScheduledFunction::Procedure(p) => &spec.procedures[p].name,
+        };
+        assert_eq!(&*s.reducer_name, function);
         assert_eq!(s.scheduled_at_column.0, schedule.at_column);
     }
     assert!(def.tables.iter().filter(|t| t.schedule.is_some()).count() == spec.schedules.len());

@@ -491,3 +491,65 @@ fn pipelined_answers_keep_call_order() {
         assert_eq!(status == 2, i % 3 == 2, "call {i}: status {status}");
     }
 }
+
+fn call_procedure_msg(request_id: u32, procedure: &str, args: &[u8]) -> Vec<u8> {
+    let mut v = call_msg(request_id, procedure, args);
+    v[0] = 4; // CallProcedure has CallReducer's layout
+    v
+}
+
+#[test]
+fn procedures_answer_over_http_and_websocket_and_their_commits_reach_subscribers() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "ex", &owner, "abi_exerciser").status, 200);
+
+    // HTTP: a name that is no reducer falls back to the procedure; 200 + its JSON value.
+    let r = call(&http, &s, "ex", "proc_add", Some(&owner), "[40, 2]");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "42");
+    assert!(r.headers.iter().any(|(k, _)| k == "spacetime-execution-duration-micros"));
+    let r = call(&http, &s, "ex", "proc_tx_abort", Some(&owner), r#"["x"]"#);
+    assert_eq!((r.status, r.body.as_str()), (200, "\"aborted on purpose\""));
+    let r = call(&http, &s, "ex", "proc_panic", Some(&owner), "[]");
+    assert_eq!(r.status, 530);
+    assert!(r.body.contains("deliberate procedure panic"), "{}", r.body);
+    let r = call(&http, &s, "ex", "proc_add", Some(&owner), r#"["forty", 2]"#);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("invalid arguments"), "{}", r.body);
+
+    // WebSocket: a subscriber sees the procedure's commit; the caller gets ProcedureResult.
+    let mut watcher = connect_ready(&s, "ex", None, "v2.bsatn.spacetimedb");
+    watcher.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM event_log"]).into())).unwrap();
+    assert_eq!(next(&mut watcher)[0], 1, "SubscribeApplied");
+    let mut caller = connect_ready(&s, "ex", Some(&owner), "v2.bsatn.spacetimedb");
+    caller.send(Message::Binary(call_procedure_msg(9, "proc_with_tx", &str_bsatn("via ws")).into())).unwrap();
+    let result = next(&mut caller);
+    assert_eq!(result[0], 7, "ProcedureResult");
+    assert_eq!(result[1], 0, "Returned");
+    // Returned(bytes: u32 length + a u64 event id), timestamp, duration, request id.
+    assert_eq!(&result[2..6], &8u32.to_le_bytes());
+    let event_id = u64::from_le_bytes(result[6..14].try_into().unwrap());
+    assert_eq!(&result[30..34], &9u32.to_le_bytes(), "request id last");
+    assert_eq!(result.len(), 34);
+    let update = next(&mut watcher);
+    assert_eq!(update[0], 4, "TransactionUpdate to the subscriber");
+    assert!(contains(&update, b"via ws") && contains(&update, &event_id.to_le_bytes()));
+
+    // Failures come back as InternalError with the message; the session stays usable.
+    caller.send(Message::Binary(call_procedure_msg(10, "proc_panic", &[]).into())).unwrap();
+    let result = next(&mut caller);
+    assert_eq!(&result[..2], &[7, 1], "ProcedureResult InternalError");
+    assert!(contains(&result, b"deliberate procedure panic"));
+    caller.send(Message::Binary(call_procedure_msg(11, "no_such_proc", &[]).into())).unwrap();
+    let result = next(&mut caller);
+    assert_eq!(&result[..2], &[7, 1]);
+    assert!(contains(&result, b"no such procedure `no_such_proc`"));
+    caller
+        .send(Message::Binary(call_procedure_msg(12, "proc_add", &[1, 0, 0, 0, 2, 0, 0, 0]).into()))
+        .unwrap();
+    let result = next(&mut caller);
+    assert_eq!(&result[..6], &[7, 0, 4, 0, 0, 0]);
+    assert_eq!(&result[6..10], &3u32.to_le_bytes());
+}

@@ -364,7 +364,7 @@ fn run_command(command: Command) -> Result<(), CliError> {
         Command::Call { database, reducer, arguments, server } => {
             let client = session.client(&server)?;
             let schema = fetch_schema(&client, &database).ok().map(|(_, s)| s);
-            let reducer_def = schema.as_ref().and_then(|s| s.reducer(&reducer));
+            let reducer_def = schema.as_ref().and_then(|s| s.function(&reducer));
             let shapes = match (&schema, reducer_def) {
                 (Some(s), Some(r)) => Some(args::param_shapes(&r.params, &s.typespace)),
                 _ => None,
@@ -385,7 +385,7 @@ fn run_command(command: Command) -> Result<(), CliError> {
                         body.trim().to_owned()
                     };
                     if let Some(s) = &schema {
-                        match s.reducer(&reducer) {
+                        match s.function(&reducer) {
                             Some(r) if message.to_ascii_lowercase().contains("invalid arguments") => {
                                 message.push_str(&format!(
                                     "\n  `{}` takes ({})",
@@ -394,16 +394,19 @@ fn run_command(command: Command) -> Result<(), CliError> {
                                 ));
                             }
                             None if status == 404 => {
-                                let names: Vec<&str> = s
-                                    .reducers
-                                    .iter()
-                                    .filter(|r| r.callable)
-                                    .map(|r| r.name.as_str())
-                                    .collect();
+                                let names = |fs: &[schema::ReducerInfo]| -> String {
+                                    let callable: Vec<&str> =
+                                        fs.iter().filter(|r| r.callable).map(|r| r.name.as_str()).collect();
+                                    callable.join(", ")
+                                };
                                 message.push_str(&format!(
                                     "\n  the reducers of `{database}` are: {}",
-                                    names.join(", ")
+                                    names(&s.reducers)
                                 ));
+                                if s.procedures.iter().any(|p| p.callable) {
+                                    message
+                                        .push_str(&format!("\n  its procedures: {}", names(&s.procedures)));
+                                }
                             }
                             _ => {}
                         }

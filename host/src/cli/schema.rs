@@ -30,7 +30,7 @@ pub struct TableInfo {
     pub is_event: bool,
 }
 
-/// A reducer and who may call it.
+/// A reducer (or procedure) and who may call it.
 #[derive(Debug, Clone)]
 pub struct ReducerInfo {
     pub name: String,
@@ -45,7 +45,7 @@ pub struct SchemaInfo {
     pub typespace: Typespace,
     pub tables: Vec<TableInfo>,
     pub reducers: Vec<ReducerInfo>,
-    pub procedures: Vec<String>,
+    pub procedures: Vec<ReducerInfo>,
     pub views: Vec<String>,
     /// Names of typespace entries that have one (user-defined types).
     pub type_names: HashMap<u32, String>,
@@ -62,6 +62,11 @@ impl SchemaInfo {
 
     pub fn reducer(&self, name: &str) -> Option<&ReducerInfo> {
         self.reducers.iter().find(|r| r.name == name)
+    }
+
+    /// A reducer, or else a procedure, of that name (what `call` reaches).
+    pub fn function(&self, name: &str) -> Option<&ReducerInfo> {
+        self.reducer(name).or_else(|| self.procedures.iter().find(|p| p.name == name))
     }
 
     /// Decodes SATS-JSON of `RawModuleDefV10` or `RawModuleDefV9`.
@@ -205,7 +210,16 @@ pub fn from_v10(def: &RawModuleDefV10) -> SchemaInfo {
         .unwrap_or_default();
     let procedures = def
         .procedures()
-        .map(|ps| ps.iter().map(|p| canonical(&p.source_name, &explicit_functions)).collect())
+        .map(|ps| {
+            ps.iter()
+                .map(|p| ReducerInfo {
+                    name: canonical(&p.source_name, &explicit_functions),
+                    params: p.params.clone(),
+                    callable: matches!(p.visibility, FunctionVisibility::ClientCallable),
+                    lifecycle: None,
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let views = def
         .views()
@@ -265,7 +279,12 @@ pub fn from_v9(def: &RawModuleDefV9) -> SchemaInfo {
     let mut views = Vec::new();
     for m in &def.misc_exports {
         match m {
-            RawMiscModuleExportV9::Procedure(p) => procedures.push(p.name.to_string()),
+            RawMiscModuleExportV9::Procedure(p) => procedures.push(ReducerInfo {
+                name: p.name.to_string(),
+                params: p.params.clone(),
+                callable: true,
+                lifecycle: None,
+            }),
             RawMiscModuleExportV9::View(v) => views.push(v.name.to_string()),
             _ => {}
         }
@@ -427,7 +446,11 @@ pub fn render_describe(db: &str, schema: &SchemaInfo) -> String {
     }
     if !schema.procedures.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "Procedures: {}", schema.procedures.join(", "));
+        let _ = writeln!(out, "Procedures:");
+        for p in &schema.procedures {
+            let note = if p.callable { "" } else { "  [private]" };
+            let _ = writeln!(out, "  {}({}){note}", p.name, params_list(&p.params, schema));
+        }
     }
     if !schema.views.is_empty() {
         let _ = writeln!(out);

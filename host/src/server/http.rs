@@ -329,24 +329,33 @@ async fn call(
         return text(StatusCode::BAD_REQUEST, "invalid arguments: the body is not UTF-8");
     };
     let info = caller_info(&caller, random_connection_id());
-    let result = blocking(move || {
-        // The caller counts as connected for the duration of the call (SPEC §5).
-        if let Some(o) = handle.client_connected(&info)? {
-            if !o.is_committed() {
-                return Ok(Err(o.error().unwrap_or_default()));
-            }
+    // A name that is not a reducer may be a procedure (SPEC §5): 200 + its JSON return value.
+    let spec = Arc::clone(handle.spec());
+    if spec.reducer_id(&func).is_none() {
+        if let Some(id) = spec.procedure_id(&func) {
+            let result = blocking(move || {
+                connected_during(&handle, &info, || {
+                    handle.call_procedure(&func, &info, ReducerArgs::Json(args))
+                })
+            })
+            .await;
+            let resp = match result {
+                Err(r) => r,
+                Ok(Err(e)) => host_error_response(e),
+                Ok(Ok(Err(refused))) => refused_response(&refused),
+                Ok(Ok(Ok(outcome))) => procedure_response(&spec, id, outcome),
+            };
+            return with_minted(resp, minted);
         }
-        let r = handle.call_reducer(&func, &info, ReducerArgs::Json(args));
-        let _ = handle.client_disconnected(&info);
-        r.map(Ok)
+    }
+    let result = blocking(move || {
+        connected_during(&handle, &info, || handle.call_reducer(&func, &info, ReducerArgs::Json(args)))
     })
     .await;
     let resp = match result {
         Err(r) => r,
         Ok(Err(e)) => host_error_response(e),
-        Ok(Ok(Err(refused))) => {
-            text(StatusCode::FORBIDDEN, format!("the module refused the connection: {refused}"))
-        }
+        Ok(Ok(Err(refused))) => refused_response(&refused),
         Ok(Ok(Ok(outcome))) => {
             let mut resp = match &outcome.status {
                 ReducerStatus::Committed => StatusCode::OK.into_response(),
@@ -373,9 +382,58 @@ async fn call(
     with_minted(resp, minted)
 }
 
+/// Runs `call` with the caller counted as connected (SPEC §5): `client_connected` first (its
+/// `Err` refuses the call: the inner `Err`), `client_disconnected` after.
+fn connected_during<T>(
+    handle: &crate::DatabaseHandle,
+    info: &CallerInfo,
+    call: impl FnOnce() -> Result<T, HostError>,
+) -> Result<Result<T, String>, HostError> {
+    if let Some(o) = handle.client_connected(info)? {
+        if !o.is_committed() {
+            return Ok(Err(o.error().unwrap_or_default()));
+        }
+    }
+    let r = call();
+    let _ = handle.client_disconnected(info);
+    r.map(Ok)
+}
+
+fn refused_response(refused: &str) -> Response {
+    text(StatusCode::FORBIDDEN, format!("the module refused the connection: {refused}"))
+}
+
+/// A procedure's answer: 200 + the SATS-JSON of its return value, or 530 + why it failed.
+fn procedure_response(
+    spec: &crate::module_def::ModuleSpec,
+    id: usize,
+    outcome: crate::ProcedureOutcome,
+) -> Response {
+    let mut resp = match &outcome.result {
+        Ok(bytes) => {
+            let ty = sats_json::resolve_deep(&spec.procedures[id].return_type, &spec.typespace, 0);
+            match sats_json::bsatn_json_text(bytes, &ty) {
+                Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the procedure's return value does not match its declared type: {e}"),
+                ),
+            }
+        }
+        Err(m) => text(
+            StatusCode::from_u16(530).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("The Wasm instance encountered a fatal error: {m}"),
+        ),
+    };
+    let h = resp.headers_mut();
+    h.insert("spacetime-energy-used", HeaderValue::from(outcome.energy_used));
+    h.insert("spacetime-execution-duration-micros", HeaderValue::from(outcome.duration.as_micros() as u64));
+    resp
+}
+
 fn host_error_response(e: HostError) -> Response {
     let status = match &e {
-        HostError::NoSuchReducer(_) => StatusCode::NOT_FOUND,
+        HostError::NoSuchReducer(_) | HostError::NoSuchProcedure(_) => StatusCode::NOT_FOUND,
         HostError::InvalidArguments { .. } | HostError::NotCallable(_) | HostError::WriteFailed(_) => {
             StatusCode::BAD_REQUEST
         }

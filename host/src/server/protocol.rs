@@ -272,10 +272,21 @@ pub fn reducer_result(request_id: u32, timestamp_micros: i64, result: ReducerRes
     w.0
 }
 
-pub fn procedure_error(request_id: u32, timestamp_micros: i64, error: &str) -> Vec<u8> {
+/// `ProcedureResult{status, timestamp, total_host_execution_duration, request_id}`; status is
+/// `Returned(BSATN of the value)` or `InternalError(message)`.
+pub fn procedure_result(
+    request_id: u32,
+    timestamp_micros: i64,
+    duration_micros: i64,
+    result: Result<&[u8], &str>,
+) -> Vec<u8> {
     let mut w = W::new();
-    // ProcedureResult{status: InternalError(String), timestamp, total_host_execution_duration, request_id}
-    w.u8(7).u8(1).str(error).i64(timestamp_micros).i64(0).u32(request_id);
+    w.u8(7);
+    match result {
+        Ok(value) => w.u8(0).bytes(value),
+        Err(message) => w.u8(1).str(message),
+    };
+    w.i64(timestamp_micros).i64(duration_micros).u32(request_id);
     w.0
 }
 

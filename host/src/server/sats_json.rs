@@ -94,6 +94,12 @@ pub fn bsatn_json(bytes: &[u8], ty: &AlgebraicType) -> Result<serde_json::Value,
     serde_json::to_value(SerializeWrapper::from_ref(&value)).map_err(|e| e.to_string())
 }
 
+/// [`bsatn_json`] as JSON text: keeps u128/u256 numbers exact.
+pub fn bsatn_json_text(bytes: &[u8], ty: &AlgebraicType) -> Result<String, String> {
+    let value = spacetimedb_sats::bsatn::decode(ty, &mut &*bytes).map_err(|e| e.to_string())?;
+    serde_json::to_string(&SerializeWrapper::from_ref(&value)).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +112,9 @@ mod tests {
         assert_eq!(j.get(), r#"[7,"ann"]"#);
         let big = product_of(&[("x".into(), AlgebraicType::U128)]);
         assert_eq!(row_json(&vec![Value::U128(u128::MAX)], &big).unwrap().get(), format!("[{}]", u128::MAX));
+        let wide = spacetimedb_sats::bsatn::to_vec(&u128::MAX).unwrap();
+        assert_eq!(bsatn_json_text(&wide, &AlgebraicType::U128).unwrap(), u128::MAX.to_string());
+        assert!(bsatn_json_text(&wide[..3], &AlgebraicType::U128).is_err());
         let t = type_json(&ty);
         assert_eq!(t["elements"][0]["name"]["some"], "id");
     }

@@ -496,9 +496,16 @@ impl Session {
         msg: ClientMessage,
         out: mpsc::Sender<Outbound>,
     ) {
-        if let ClientMessage::CallReducer { request_id, reducer, args } = msg {
-            self.call(request_id, &reducer, args, &out);
-            return;
+        match msg {
+            ClientMessage::CallReducer { request_id, reducer, args } => {
+                self.call(request_id, &reducer, args, &out);
+                return;
+            }
+            ClientMessage::CallProcedure { request_id, procedure, args } => {
+                self.call_procedure(request_id, &procedure, args, &out);
+                return;
+            }
+            _ => {}
         }
         let (s, out2) = (Arc::clone(&self), out.clone());
         let reply = tokio::task::spawn_blocking(move || s.answer(client, msg, &out2)).await;
@@ -518,6 +525,26 @@ impl Session {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
         self.handle.call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
             queue_message(&out, &kick, &reducer_result_message(request_id, outcome));
+        });
+    }
+
+    /// Queues a procedure call on the database thread, like [`Session::call`]; its
+    /// `ProcedureResult` follows the updates of the commits it made.
+    fn call_procedure(&self, request_id: u32, procedure: &str, args: Vec<u8>, out: &mpsc::Sender<Outbound>) {
+        let (out, kick) = (out.clone(), Arc::clone(&self.kick));
+        self.handle.call_procedure_then(procedure, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
+            let message = match outcome {
+                Ok(o) => protocol::procedure_result(
+                    request_id,
+                    o.timestamp_micros,
+                    o.duration.as_micros() as i64,
+                    o.result.as_deref().map_err(String::as_str),
+                ),
+                Err(e) => {
+                    protocol::procedure_result(request_id, crate::logs::now_micros(), 0, Err(&e.to_string()))
+                }
+            };
+            queue_message(&out, &kick, &message);
         });
     }
 
@@ -571,12 +598,9 @@ impl Session {
             }
             // Invariant: `handle_message` answers calls itself (asynchronously, pipelined) and
             // never passes them here.
-            ClientMessage::CallReducer { .. } => unreachable!("reducer calls are answered by handle_message"),
-            ClientMessage::CallProcedure { request_id, procedure, .. } => Some(protocol::procedure_error(
-                request_id,
-                crate::logs::now_micros(),
-                &format!("procedures are not supported by Lightcone yet (`{procedure}`)"),
-            )),
+            ClientMessage::CallReducer { .. } | ClientMessage::CallProcedure { .. } => {
+                unreachable!("calls are answered by handle_message")
+            }
         }
     }
 }
