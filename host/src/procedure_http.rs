@@ -3,8 +3,7 @@
 //!
 //! Procedures run on their database's thread, so a request blocks that database's reducers
 //! until it returns: its timeout is capped at [`MAX_PROCEDURE_BLOCKING`], and the response
-//! body at [`MAX_HTTP_RESPONSE_BYTES`]. Plain `http://` only (this build carries no TLS stack):
-//! an `https://` URI is refused with an error saying so.
+//! body at [`MAX_HTTP_RESPONSE_BYTES`]. `https://` goes through rustls with the webpki roots.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -57,9 +56,6 @@ fn version_of(v: ureq::http::Version) -> Version {
 /// HTTP status, 404 or 500 included, is a successful response).
 pub fn perform(request: Request, body: &[u8]) -> Result<(Response, Vec<u8>), String> {
     let uri = request.uri.clone();
-    if uri.starts_with("https://") {
-        return Err(format!("{uri}: https is not supported by this Lightcone build (plain http only)"));
-    }
     let timeout = request
         .timeout
         .map(|t| t.to_duration_saturating())
@@ -144,8 +140,18 @@ mod tests {
         let uri = format!("http://127.0.0.1:{port}/");
         let err = failure(perform(request(uri.clone(), Method::Get, None), b""));
         assert!(err.contains(&uri), "{err}");
-        let err = failure(perform(request("https://example.com/".into(), Method::Get, None), b""));
-        assert!(err.contains("https is not supported"), "{err}");
+        // https is spoken (rustls): a server answering plain text fails the TLS handshake.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let plain = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        });
+        let uri = format!("https://{addr}/");
+        let err = failure(perform(request(uri.clone(), Method::Get, None), b""));
+        plain.join().unwrap();
+        assert!(err.contains(&uri), "{err}");
+        assert!(!err.contains("not supported"), "{err}");
         let err = failure(perform(request("not a uri".into(), Method::Get, None), b""));
         assert!(err.contains("not a uri"), "{err}");
     }
