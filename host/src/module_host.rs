@@ -53,6 +53,18 @@ pub struct CallerInfo {
     pub jwt_payload: Option<Arc<str>>,
 }
 
+impl CallerInfo {
+    /// What the guest is told about this caller for a call at `timestamp_micros`.
+    fn context(&self, timestamp_micros: i64) -> CallContext {
+        CallContext {
+            sender: self.identity,
+            connection_id: self.connection_id,
+            timestamp_micros,
+            jwt_payload: self.jwt_payload.clone(),
+        }
+    }
+}
+
 /// Reducer arguments as received.
 #[derive(Debug, Clone)]
 pub enum ReducerArgs {
@@ -552,12 +564,7 @@ impl ModuleHost {
     ) -> Result<ProcedureOutcome, HostError> {
         let start = Instant::now();
         let fuel = self.config.fuel_per_call;
-        let ctx = CallContext {
-            sender: caller.identity,
-            connection_id: caller.connection_id,
-            timestamp_micros: ts,
-            jwt_payload: caller.jwt_payload.clone(),
-        };
+        let ctx = caller.context(ts);
         let (outcome, energy_used) = self.instance()?.call_procedure(id as u32, ctx, args, fuel);
         let commits: Vec<ProcedureCommit> = std::mem::take(&mut self.slot_state().procedure_commits);
         let name = self.spec.procedures[id].name.clone();
@@ -630,12 +637,7 @@ impl ModuleHost {
         ts: i64,
     ) -> (Option<String>, ReducerStatus, u64) {
         let fuel = self.config.fuel_per_call;
-        let ctx = CallContext {
-            sender: caller.identity,
-            connection_id: caller.connection_id,
-            timestamp_micros: ts,
-            jwt_payload: caller.jwt_payload.clone(),
-        };
+        let ctx = caller.context(ts);
         let instance = match self.instance() {
             Ok(i) => i,
             Err(e) => return (Some(e.to_string()), ReducerStatus::Panicked(e.to_string()), 0),

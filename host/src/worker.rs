@@ -237,13 +237,20 @@ impl DatabaseHandle {
             args,
             reply: Box::new(reply),
         };
-        // Sent under the lock rather than on a clone of the sender, which would be one more
-        // allocation per call.
-        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
-        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
-        if let Err(mpsc::SendError(Job::CallAsync { reply, .. })) = sent {
+        if let Err(Job::CallAsync { reply, .. }) = self.queue(job) {
             reply(Err(HostError::Runtime("the database is shut down".into())));
         }
+    }
+
+    /// Queues `job` without waiting for it; gives it back if the database thread is gone.
+    // The job comes back only after shutdown; boxing it would cost an allocation per call.
+    #[allow(clippy::result_large_err)]
+    fn queue(&self, job: Job) -> Result<(), Job> {
+        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
+        // Sent under the lock rather than on a clone of the sender, which would be one more
+        // allocation per call.
+        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
+        sent.map_err(|mpsc::SendError(job)| job)
     }
 
     /// Calls a procedure; `reply` gets the outcome once the commits of the procedure's own
@@ -263,9 +270,7 @@ impl DatabaseHandle {
             args,
             reply: Box::new(reply),
         };
-        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
-        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
-        if let Err(mpsc::SendError(Job::CallProcedure { reply, .. })) = sent {
+        if let Err(Job::CallProcedure { reply, .. }) = self.queue(job) {
             reply(Err(HostError::Runtime("the database is shut down".into())));
         }
     }
@@ -350,8 +355,7 @@ impl DatabaseHandle {
 
     /// Stops the thread after the calls queued before this one, and flushes the log.
     pub fn shutdown(&self) {
-        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
-        let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(Job::Shutdown);
+        let _ = self.queue(Job::Shutdown);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }

@@ -105,6 +105,13 @@ fn lightcone(config: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `lightcone` with `-s server` appended.
+fn lightcone_at(config: &Path, server: &str, args: &[&str]) -> (bool, String, String) {
+    let mut full = args.to_vec();
+    full.extend(["-s", server]);
+    lightcone(config, &full)
+}
+
 // Proves the quickstart works through the CLI against the real server, and the data survives
 // the server being killed and started again.
 #[test]
@@ -116,11 +123,7 @@ fn quickstart_through_the_cli() {
     let server = Server::start(&data, tmp.path(), port);
     let s = server.url();
     let cfg = tmp.path();
-    let run = |args: &[&str]| {
-        let mut full = args.to_vec();
-        full.extend(["-s", s.as_str()]);
-        lightcone(cfg, &full)
-    };
+    let run = |args: &[&str]| lightcone_at(cfg, &s, args);
 
     let (ok, out, err) = run(&["publish", "-b", wasm.to_str().unwrap(), "quickstart-chat"]);
     assert!(ok, "publish: {err}\nserver:\n{}", server.output());
@@ -172,11 +175,7 @@ fn subscribe_through_the_cli() {
     let server = Server::start(&tmp.path().join("data"), tmp.path(), free_port());
     let s = server.url();
     let cfg = tmp.path();
-    let run = |args: &[&str]| {
-        let mut full = args.to_vec();
-        full.extend(["-s", s.as_str()]);
-        lightcone(cfg, &full)
-    };
+    let run = |args: &[&str]| lightcone_at(cfg, &s, args);
     let (ok, _, err) = run(&["publish", "-b", wasm.to_str().unwrap(), "quickstart-chat"]);
     assert!(ok, "publish: {err}");
     let (ok, _, err) = run(&["call", "quickstart-chat", "send_message", "Hello, World!"]);
@@ -219,11 +218,7 @@ fn procedures_through_the_cli() {
     let server = Server::start(&data, tmp.path(), port);
     let s = server.url();
     let cfg = tmp.path();
-    let run = |args: &[&str]| {
-        let mut full = args.to_vec();
-        full.extend(["-s", s.as_str()]);
-        lightcone(cfg, &full)
-    };
+    let run = |args: &[&str]| lightcone_at(cfg, &s, args);
     let (ok, _, err) = run(&["publish", "-b", wasm.to_str().unwrap(), "ex"]);
     assert!(ok, "publish: {err}\nserver:\n{}", server.output());
 
