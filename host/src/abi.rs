@@ -208,6 +208,9 @@ pub struct HostState {
     pub anonymous_tx: bool,
     /// Commits made by the running procedure's own transactions, in order.
     pub procedure_commits: Vec<ProcedureCommit>,
+    /// Set while a view runs: the tables (indexes into the spec) it has read so far. Writes
+    /// are refused meanwhile.
+    pub view_reads: Option<std::collections::BTreeSet<usize>>,
 }
 
 /// What a procedure's own transactions commit into; kept across instance renewals.
@@ -318,6 +321,26 @@ macro_rules! try_errno {
 fn catalog(state: &HostState) -> Arc<Catalog> {
     // Invariant: the catalog is installed before any reducer (or lifecycle) call.
     Arc::clone(state.catalog.as_ref().expect("catalog is installed before calls"))
+}
+
+/// Checks and records an access to table `t` by the running guest code: a view may only read
+/// (what it reads becomes its read set: the host re-runs it when one of those tables
+/// changes); nothing but the host may write a view's table.
+fn access(state: &mut HostState, cat: &Catalog, t: usize, write: bool) -> Res<()> {
+    let table = &cat.spec.tables[t];
+    match &mut state.view_reads {
+        Some(_) if write => {
+            Err(anyhow!("views are read-only: a view tried to change table `{}`", table.name))
+        }
+        Some(reads) => {
+            reads.insert(t);
+            Ok(())
+        }
+        None if write && table.view.is_some() => {
+            Err(anyhow!("table `{}` holds a view's results; only the host writes it", table.name))
+        }
+        None => Ok(()),
+    }
 }
 
 fn table_of(cat: &Catalog, table_id: u32) -> Result<usize, u32> {
@@ -512,6 +535,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
             let (mem, state) = mem_state(&mut c);
             let cat = catalog(state);
             let t = try_errno!(table_of(&cat, table_id));
+            access(state, &cat, t, false)?;
             let tx = tx_or_errno!(state);
             let n = tx.table(cat.engine_ids[t]).map_err(|e| anyhow!("{e}"))?.row_count();
             write(mem, out, &n.to_le_bytes(), "datastore_table_row_count out")?;
@@ -526,6 +550,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
             let (mem, state) = mem_state(&mut c);
             let cat = catalog(state);
             let t = try_errno!(table_of(&cat, table_id));
+            access(state, &cat, t, false)?;
             let tx = tx_or_errno!(state);
             let view = tx.table(cat.engine_ids[t]).map_err(|e| anyhow!("{e}"))?;
             let it = RowIter::from_rows(cat.codec(t), view.scan().map(|(_, row)| row));
@@ -560,6 +585,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                 let rend = read(mem, rend_ptr, rend_len, name)?;
                 let cat = catalog(state);
                 let info = try_errno!(index_of(&cat, index_id)).clone();
+                access(state, &cat, info.table, delete)?;
                 let (lo, hi) = match decode_range(&cat, &info, prefix, prefix_elems & 0xffff, rstart, rend) {
                     Ok(b) => b,
                     Err(e) => return Ok(decode_errno(state, name, e)),
@@ -595,6 +621,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                 let point = read(mem, point_ptr, point_len, name)?;
                 let cat = catalog(state);
                 let info = try_errno!(index_of(&cat, index_id)).clone();
+                access(state, &cat, info.table, delete)?;
                 let codec = cat.codec(info.table);
                 let mut r = Reader::new(point);
                 let key = match codec
@@ -632,6 +659,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
             let rel = read(mem, rel_ptr, rel_len, "datastore_delete_all_by_eq_bsatn")?;
             let cat = catalog(state);
             let t = try_errno!(table_of(&cat, table_id));
+            access(state, &cat, t, true)?;
             let codec = cat.codec(t);
             let mut r = Reader::new(rel);
             let rows = (|| {
@@ -658,6 +686,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
             let (mem, state) = mem_state(&mut c);
             let cat = catalog(state);
             let t = try_errno!(table_of(&cat, table_id));
+            access(state, &cat, t, true)?;
             let engine_id = cat.engine_ids[t];
             let tx = tx_or_errno!(state);
             let rids: Vec<RowId> = tx.table(engine_id).map_err(|e| anyhow!("{e}"))?.row_ids().collect();
@@ -711,6 +740,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
             let bytes = read(mem, row_ptr, len, "datastore_insert_bsatn row")?;
             let cat = catalog(state);
             let t = try_errno!(table_of(&cat, table_id));
+            access(state, &cat, t, true)?;
             let row = match cat.codec(t).decode_row(bytes) {
                 Ok(r) => r,
                 Err(e) => return Ok(decode_errno(state, "datastore_insert_bsatn", e)),
@@ -744,6 +774,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
             let bytes = read(mem, row_ptr, len, "datastore_update_bsatn row")?;
             let cat = catalog(state);
             let t = try_errno!(table_of(&cat, table_id));
+            access(state, &cat, t, true)?;
             let info = try_errno!(index_of(&cat, index_id));
             if info.table != t {
                 return Ok(errno::NO_SUCH_INDEX);

@@ -310,8 +310,12 @@ pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
 #[derive(Debug, Clone)]
 pub struct RowCodec {
     pub table: String,
+    /// The columns clients and the guest see.
     pub columns: Vec<(String, ColumnCodec)>,
     pub typespace: Arc<Typespace>,
+    /// The engine row starts with a hidden sender column (a sender-bound view's table) that is
+    /// not part of the encoded row: `encode_row` skips it, `decode_row` does not produce it.
+    pub hidden_sender: bool,
 }
 
 impl RowCodec {
@@ -333,8 +337,9 @@ impl RowCodec {
     }
 
     pub fn encode_row(&self, row: &Row, out: &mut Vec<u8>) {
-        debug_assert_eq!(row.len(), self.columns.len());
-        for v in row {
+        let skip = usize::from(self.hidden_sender);
+        debug_assert_eq!(row.len(), self.columns.len() + skip);
+        for v in &row[skip.min(row.len())..] {
             encode_value(v, out);
         }
     }
@@ -397,6 +402,7 @@ mod tests {
                 ("d".into(), ColumnCodec::Fixed(ColumnType::Bool)),
             ],
             typespace: ts,
+            hidden_sender: false,
         };
         let mut buf = vec![];
         buf.extend_from_slice(&7u32.to_le_bytes());
@@ -426,6 +432,13 @@ mod tests {
         let mut bad_utf8 = buf.clone();
         bad_utf8[8] = 0xff;
         assert!(matches!(codec.decode_row(&bad_utf8), Err(CodecError::Invalid { .. })));
+        // A sender-bound view's rows carry a hidden sender the encoding leaves out.
+        let hidden = RowCodec { hidden_sender: true, ..codec };
+        let mut with_sender = vec![Value::U256(U256::from_le_bytes([9u8; 32]))];
+        with_sender.extend(row);
+        let mut out = vec![];
+        hidden.encode_row(&with_sender, &mut out);
+        assert_eq!(out, buf);
     }
 
     #[test]

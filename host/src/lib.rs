@@ -25,6 +25,7 @@ pub mod runtime;
 pub mod schema_v9;
 pub mod server;
 mod tx_slot;
+pub mod views;
 pub mod wasi;
 pub mod worker;
 

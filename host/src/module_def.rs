@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use heck::ToSnakeCase;
-use lightcone_mvcc::{integer_max, ColumnDef, IndexAlgorithm, IndexDef, SequenceDef, TableDef};
+use lightcone_mvcc::{integer_max, ColumnDef, ColumnType, IndexAlgorithm, IndexDef, SequenceDef, TableDef};
 use spacetimedb_lib::db::raw_def::v10::{
     CaseConversionPolicy, ExplicitNameEntry, FunctionVisibility, RawModuleDefV10, RawModuleDefV10Section,
     RawTableDefV10,
@@ -52,16 +52,19 @@ pub struct TableSpec {
     pub indexes: Vec<IndexSpec>,
     pub sequences: Vec<SequenceDef>,
     pub public: bool,
+    /// Set for the table that materializes a view: index into [`ModuleSpec::views`]. Only the
+    /// host writes such a table (from the view function's results); SQL and subscriptions
+    /// read it like any table.
+    pub view: Option<usize>,
 }
 
 impl TableSpec {
     /// The engine definition of this table.
     pub fn engine_def(&self) -> TableDef {
-        let columns = self
-            .codec
-            .columns
-            .iter()
-            .map(|(name, c)| ColumnDef::new(name.clone(), c.engine_type()))
+        let hidden = (self.codec.hidden_sender).then(|| ColumnDef::new(VIEW_SENDER_COLUMN, ColumnType::U256));
+        let columns = hidden
+            .into_iter()
+            .chain(self.codec.columns.iter().map(|(name, c)| ColumnDef::new(name.clone(), c.engine_type())))
             .collect();
         let mut def = TableDef::new(self.name.clone(), columns);
         def.indexes = self
@@ -74,6 +77,15 @@ impl TableSpec {
                 algorithm: i.algorithm,
             })
             .collect();
+        if self.codec.hidden_sender {
+            // Every read and refresh of a sender-bound view's table is by sender.
+            def.indexes.push(IndexDef {
+                name: view_sender_index(&self.name),
+                columns: vec![0],
+                unique: false,
+                algorithm: IndexAlgorithm::BTree,
+            });
+        }
         def.primary_key = self.primary_key;
         def.sequences = self.sequences.clone();
         def.public = self.public;
@@ -104,6 +116,31 @@ pub struct ProcedureSpec {
     pub params: ProductType,
     pub return_type: AlgebraicType,
     pub client_callable: bool,
+}
+
+/// The name of the hidden leading column of a sender-bound view's table: whose rows they are.
+/// Clients never see it (the row codec skips it); every read of the table is filtered on it.
+pub const VIEW_SENDER_COLUMN: &str = "__sender__";
+
+/// The name of the index on a sender-bound view table's hidden sender column.
+pub fn view_sender_index(view: &str) -> String {
+    format!("{view}_{VIEW_SENDER_COLUMN}_idx_btree")
+}
+
+/// One view: a read-only function whose result rows the host materializes in a table of the
+/// same name (see `views.rs`).
+#[derive(Debug, Clone)]
+pub struct ViewSpec {
+    /// The canonical name: SQL and clients use it, and it names the table.
+    pub name: String,
+    /// The id passed to `__call_view__` (sender-bound) or `__call_view_anon__` (anonymous):
+    /// the view's position among the views of its kind.
+    pub index: u32,
+    /// An anonymous view computes one result for everybody; a sender-bound one computes a
+    /// result per caller identity, materialized only for identities that read it.
+    pub anonymous: bool,
+    /// Index into [`ModuleSpec::tables`] of the table holding the results.
+    pub table: usize,
 }
 
 /// What a scheduled row triggers.
@@ -138,8 +175,7 @@ pub struct ModuleSpec {
     pub schedules: Vec<ScheduleSpec>,
     pub row_level_security: Vec<String>,
     pub procedures: Vec<ProcedureSpec>,
-    /// Names of the views the module declares (views are not served yet).
-    pub views: Vec<String>,
+    pub views: Vec<ViewSpec>,
     /// The BSATN the module described itself with (stored with the program).
     pub raw: Vec<u8>,
 }
@@ -275,6 +311,31 @@ pub fn decode_module_def(bytes: &[u8]) -> Result<ModuleSpec, DefError> {
     for t in def.tables().map(|v| v.as_slice()).unwrap_or_default() {
         tables.push(table_spec(t, &typespace, canonical(&t.source_name, &explicit_tables))?);
     }
+    let mut views = Vec::new();
+    for v in def.views().map(|v| v.as_slice()).unwrap_or_default() {
+        let name = explicit_functions
+            .get(&*v.source_name)
+            .or_else(|| explicit_tables.get(&*v.source_name))
+            .cloned()
+            .unwrap_or_else(|| canonical(&v.source_name, &HashMap::new()));
+        if !v.params.elements.is_empty() {
+            return Err(DefError::Unsupported(format!("parameters on view `{name}`")));
+        }
+        let table =
+            view_table_spec(&v.source_name, &name, &v.return_type, &typespace, v.is_anonymous, v.is_public)?;
+        views.push(ViewSpec { name, index: v.index, anonymous: v.is_anonymous, table: tables.len() });
+        tables.push(TableSpec { view: Some(views.len() - 1), ..table });
+    }
+    for kind in [true, false] {
+        let mut ids: Vec<u32> = views.iter().filter(|v| v.anonymous == kind).map(|v| v.index).collect();
+        ids.sort_unstable();
+        if ids.iter().enumerate().any(|(i, &id)| id as usize != i) {
+            return Err(invalid(format!(
+                "the {} views' indexes {ids:?} are not 0, 1, 2, …",
+                if kind { "anonymous" } else { "sender-bound" }
+            )));
+        }
+    }
     let mut seen = HashMap::new();
     for (i, t) in tables.iter().enumerate() {
         if t.name.starts_with("st_") {
@@ -367,8 +428,67 @@ pub fn decode_module_def(bytes: &[u8]) -> Result<ModuleSpec, DefError> {
             .map(|v| v.iter().map(|r| r.sql.to_string()).collect())
             .unwrap_or_default(),
         procedures,
-        views: def.views().map(|v| v.iter().map(|p| p.source_name.to_string()).collect()).unwrap_or_default(),
+        views,
         raw: bytes.to_vec(),
+    })
+}
+
+/// The table materializing a view: its columns are the fields of the row type `T` of the
+/// view's `Vec<T>` / `Option<T>` / `T` return type; no keys or indexes (a view's rows are
+/// replaced wholesale by the host). Sender-bound views get a hidden leading sender column.
+fn view_table_spec(
+    source_name: &str,
+    name: &str,
+    return_type: &AlgebraicType,
+    ts: &Arc<Typespace>,
+    anonymous: bool,
+    public: bool,
+) -> Result<TableSpec, DefError> {
+    let err = |e: CodecError| invalid(format!("view `{source_name}`: {e}"));
+    let ret = resolve(return_type, ts).map_err(err)?;
+    // A view returning a query (`impl Query<T>`) declares `{__query__: T}`.
+    let ret = match ret {
+        AlgebraicType::Product(p)
+            if p.elements.len() == 1 && p.elements[0].name.as_deref() == Some("__query__") =>
+        {
+            resolve(&p.elements[0].algebraic_type, ts).map_err(err)?
+        }
+        other => other,
+    };
+    let row_ty = match ret {
+        AlgebraicType::Array(a) => &*a.elem_ty,
+        AlgebraicType::Sum(s) if s.as_option().is_some() => s.as_option().expect("checked just above"),
+        other => other,
+    };
+    let AlgebraicType::Product(row_ty) = resolve(row_ty, ts).map_err(err)? else {
+        return Err(invalid(format!("view `{source_name}`: the row type is not a product")));
+    };
+    let mut columns = Vec::new();
+    let mut codecs = Vec::new();
+    for (i, e) in row_ty.elements.iter().enumerate() {
+        let col_name = e.name.as_deref().map(str::to_string).unwrap_or_else(|| format!("col_{i}"));
+        if col_name == VIEW_SENDER_COLUMN {
+            return Err(invalid(format!("view `{source_name}`: the column name `{col_name}` is reserved")));
+        }
+        codecs.push((col_name.clone(), column_codec(&e.algebraic_type, ts).map_err(err)?));
+        columns.push((col_name, e.algebraic_type.clone()));
+    }
+    let codec = RowCodec {
+        table: name.to_string(),
+        columns: codecs,
+        typespace: Arc::clone(ts),
+        hidden_sender: !anonymous,
+    };
+    Ok(TableSpec {
+        source_name: source_name.to_string(),
+        name: name.to_string(),
+        columns,
+        codec,
+        primary_key: None,
+        indexes: Vec::new(),
+        sequences: Vec::new(),
+        public,
+        view: None,
     })
 }
 
@@ -486,7 +606,8 @@ fn table_spec(t: &RawTableDefV10, ts: &Arc<Typespace>, name: String) -> Result<T
         let start = s.start.unwrap_or(if increment > 0 { min } else { max });
         sequences.push(SequenceDef { column: col, start, increment, min, max });
     }
-    let codec = RowCodec { table: name.clone(), columns: codecs, typespace: Arc::clone(ts) };
+    let codec =
+        RowCodec { table: name.clone(), columns: codecs, typespace: Arc::clone(ts), hidden_sender: false };
     Ok(TableSpec {
         source_name,
         name,
@@ -496,5 +617,6 @@ fn table_spec(t: &RawTableDefV10, ts: &Arc<Typespace>, name: String) -> Result<T
         indexes,
         sequences,
         public: matches!(t.table_access, TableAccess::Public),
+        view: None,
     })
 }

@@ -19,6 +19,7 @@ use crate::logs::{now_micros, LogLevel, ModuleLogs};
 use crate::module_def::{decode_module_def, ModuleSpec, ScheduledFunction};
 use crate::runtime::{GuestFailure, GuestOutcome, Instance, WasmEngine};
 use crate::tx_slot::TxSlot;
+use crate::views::{RefreshEnv, ViewStates};
 use crate::HostError;
 
 /// The system table holding the published program and its definition.
@@ -198,6 +199,7 @@ pub struct ModuleHost {
     scheduler: Scheduler,
     /// Reducer names by id, shared into every outcome (no allocation per call).
     names: Vec<Arc<str>>,
+    views: ViewStates,
 }
 
 /// The delta of a transaction that changed nothing, shared (no allocation per call).
@@ -302,9 +304,16 @@ fn check_compatible(old: &ModuleSpec, new: &ModuleSpec) -> Result<Vec<usize>, Ho
     let mut problems = Vec::new();
     for ot in &old.tables {
         let Some(nt) = new.table_by_name(&ot.name) else {
-            problems.push(format!("table `{}` was removed", ot.name));
+            // A removed view's table stays (tables are never dropped); publish empties it.
+            if ot.view.is_none() {
+                problems.push(format!("table `{}` was removed", ot.name));
+            }
             continue;
         };
+        if ot.view.is_some() != nt.view.is_some() {
+            problems.push(format!("`{}` changed between a table and a view", ot.name));
+            continue;
+        }
         let (od, nd) = (ot.engine_def(), nt.engine_def());
         if od.columns != nd.columns {
             problems.push(format!("the columns of table `{}` changed", ot.name));
@@ -375,6 +384,19 @@ impl ModuleHost {
             tx.create_table(t.engine_def()).map_err(engine_err)?;
             tables_created.push(t.name.clone());
         }
+        if let Some(old) = &old {
+            // The rows of views this version no longer has would be stale forever.
+            let old_spec = decode_module_def(&old.module_def)?;
+            for t in
+                old_spec.tables.iter().filter(|t| t.view.is_some() && spec.table_by_name(&t.name).is_none())
+            {
+                let id = tx.table_id(&t.name).map_err(engine_err)?;
+                let rids: Vec<_> = tx.table(id).map_err(engine_err)?.row_ids().collect();
+                for rid in rids {
+                    tx.delete(id, rid).map_err(engine_err)?;
+                }
+            }
+        }
         write_program_row(tx, program, &def_bytes, owner, created).map_err(engine_err)?;
         let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &*tx).map_err(engine_err)?);
         let mut host = ModuleHost::assemble(instance, Arc::clone(&spec), catalog, db, log, logs, config);
@@ -429,6 +451,7 @@ impl ModuleHost {
         instance.state().catalog = Some(Arc::clone(&catalog));
         instance.state().procedure_env = ProcedureEnv { log: log.clone(), on_commit: None };
         let names = reducer_names(&spec);
+        let views = ViewStates::new(&spec);
         ModuleHost {
             instance: Some(instance),
             spec,
@@ -439,6 +462,7 @@ impl ModuleHost {
             config,
             scheduler: Scheduler::default(),
             names,
+            views,
         }
     }
 
@@ -581,6 +605,10 @@ impl ModuleHost {
                 m
             }
         });
+        let mut commits = commits;
+        if let Some(refresh) = self.refresh_views_after(&commits)? {
+            commits.push(refresh);
+        }
         let ticket = commits.iter().filter_map(|c| c.ticket).max();
         for c in &commits {
             self.after_commit(&c.delta);
@@ -596,6 +624,97 @@ impl ModuleHost {
         };
         self.run_scheduled_immediate();
         Ok(outcome)
+    }
+
+    /// After commits made outside the host's own transactions (a procedure's), refreshes the
+    /// views they affect in a transaction of its own. `None` when nothing needed it.
+    fn refresh_views_after(
+        &mut self,
+        commits: &[ProcedureCommit],
+    ) -> Result<Option<ProcedureCommit>, HostError> {
+        let changed: BTreeSet<usize> = commits
+            .iter()
+            .flat_map(|c| c.delta.tables.iter())
+            .filter_map(|td| self.catalog.table_index(td.table_id))
+            .collect();
+        if self.spec.views.is_empty() || changed.is_empty() {
+            return Ok(None);
+        }
+        self.instance()?;
+        self.slot().begin();
+        self.refresh_views(&changed);
+        let (delta, ticket) = self.commit()?;
+        if delta.is_empty() {
+            return Ok(None);
+        }
+        // Announced like the procedure's own commits (subscribers see it right after them).
+        if let Some(observer) = self.slot_state().procedure_env.on_commit.clone() {
+            observer(&delta);
+        }
+        Ok(Some(ProcedureCommit { delta, ticket }))
+    }
+
+    /// Registers `sender` as a reader of the sender-bound views `views` (indexes into the
+    /// spec's views); the first reader of a (view, identity) gets its rows materialized, in one
+    /// transaction for all of them. Returns that transaction's delta (empty if nothing new).
+    pub fn acquire_views(
+        &mut self,
+        sender: [u8; 32],
+        views: &[usize],
+    ) -> Result<(Arc<TxDelta>, Option<Ticket>), HostError> {
+        let fresh: Vec<usize> = views
+            .iter()
+            .copied()
+            .filter(|&v| self.spec.views.get(v).is_some_and(|s| !s.anonymous))
+            .filter(|&v| self.views.acquire(v, sender))
+            .collect();
+        if fresh.is_empty() {
+            return Ok((empty_delta(), None));
+        }
+        self.instance()?;
+        self.slot().begin();
+        let env = RefreshEnv {
+            spec: &self.spec,
+            catalog: &self.catalog,
+            logs: &self.logs,
+            fuel: self.config.fuel_per_call,
+        };
+        for v in fresh {
+            self.views.materialize(&env, &mut self.instance, v, sender);
+        }
+        self.commit()
+    }
+
+    /// Drops one reader of each of `views` for `sender` (pairs [`ModuleHost::acquire_views`]);
+    /// the last reader's leaving deletes that identity's rows, in one transaction.
+    pub fn release_views(
+        &mut self,
+        sender: [u8; 32],
+        views: &[usize],
+    ) -> Result<(Arc<TxDelta>, Option<Ticket>), HostError> {
+        let last: Vec<usize> = views
+            .iter()
+            .copied()
+            .filter(|&v| self.spec.views.get(v).is_some_and(|s| !s.anonymous))
+            .filter(|&v| self.views.release(v, sender))
+            .collect();
+        if last.is_empty() {
+            return Ok((empty_delta(), None));
+        }
+        self.instance()?;
+        self.slot().begin();
+        let env = RefreshEnv {
+            spec: &self.spec,
+            catalog: &self.catalog,
+            logs: &self.logs,
+            fuel: self.config.fuel_per_call,
+        };
+        if let Some(tx) = self.instance.as_mut().and_then(|i| i.state().slot.get()) {
+            for v in last {
+                ViewStates::clear_sender(&env, tx, v, sender);
+            }
+        }
+        self.commit()
     }
 
     /// Runs the `client_connected` lifecycle reducer (an `Err` means: refuse the client).
@@ -677,11 +796,30 @@ impl ModuleHost {
         drop(self.slot().take());
     }
 
-    /// Commits the open transaction, appending it to the commit log under the writer lock.
+    /// Re-runs the views whose inputs the open transaction (or `also_changed`) changed and
+    /// writes their new rows into it.
+    fn refresh_views(&mut self, also_changed: &BTreeSet<usize>) {
+        if self.spec.views.is_empty() {
+            return;
+        }
+        let env = RefreshEnv {
+            spec: &self.spec,
+            catalog: &self.catalog,
+            logs: &self.logs,
+            fuel: self.config.fuel_per_call,
+        };
+        self.views.refresh(&env, &mut self.instance, also_changed);
+    }
+
+    /// Commits the open transaction (after refreshing the views it affects), appending it to
+    /// the commit log under the writer lock.
     fn commit(&mut self) -> Result<(Arc<TxDelta>, Option<Ticket>), HostError> {
+        self.refresh_views(&BTreeSet::new());
         let log = self.log.clone();
-        // Invariant: callers commit only after beginning.
-        let tx: WriteTx<'_> = self.slot().take().expect("transaction open");
+        let tx: WriteTx<'_> =
+            self.instance.as_mut().and_then(|i| i.state().slot.take()).ok_or_else(|| {
+                HostError::Runtime("the transaction was lost with the module instance".into())
+            })?;
         let (delta, appended) = tx.commit_with(|d| match (&log, d.is_empty()) {
             (Some(log), false) => log.append(d).map(Some),
             _ => Ok(None),

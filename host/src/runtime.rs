@@ -114,6 +114,7 @@ fn new_state(slot: TxSlot, module_identity: [u8; 32], logs: Arc<ModuleLogs>) -> 
         in_procedure: false,
         anonymous_tx: false,
         procedure_commits: Vec::new(),
+        view_reads: None,
     }
 }
 
@@ -126,6 +127,19 @@ pub struct CompiledModule {
 }
 
 type CallReducerFn = TypedFunc<(u32, u64, u64, u64, u64, u64, u64, i64, u32, u32), i32>;
+type CallViewFn = TypedFunc<(u32, u64, u64, u64, u64, u32, u32), i32>;
+type CallViewAnonFn = TypedFunc<(u32, u32, u32), i32>;
+
+/// What one run of a view function produced.
+#[derive(Debug)]
+pub struct ViewRun {
+    /// What the view wrote to its sink (after a `ViewResultHeader` when `code` is 2).
+    pub output: Vec<u8>,
+    /// The export's return code: 2 = header first, 0 = the legacy bare `Vec<Row>`.
+    pub code: i32,
+    /// The tables (indexes into the spec) the view read.
+    pub reads: std::collections::BTreeSet<usize>,
+}
 
 /// How a guest call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +169,9 @@ pub struct Instance {
     call_reducer: CallReducerFn,
     /// `__call_procedure__` has the same signature (its result sink in place of the error sink).
     call_procedure: Option<CallReducerFn>,
+    /// The view entry points; modules without views need not export them.
+    call_view: Option<CallViewFn>,
+    call_view_anon: Option<CallViewAnonFn>,
     module: CompiledModule,
     /// True after a trap: the instance's memory may be inconsistent, so the next call gets a
     /// fresh instance.
@@ -200,7 +217,18 @@ impl Instance {
         })?;
         // Modules built before procedures existed do not export this.
         let call_procedure = instance.get_typed_func(&mut store, "__call_procedure__").ok();
-        Ok((Instance { store, call_reducer, call_procedure, module: module.clone(), broken: false }, def))
+        let call_view = instance.get_typed_func(&mut store, "__call_view__").ok();
+        let call_view_anon = instance.get_typed_func(&mut store, "__call_view_anon__").ok();
+        let instance = Instance {
+            store,
+            call_reducer,
+            call_procedure,
+            call_view,
+            call_view_anon,
+            module: module.clone(),
+            broken: false,
+        };
+        Ok((instance, def))
     }
 
     pub fn state(&mut self) -> &mut HostState {
@@ -261,6 +289,64 @@ impl Instance {
             Err(failure) => Err(failure),
         };
         (outcome, used)
+    }
+
+    /// Runs view `index` (`__call_view__` for a `sender`, `__call_view_anon__` without one) in
+    /// the transaction open in the state's slot, read-only. Returns what it produced and the
+    /// fuel used.
+    pub fn call_view(
+        &mut self,
+        index: u32,
+        sender: Option<[u8; 32]>,
+        fuel: u64,
+    ) -> (Result<ViewRun, GuestFailure>, u64) {
+        let missing = |name: &str| (Err(GuestFailure::Trap(format!("the module exports no `{name}`"))), 0);
+        let (view, anon) = (self.call_view.clone(), self.call_view_anon.clone());
+        match (sender.is_some(), &view, &anon) {
+            (true, None, _) => return missing("__call_view__"),
+            (false, _, None) => return missing("__call_view_anon__"),
+            _ => {}
+        }
+        if let Err(e) = self.store.set_fuel(fuel) {
+            return (Err(GuestFailure::Trap(format!("cannot set fuel: {e}"))), 0);
+        }
+        let state = self.store.data_mut();
+        state.last_panic = None;
+        state.view_reads = Some(Default::default());
+        let sink = state.sinks.insert(Vec::new());
+        let result = match sender {
+            Some(sender) => {
+                // Invariant: checked above.
+                let f = view.expect("__call_view__ exported");
+                let word = |i: usize| {
+                    u64::from_le_bytes(sender[i * 8..i * 8 + 8].try_into().expect("8 of 32 bytes"))
+                };
+                f.call(&mut self.store, (index, word(0), word(1), word(2), word(3), 0, sink))
+            }
+            None => {
+                // Invariant: checked above.
+                let f = anon.expect("__call_view_anon__ exported");
+                f.call(&mut self.store, (index, 0, sink))
+            }
+        };
+        let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let state = self.store.data_mut();
+        let output = state.sinks.remove(sink).unwrap_or_default();
+        let reads = state.view_reads.take().unwrap_or_default();
+        let panic = state.last_panic.take();
+        state.end_call();
+        let result = match result {
+            Ok(code) => Ok(ViewRun { output, code, reads }),
+            Err(e) => {
+                self.broken = true;
+                Err(if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+                    GuestFailure::OutOfFuel
+                } else {
+                    GuestFailure::Trap(panic.unwrap_or_else(|| format!("{e:#}")))
+                })
+            }
+        };
+        (result, used)
     }
 
     /// Runs one `__call_reducer__`/`__call_procedure__`-shaped export: returns its result (a

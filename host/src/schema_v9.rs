@@ -28,8 +28,9 @@ pub fn raw_def_v9(spec: &ModuleSpec) -> Result<RawModuleDefV9, String> {
     let raw_tables = def.tables().map(Vec::as_slice).unwrap_or_default();
     let raw_reducers = def.reducers().map(Vec::as_slice).unwrap_or_default();
     // Invariant: `ModuleSpec` was built from this very definition, one entry per table and
-    // per reducer, in definition order.
-    if raw_tables.len() != spec.tables.len() || raw_reducers.len() != spec.reducers.len() {
+    // per reducer, in definition order (the views' tables follow the module's tables).
+    let module_tables = spec.tables.iter().filter(|t| t.view.is_none()).count();
+    if raw_tables.len() != module_tables || raw_reducers.len() != spec.reducers.len() {
         return Err("the stored module definition does not match the running module".into());
     }
     let reducer_name = |source: &str| -> String {

@@ -72,12 +72,43 @@ pub type AsyncReply = Box<dyn FnOnce(Result<ReducerOutcome, HostError>) + Send>;
 pub type ProcedureReply = Box<dyn FnOnce(Result<ProcedureOutcome, HostError>) + Send>;
 
 enum Job {
-    Call { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: Reply<ReducerOutcome> },
-    CallAsync { reducer: String, caller: CallerInfo, args: ReducerArgs, reply: AsyncReply },
-    CallProcedure { procedure: String, caller: CallerInfo, args: ReducerArgs, reply: ProcedureReply },
-    Connected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
-    Disconnected { caller: CallerInfo, reply: Reply<Option<ReducerOutcome>> },
-    Write { f: WriteFn, reply: Reply<(Arc<TxDelta>, Option<lightcone_wal::Ticket>)> },
+    Call {
+        reducer: String,
+        caller: CallerInfo,
+        args: ReducerArgs,
+        reply: Reply<ReducerOutcome>,
+    },
+    CallAsync {
+        reducer: String,
+        caller: CallerInfo,
+        args: ReducerArgs,
+        reply: AsyncReply,
+    },
+    CallProcedure {
+        procedure: String,
+        caller: CallerInfo,
+        args: ReducerArgs,
+        reply: ProcedureReply,
+    },
+    Connected {
+        caller: CallerInfo,
+        reply: Reply<Option<ReducerOutcome>>,
+    },
+    Disconnected {
+        caller: CallerInfo,
+        reply: Reply<Option<ReducerOutcome>>,
+    },
+    Write {
+        f: WriteFn,
+        reply: Reply<(Arc<TxDelta>, Option<lightcone_wal::Ticket>)>,
+    },
+    /// Acquire (`true`) or release sender-bound views for an identity.
+    Views {
+        sender: [u8; 32],
+        views: Vec<usize>,
+        acquire: bool,
+        reply: Reply<Arc<TxDelta>>,
+    },
     Shutdown,
 }
 
@@ -314,6 +345,25 @@ impl DatabaseHandle {
         let (delta, ticket) = self.send(|reply| Job::Write { f: Box::new(f), reply })?;
         self.wait_durable(ticket)?;
         Ok(delta)
+    }
+
+    /// Makes `sender`'s rows of the sender-bound views `views` (indexes into the spec's views)
+    /// present before `sender` reads them; pair with [`DatabaseHandle::release_views`]. Returns
+    /// once they are committed (visible to snapshots; the rows are derived, so nobody waits for
+    /// the disk).
+    pub fn acquire_views(&self, sender: [u8; 32], views: Vec<usize>) -> Result<(), HostError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        self.send(|reply| Job::Views { sender, views, acquire: true, reply }).map(drop)
+    }
+
+    /// Drops a reader of `views` for `sender`; the last one's leaving deletes those rows.
+    pub fn release_views(&self, sender: [u8; 32], views: Vec<usize>) -> Result<(), HostError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        self.send(|reply| Job::Views { sender, views, acquire: false, reply }).map(drop)
     }
 
     /// The latest committed state (never blocks the writer for long; see mvcc).
@@ -620,6 +670,18 @@ fn run(
                 if let Ok(Some(o)) = &mut result {
                     notify_caller(&n, o, &caller);
                 }
+                let _ = reply.send(result);
+            }
+            Some(Job::Views { sender, views, acquire, reply }) => {
+                let result = if acquire {
+                    host.acquire_views(sender, &views)
+                } else {
+                    host.release_views(sender, &views)
+                };
+                let result = result.map(|(delta, _)| {
+                    notify(&n, None, &delta, None);
+                    delta
+                });
                 let _ = reply.send(result);
             }
             Some(Job::Write { f, reply }) => {

@@ -459,7 +459,8 @@ fn clear_and_count() {
     assert!(logs.contains(&"item count: 10".to_string()), "{logs:?}");
     let (out, logs) = logs_of(&mut host, |h| call_ok(h, "clear_items", "[]"));
     assert!(logs.contains(&"cleared 10 items".to_string()), "{logs:?}");
-    assert_eq!(out.delta.tables.iter().map(|t| t.deletes.len()).sum::<usize>(), 10);
+    // 10 items, and with them the views over `item` (see views.rs): 5 high scores, 3 tag-1 rows.
+    assert_eq!(out.delta.tables.iter().map(|t| t.deletes.len()).sum::<usize>(), 10 + 5 + 3);
     assert!(rows(&db, "item").is_empty());
     let (_, logs) = logs_of(&mut host, |h| call_ok(h, "count_items", "[]"));
     assert!(logs.contains(&"item count: 0".to_string()), "{logs:?}");
@@ -1141,7 +1142,9 @@ fn module_spec_matches_the_readme() {
     for (i, r) in spec.reducers.iter().enumerate() {
         assert_eq!(r.client_callable, ![14, 32, 33].contains(&i), "{}", r.name);
     }
-    assert_eq!(spec.tables.len(), 12);
+    // 12 tables and the 3 views' tables.
+    assert_eq!(spec.tables.len(), 15);
+    assert_eq!(spec.tables.iter().filter(|t| t.view.is_some()).count(), 3);
     for t in &spec.tables {
         assert_eq!(t.public, t.name != "config", "{}", t.name);
         let snap = db.snapshot();
@@ -1197,9 +1200,17 @@ fn module_spec_matches_the_readme() {
     assert_eq!(s.function, ScheduledFunction::Procedure(spec.procedure_id("proc_scheduled").unwrap()));
     assert_eq!(p.params.elements.len(), 1, "a scheduled procedure takes its row");
     assert!(spec.procedures.iter().all(|p| p.client_callable));
-    let mut views = spec.views.clone();
+    let mut views: Vec<(&str, bool, u32)> =
+        spec.views.iter().map(|v| (v.name.as_str(), v.anonymous, v.index)).collect();
     views.sort();
-    assert_eq!(views, ["high_score_items", "my_identity", "tag_one_items"]);
+    assert_eq!(views, [("high_score_items", true, 0), ("my_identity", false, 0), ("tag_one_items", true, 1)]);
+    for v in &spec.views {
+        let t = &spec.tables[v.table];
+        assert_eq!(
+            (t.name.as_str(), t.view),
+            (v.name.as_str(), Some(spec.views.iter().position(|w| w.name == v.name).unwrap()))
+        );
+    }
 }
 
 #[test]

@@ -43,7 +43,8 @@ fn schedules_sequences_and_indexes_carry_over() {
     let (host, _db) = common::publish("abi_exerciser");
     let spec = host.spec();
     let def = raw_def_v9(spec).unwrap();
-    assert_eq!(def.tables.len(), spec.tables.len());
+    // The views' tables are not V9 tables.
+    assert_eq!(def.tables.len(), spec.tables.iter().filter(|t| t.view.is_none()).count());
     assert_eq!(def.reducers.len(), spec.reducers.len());
     for schedule in &spec.schedules {
         let table = &def.tables[schedule.table];

@@ -553,3 +553,71 @@ fn procedures_answer_over_http_and_websocket_and_their_commits_reach_subscribers
     assert_eq!(&result[..6], &[7, 0, 4, 0, 0, 0]);
     assert_eq!(&result[6..10], &3u32.to_le_bytes());
 }
+
+/// An identity's little-endian bytes (the BSATN form) from its hex (big-endian) form.
+fn identity_le(hex_be: &str) -> Vec<u8> {
+    let mut b = hex::decode(hex_be).unwrap();
+    b.reverse();
+    b
+}
+
+// Proves views are served like tables: a sender-bound view gives each subscriber (and each
+// SQL or one-off reader, the owner included) only its own row; an anonymous view's rows
+// change for subscribers in the commit that changes its inputs; SQL cannot write a view.
+#[test]
+fn views_are_served_per_reader_over_websocket_and_sql() {
+    let s = start();
+    let http = Http::new();
+    let (owner_id, owner) = new_identity(&http, &s);
+    let (alice_id, alice) = new_identity(&http, &s);
+    let (bob_id, bob) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "vw", &owner, "abi_exerciser").status, 200);
+    let (alice_le, bob_le) = (identity_le(&alice_id), identity_le(&bob_id));
+
+    let mut a = connect_ready(&s, "vw", Some(&alice), "v2.bsatn.spacetimedb");
+    let q = ["SELECT * FROM my_identity", "SELECT * FROM high_score_items"];
+    a.send(Message::Binary(subscribe_msg(1, 1, &q).into())).unwrap();
+    let applied = next(&mut a);
+    assert_eq!(applied[0], 1, "SubscribeApplied: {}", String::from_utf8_lossy(&applied));
+    assert!(contains(&applied, &alice_le), "alice's own row");
+    let mut b = connect_ready(&s, "vw", Some(&bob), "v2.bsatn.spacetimedb");
+    b.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM my_identity"]).into())).unwrap();
+    let applied = next(&mut b);
+    assert_eq!(applied[0], 1);
+    assert!(contains(&applied, &bob_le) && !contains(&applied, &alice_le), "bob sees only his row");
+
+    // An anonymous view's change reaches alice's subscription (bob's my_identity rows never do).
+    assert_eq!(call(&http, &s, "vw", "seed_items", Some(&owner), "[8]").status, 200);
+    let update = next(&mut a);
+    assert_eq!(update[0], 4, "TransactionUpdate");
+    assert!(contains(&update, b"high_score_items") && contains(&update, b"item-7"));
+    assert!(!contains(&update, &bob_le), "bob's view row is not alice's business");
+
+    // SQL: each reader, the owner included, gets its own row of the sender-bound view.
+    for (token, id) in [(&alice, &alice_id), (&bob, &bob_id), (&owner, &owner_id)] {
+        let r = sql(&http, &s, "vw", token, "SELECT * FROM my_identity");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(j[0]["rows"].as_array().unwrap().len(), 1, "{}", r.body);
+        assert!(r.body.contains(id.as_str()), "{}", r.body);
+        assert!(!r.body.contains("__sender__"), "the hidden column stays hidden: {}", r.body);
+    }
+    let r = sql(&http, &s, "vw", &alice, "SELECT * FROM high_score_items");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()[0]["rows"].as_array().unwrap().len(),
+        3
+    );
+    let r = sql(&http, &s, "vw", &owner, "DELETE FROM high_score_items");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("is a view"), "{}", r.body);
+
+    // A one-off query over WebSocket: the asker's row only.
+    let mut m = vec![2u8];
+    m.extend_from_slice(&9u32.to_le_bytes());
+    m.extend_from_slice(&str_bsatn("SELECT * FROM my_identity"));
+    b.send(Message::Binary(m.into())).unwrap();
+    let r = next(&mut b);
+    assert_eq!((r[0], r[5]), (5, 0), "OneOffQueryResult Ok: {}", String::from_utf8_lossy(&r));
+    assert!(contains(&r, &bob_le) && !contains(&r, &alice_le));
+}

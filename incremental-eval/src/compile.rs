@@ -434,10 +434,16 @@ pub(crate) fn instantiate(
     tx: &impl ReadTx,
     sender: U256,
     rls: &[Option<Vec<Expr>>],
+    mandatory: &[Option<Vec<Expr>>],
 ) -> Result<Query, EvalError> {
     let mut local = Vec::with_capacity(t.rels.len());
     for (i, f) in t.local.iter().enumerate() {
         let mut parts: Vec<Expr> = f.iter().map(|e| e.resolve(sender, Some(i))).collect();
+        if let Some(Some(filters)) = mandatory.get(i) {
+            // Mandatory filters come first: `sender = :sender` then lands in the subscription index.
+            let all: Vec<Expr> = filters.iter().map(|e| e.resolve(sender, Some(i))).collect();
+            parts.splice(0..0, all);
+        }
         if let Some(Some(filters)) = rls.get(i) {
             let any = or_all(filters.iter().map(|e| e.resolve(sender, Some(i))).collect());
             // An empty filter list never happens (tables without filters are unrestricted);

@@ -172,6 +172,8 @@ pub struct Registry {
     tables: AHashMap<TableId, TableSubs>,
     /// Row-level-security filters per table (over one row; may use `:sender`).
     rls: AHashMap<TableId, Vec<Expr>>,
+    /// Filters every reader of a table is held to, the owner included; all must pass.
+    mandatory: AHashMap<TableId, Vec<Expr>>,
 }
 
 /// A query of a subscribe call, resolved before anything is registered.
@@ -217,6 +219,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Adds a filter `SELECT * FROM t WHERE pred` that every reader of `t` is held to, the
+    /// owner included, on top of RLS (a sender-bound view's table: `sender = :sender`, so each
+    /// client reads only its own rows). Like RLS filters, register before subscriptions.
+    pub fn add_mandatory_filter(&mut self, tx: &impl ReadTx, sql: &str) -> Result<(), EvalError> {
+        let (table, filter) = compile_rls(tx, sql)?;
+        let in_use = self.entries.iter().flatten().any(|e| e.query.rels.iter().any(|r| r.table == table));
+        if in_use {
+            let table = tx.table(table).map(|t| t.schema().name().to_string()).unwrap_or_default();
+            return Err(EvalError::RlsInUse { table });
+        }
+        self.mandatory.entry(table).or_default().push(filter);
+        Ok(())
+    }
+
     /// Subscribes `client`'s query set `query_set` to `queries`, returning their current rows
     /// on `snapshot` grouped per table. `snapshot` must be the state the next
     /// [`Registry::eval`] call continues from. Atomic: on any error nothing is registered.
@@ -254,8 +270,10 @@ impl Registry {
                 .iter()
                 .map(|r| if auth.is_owner { None } else { self.rls.get(&r.table).cloned() })
                 .collect();
+            let mandatory: Vec<Option<Vec<Expr>>> =
+                template.rels.iter().map(|r| self.mandatory.get(&r.table).cloned()).collect();
             let rls_applied = rls.iter().any(Option::is_some);
-            let rls_sender = rls.iter().flatten().flatten().any(Expr::uses_sender);
+            let rls_sender = rls.iter().chain(&mandatory).flatten().flatten().any(Expr::uses_sender);
             let key = QueryKey {
                 sql: norm,
                 sender: (template.uses_sender || rls_sender).then_some(auth.sender),
@@ -266,7 +284,7 @@ impl Registry {
             }
             let (query, existing) = match self.keys.get(&key) {
                 Some(&i) => (Arc::clone(&self.entry(i).query), Some(i)),
-                None => (Arc::new(instantiate(&template, snapshot, auth.sender, &rls)?), None),
+                None => (Arc::new(instantiate(&template, snapshot, auth.sender, &rls, &mandatory)?), None),
             };
             prepared.push(Prepared { key, template, query, existing });
         }

@@ -266,6 +266,43 @@ fn row_level_security_leaks_nothing() {
     assert!(matches!(err, EvalError::RlsInUse { .. }));
 }
 
+// Proves a mandatory filter holds every reader to its own rows — the owner included, unlike
+// RLS — in initial rows and deltas, and combines with RLS (both must pass).
+#[test]
+fn mandatory_filter_applies_to_the_owner_too() {
+    let d = setup();
+    let mut reg = Registry::new();
+    reg.add_mandatory_filter(&d.db.snapshot(), "SELECT * FROM person WHERE owner = :sender").unwrap();
+    reg.add_rls_filter(&d.db.snapshot(), "SELECT * FROM person WHERE age > 18").unwrap();
+    commit(&d, &reg, |tx| {
+        tx.insert(d.person, person_row(1, 1, 30)).unwrap();
+        tx.insert(d.person, person_row(2, 999, 30)).unwrap();
+        tx.insert(d.person, person_row(3, 1, 10)).unwrap();
+    });
+    let snap = d.db.snapshot();
+    let q = "SELECT * FROM person";
+    let rows = |init: Vec<lightcone_incremental_eval::TableRows>| {
+        let mut r: Vec<Row> = init.into_iter().flat_map(|x| x.rows).collect();
+        r.sort();
+        r
+    };
+    let init_user = reg.subscribe(&snap, ClientId(1), 0, &[q], &user(1)).unwrap();
+    let init_owner = reg.subscribe(&snap, ClientId(2), 0, &[q], &owner()).unwrap();
+    assert_eq!(rows(init_user), vec![person_row(1, 1, 30)], "own rows, and RLS still applies");
+    assert_eq!(rows(init_owner), vec![person_row(2, 999, 30)], "the owner sees only its own rows");
+    let up = commit(&d, &reg, |tx| {
+        tx.insert(d.person, person_row(4, 1, 40)).unwrap();
+        tx.insert(d.person, person_row(5, 999, 5)).unwrap();
+        tx.insert(d.person, person_row(6, 7, 50)).unwrap();
+    });
+    let one =
+        |r: Row| -> BTreeMap<(String, Row), i64> { [(("person".to_string(), r), 1)].into_iter().collect() };
+    assert_eq!(changes(&up, 1), one(person_row(4, 1, 40)));
+    assert_eq!(changes(&up, 2), one(person_row(5, 999, 5)), "RLS does not bind the owner");
+    let err = reg.add_mandatory_filter(&d.db.snapshot(), "SELECT * FROM person WHERE age > 1").unwrap_err();
+    assert!(matches!(err, EvalError::RlsInUse { .. }));
+}
+
 // Proves unsubscribe returns the dropped rows, stops deltas, and frees the shared query;
 // unknown clients and query sets are typed errors.
 #[test]

@@ -848,6 +848,13 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// The tables this transaction has written so far (inserted into or deleted from), in no
+    /// particular order. A table may be listed although its net change is empty (a row
+    /// inserted and deleted again): callers use this to skip work, never to build deltas.
+    pub fn touched_tables(&self) -> impl Iterator<Item = TableId> + '_ {
+        self.logs.keys().copied()
+    }
+
     /// Makes the transaction's changes visible to new snapshots and returns its delta.
     pub fn commit(self) -> TxDelta {
         self.commit_with(|_| ()).0
@@ -1051,5 +1058,21 @@ mod tests {
         assert!(waiter.join().unwrap(), "the waiting reader must be woken and refused");
         assert!(db.try_snapshot().is_none());
         assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.begin().rollback())).is_err());
+    }
+
+    #[test]
+    fn touched_tables_lists_written_tables_only() {
+        let db = Database::new();
+        let mut tx = db.begin();
+        let a = tx.create_table(TableDef::new("a", vec![ColumnDef::new("x", ColumnType::U8)])).unwrap();
+        let b = tx.create_table(TableDef::new("b", vec![ColumnDef::new("x", ColumnType::U8)])).unwrap();
+        tx.commit();
+        let mut tx = db.begin();
+        assert_eq!(tx.touched_tables().count(), 0);
+        let (rid, _) = tx.insert(b, vec![Value::U8(1)]).unwrap();
+        let _ = tx.table(a).unwrap().row_count();
+        assert_eq!(tx.touched_tables().collect::<Vec<_>>(), vec![b]);
+        tx.delete(b, rid).unwrap();
+        assert_eq!(tx.touched_tables().collect::<Vec<_>>(), vec![b], "listed even with no net change");
     }
 }

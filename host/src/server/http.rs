@@ -676,8 +676,9 @@ fn rls_rows(
     snapshot: &lightcone_mvcc::Snapshot,
     sql: &str,
     sender: U256,
+    is_owner: bool,
 ) -> Result<StatementJson, String> {
-    let auth = lightcone_incremental_eval::ClientAuth { sender, is_owner: false };
+    let auth = lightcone_incremental_eval::ClientAuth { sender, is_owner };
     let tables = super::rls::visible_rows(h.spec(), snapshot, sql, &auth)?;
     let spec = h.spec();
     let Some(t) = tables.first() else {
@@ -705,7 +706,12 @@ fn table_rows_json(
         .map(|(n, ty)| (n.clone(), sats_json::resolve_deep(ty, &spec.typespace, 0)))
         .collect();
     let product = sats_json::product_of(&types);
-    let rows = rows.iter().map(|row| sats_json::row_json(row, &product)).collect::<Result<Vec<_>, _>>()?;
+    // A sender-bound view's rows start with the hidden sender column.
+    let skip = usize::from(t.codec.hidden_sender);
+    let rows = rows
+        .iter()
+        .map(|row| sats_json::row_json(&row[skip.min(row.len())..].to_vec(), &product))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(StatementJson {
         schema: sats_json::type_json(&product),
         rows,
@@ -721,12 +727,24 @@ fn run_sql(
     is_owner: bool,
 ) -> Result<Vec<StatementJson>, String> {
     let params = Params { sender: Some(sender) };
+    let views = super::rls::sender_bound_views(h.spec(), &h.snapshot(), &[sql]);
+    if !views.is_empty() {
+        // A sender-bound view: computed for the caller first, read through its own rows only.
+        if !is_owner {
+            check_visible(h, sql)?;
+        }
+        let identity = sender.to_le_bytes();
+        h.acquire_views(identity, views.clone()).map_err(|e| e.to_string())?;
+        let result = rls_rows(h, &h.snapshot(), sql, sender, is_owner);
+        let _ = h.release_views(identity, views);
+        return Ok(vec![result?]);
+    }
     if !is_owner {
         // Readers: one SELECT on a snapshot, public tables only, row-level security applied.
         check_visible(h, sql)?;
         let snapshot = h.snapshot();
         if !h.spec().row_level_security.is_empty() {
-            return Ok(vec![rls_rows(h, &snapshot, sql, sender)?]);
+            return Ok(vec![rls_rows(h, &snapshot, sql, sender, false)?]);
         }
         let r = lightcone_query_planner::execute(&snapshot, sql, &params).map_err(|e| e.to_string())?;
         return Ok(vec![rows_json(h, &r)?]);
@@ -734,9 +752,18 @@ fn run_sql(
     let out: Arc<std::sync::Mutex<Vec<StatementResult>>> = Arc::default();
     let out2 = Arc::clone(&out);
     let sql_owned = sql.to_string();
+    let spec = Arc::clone(h.spec());
     h.write(move |tx| {
         let results =
             lightcone_query_planner::execute_batch(tx, &sql_owned, &params).map_err(|e| e.to_string())?;
+        for id in tx.touched_tables().collect::<Vec<_>>() {
+            let name = tx.table(id).map(|t| t.schema().name().to_string()).unwrap_or_default();
+            if spec.table_by_name(&name).is_some_and(|t| t.view.is_some()) {
+                return Err(format!(
+                    "`{name}` is a view: the module computes its rows; change the tables it reads instead"
+                ));
+            }
+        }
         *out2.lock().unwrap_or_else(|p| p.into_inner()) = results;
         Ok(())
     })

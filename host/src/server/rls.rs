@@ -1,19 +1,47 @@
 //! Row-level security for other identities' reads: the module's `client_visibility_filter`s,
 //! installed in a subscription registry so every table a query reads is seen through them.
-//! One place for subscriptions, one-off queries and `/sql`.
+//! One place for subscriptions, one-off queries and `/sql`. Sender-bound views are filtered
+//! here too: each reader sees only the rows computed for its identity.
 
 use lightcone_incremental_eval::{ClientAuth, ClientId, EvalError, Registry, TableRows};
-use lightcone_mvcc::Snapshot;
+use lightcone_mvcc::{ReadTx, Snapshot};
 
-use crate::module_def::ModuleSpec;
+use crate::module_def::{ModuleSpec, VIEW_SENDER_COLUMN};
 
-/// A subscription registry with the module's row-level security filters installed.
+/// A subscription registry with the module's row-level security filters installed, and every
+/// sender-bound view's table filtered to its reader's own rows (the owner included).
 pub fn registry(spec: &ModuleSpec, snapshot: &Snapshot) -> Result<Registry, String> {
     let mut reg = Registry::new();
     for sql in &spec.row_level_security {
         reg.add_rls_filter(snapshot, sql).map_err(|e| e.to_string())?;
     }
+    for view in spec.views.iter().filter(|v| !v.anonymous) {
+        let sql = format!("SELECT * FROM \"{}\" WHERE {VIEW_SENDER_COLUMN} = :sender", view.name);
+        reg.add_mandatory_filter(snapshot, &sql).map_err(|e| e.to_string())?;
+    }
     Ok(reg)
+}
+
+/// The sender-bound views (indexes into the spec's views) that `queries` read. Queries that do
+/// not bind (DML, errors) read none here; they fail or run elsewhere.
+pub fn sender_bound_views(spec: &ModuleSpec, snapshot: &Snapshot, queries: &[&str]) -> Vec<usize> {
+    let mut out = Vec::new();
+    if spec.views.iter().all(|v| v.anonymous) {
+        return out;
+    }
+    for sql in queries {
+        let Ok(bound) = lightcone_query_planner::bind(snapshot, sql) else { continue };
+        for id in bound.plan.tables() {
+            let Ok(table) = snapshot.table(id) else { continue };
+            let name = table.schema().name();
+            if let Some(v) = spec.views.iter().position(|v| !v.anonymous && v.name == name) {
+                if !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The rows `auth` may see for `sql`, evaluated like a subscription. Only whole-row shapes can

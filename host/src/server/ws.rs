@@ -362,7 +362,8 @@ pub async fn subscribe(
     let token = caller.token.clone();
     ws.protocols(PROTOCOLS).max_message_size(protocol::MAX_CLIENT_MESSAGE_BYTES).on_upgrade(
         move |socket| async move {
-            let session = Session { hub, handle, info, is_owner, v3, kick: Arc::default() };
+            let session =
+                Session { hub, handle, info, is_owner, v3, kick: Arc::default(), views: Mutex::default() };
             session.run(socket, token).await;
         },
     )
@@ -375,6 +376,8 @@ struct Session {
     is_owner: bool,
     v3: bool,
     kick: Arc<Kick>,
+    /// The sender-bound views each query set holds materialized for this identity.
+    views: Mutex<HashMap<u32, Vec<usize>>>,
 }
 
 impl Session {
@@ -486,8 +489,16 @@ impl Session {
             inner.clients.remove(&client);
             inner.subs.remove_client(client);
         }
+        let held: Vec<usize> = std::mem::take(&mut *session.views.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_values()
+            .flatten()
+            .collect();
         let (handle, info) = (Arc::clone(&session.handle), session.info.clone());
-        let _ = tokio::task::spawn_blocking(move || handle.client_disconnected(&info)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = handle.release_views(info.identity, held);
+            handle.client_disconnected(&info)
+        })
+        .await;
     }
 
     async fn handle_message(
@@ -554,16 +565,32 @@ impl Session {
         let spec = spec_of(&self.hub.db)?;
         match msg {
             ClientMessage::Subscribe { request_id, query_set_id, queries } => {
+                let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+                // Sender-bound views are materialized for this identity first (a commit of
+                // its own, evaluated before the hub lock is taken here).
+                let views = super::rls::sender_bound_views(&spec, &self.handle.snapshot(), &refs);
+                if let Err(e) = self.handle.acquire_views(self.info.identity, views.clone()) {
+                    return Some(protocol::subscription_error(
+                        Some(request_id),
+                        query_set_id,
+                        &e.to_string(),
+                    ));
+                }
                 let mut inner = self.hub.lock();
                 let start = inner.start_state(&self.handle, client, query_set_id);
-                let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
                 let reply = match inner.subs.subscribe(&start, client, query_set_id, &refs, &self.auth()) {
                     Ok(rows) => {
+                        self.views.lock().unwrap_or_else(|p| p.into_inner()).insert(query_set_id, views);
                         protocol::subscribe_applied(request_id, query_set_id, &encode_tables(&spec, &rows))
                     }
                     Err(e) => {
                         inner.starts.remove(&(client, query_set_id));
-                        protocol::subscription_error(Some(request_id), query_set_id, &e.to_string())
+                        drop(inner);
+                        let _ = self.handle.release_views(self.info.identity, views);
+                        let reply =
+                            protocol::subscription_error(Some(request_id), query_set_id, &e.to_string());
+                        self.send(out, &reply);
+                        return None;
                     }
                 };
                 // Queued before the lock is released: the next commit's update for this query
@@ -575,7 +602,7 @@ impl Session {
                 let mut inner = self.hub.lock();
                 let held = inner.held_state(&self.handle, client, query_set_id);
                 let snapshot = send_dropped_rows.then_some(&held);
-                Some(match inner.subs.unsubscribe(snapshot, client, query_set_id) {
+                let reply = match inner.subs.unsubscribe(snapshot, client, query_set_id) {
                     Ok(rows) => {
                         inner.starts.remove(&(client, query_set_id));
                         let t = encode_tables(&spec, &rows);
@@ -586,11 +613,25 @@ impl Session {
                         )
                     }
                     Err(e) => protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
-                })
+                };
+                drop(inner);
+                let held = self.views.lock().unwrap_or_else(|p| p.into_inner()).remove(&query_set_id);
+                if let Some(views) = held {
+                    let _ = self.handle.release_views(self.info.identity, views);
+                }
+                Some(reply)
             }
             ClientMessage::OneOffQuery { request_id, query } => {
-                let snapshot = self.handle.snapshot();
-                let result = one_off(&snapshot, &spec, &query, &self.auth());
+                let views = super::rls::sender_bound_views(&spec, &self.handle.snapshot(), &[&query]);
+                let result = match self.handle.acquire_views(self.info.identity, views.clone()) {
+                    Ok(()) => {
+                        let result =
+                            one_off(&self.handle.snapshot(), &spec, &query, &self.auth(), !views.is_empty());
+                        let _ = self.handle.release_views(self.info.identity, views);
+                        result
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
                 Some(match result {
                     Ok(t) => protocol::one_off_result(request_id, Ok(&t)),
                     Err(e) => protocol::one_off_result(request_id, Err(&e)),
@@ -681,6 +722,7 @@ fn one_off(
     spec: &ModuleSpec,
     sql: &str,
     auth: &ClientAuth,
+    reads_sender_views: bool,
 ) -> Result<Vec<protocol::EncodedTable>, String> {
     let bound = lightcone_query_planner::bind(snapshot, sql).map_err(|e| e.to_string())?;
     let mut table_name = String::new();
@@ -693,9 +735,10 @@ fn one_off(
             table_name = name;
         }
     }
-    if !auth.is_owner && !spec.row_level_security.is_empty() {
-        // Other identities see every table through its row-level security filters: evaluate
-        // the query like a subscription (whole-row shapes only; others are refused).
+    if reads_sender_views || (!auth.is_owner && !spec.row_level_security.is_empty()) {
+        // Other identities see every table through its row-level security filters, and
+        // everybody sees only their own rows of a sender-bound view: evaluate the query like
+        // a subscription (whole-row shapes only; others are refused).
         let tables = super::rls::visible_rows(spec, snapshot, sql, auth)?;
         let rows: Vec<Row> = tables.into_iter().flat_map(|t| t.rows).collect();
         let (data, ends) = encode_rows(spec, &table_name, &rows);

@@ -1,0 +1,119 @@
+//! Views of the abi-exerciser fixture (see host/fixtures/README.md, "Views"): materialized in
+//! tables, changed in the same commit as the rows they derive from, per identity for
+//! sender-bound views.
+
+mod common;
+
+use common::*;
+use lightcone_host::{HostConfig, ModuleHost};
+use lightcone_mvcc::{ReadTx, TxDelta, Value};
+
+/// The `id` column of each row of a view over `item`, sorted.
+fn ids(db: &lightcone_mvcc::Database, view: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = rows(db, view)
+        .into_iter()
+        .map(|r| match r[0] {
+            Value::U64(id) => id,
+            ref other => panic!("id column holds {other:?}"),
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Names of the tables a delta changes.
+fn changed_tables(db: &lightcone_mvcc::Database, delta: &TxDelta) -> Vec<String> {
+    let snap = db.snapshot();
+    let mut names: Vec<String> =
+        delta.tables.iter().map(|t| snap.table(t.table_id).unwrap().schema().name().to_string()).collect();
+    names.sort();
+    names
+}
+
+// Proves both anonymous views — one returning rows, one returning a query the host runs —
+// follow inserts, updates and deletes of `item` within the reducer's own commit, and that a
+// rolled-back reducer changes neither.
+#[test]
+fn anonymous_views_change_in_the_same_commit_as_their_inputs() {
+    let (mut host, db) = publish("abi_exerciser");
+    assert!(rows(&db, "high_score_items").is_empty());
+    // seed_items(8): item i has id i+1, score 10*i, tag i%4.
+    let out = call_ok(&mut host, "seed_items", "[8]");
+    assert_eq!(ids(&db, "high_score_items"), [6, 7, 8], "score >= 50");
+    assert_eq!(ids(&db, "tag_one_items"), [2, 6], "tag = 1 (the view's SQL)");
+    assert_eq!(changed_tables(&db, &out.delta), ["high_score_items", "item", "tag_one_items"]);
+    // A view row is the whole item, as the view function built it.
+    let item_6 = rows(&db, "item").into_iter().find(|r| r[0] == Value::U64(6)).unwrap();
+    assert!(rows(&db, "high_score_items").contains(&item_6));
+
+    let out = call_ok(&mut host, "update_item_score", "[1, 99]");
+    assert_eq!(ids(&db, "high_score_items"), [1, 6, 7, 8]);
+    assert_eq!(changed_tables(&db, &out.delta), ["high_score_items", "item"], "tag_one_items unchanged");
+    call_ok(&mut host, "delete_items_by_score_range", "[60, 100]");
+    assert_eq!(ids(&db, "high_score_items"), [6]);
+    call_ok(&mut host, "delete_items_by_tag", "[1]");
+    assert_eq!(ids(&db, "tag_one_items"), Vec::<u64>::new());
+    assert_eq!(ids(&db, "high_score_items"), Vec::<u64>::new(), "item 6 had tag 1");
+
+    let before = db_state(&db);
+    let out = call(&mut host, "insert_duplicate_code", r#"["dup"]"#);
+    assert!(!out.is_committed());
+    assert_eq!(db_state(&db), before, "a rolled-back reducer leaves the views alone");
+    // A commit that does not touch `item` leaves the views' rows as they are.
+    let out = call_ok(&mut host, "set_config", r#"["k", "v"]"#);
+    assert_eq!(changed_tables(&db, &out.delta), ["config"]);
+}
+
+// Proves a sender-bound view holds rows only for identities that acquired it, one set per
+// identity, kept while any of its readers remains; the hidden sender column is not part of the
+// encoded row; acquiring an anonymous view is a no-op.
+#[test]
+fn sender_bound_views_hold_rows_per_acquired_identity() {
+    let (mut host, db) = publish("abi_exerciser");
+    let spec = host.spec().clone();
+    let view = spec.views.iter().position(|v| v.name == "my_identity").unwrap();
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    assert!(rows(&db, "my_identity").is_empty());
+    let (delta, _) = host.acquire_views(a, &[view]).unwrap();
+    assert_eq!(changed_tables(&db, &delta), ["my_identity"]);
+    assert_eq!(sorted_rows(&db, "my_identity"), vec![vec![u256_value(a), u256_value(a)]]);
+    let (delta, _) = host.acquire_views(a, &[view]).unwrap();
+    assert!(delta.is_empty(), "a second reader of the same identity changes nothing");
+    host.acquire_views(b, &[view]).unwrap();
+    assert_eq!(
+        sorted_rows(&db, "my_identity"),
+        vec![vec![u256_value(a), u256_value(a)], vec![u256_value(b), u256_value(b)]]
+    );
+    // Clients see the view's row type only: `WhoAmI { identity }`, 32 bytes.
+    let table = spec.table_by_name("my_identity").unwrap();
+    let mut encoded = Vec::new();
+    table.codec.encode_row(&vec![u256_value(a), u256_value(b)], &mut encoded);
+    assert_eq!(encoded, b.to_vec());
+
+    host.release_views(a, &[view]).unwrap();
+    assert_eq!(rows(&db, "my_identity").len(), 2, "a's other reader still holds it");
+    let (delta, _) = host.release_views(a, &[view]).unwrap();
+    assert_eq!(changed_tables(&db, &delta), ["my_identity"]);
+    assert_eq!(sorted_rows(&db, "my_identity"), vec![vec![u256_value(b), u256_value(b)]]);
+    let (delta, _) = host.release_views(a, &[view]).unwrap();
+    assert!(delta.is_empty(), "releasing more than acquired is harmless");
+
+    let anonymous = spec.views.iter().position(|v| v.anonymous).unwrap();
+    let (delta, _) = host.acquire_views(a, &[anonymous]).unwrap();
+    assert!(delta.is_empty());
+}
+
+// Proves a reopened host (a restart: view read sets forgotten) keeps the committed view rows
+// and refreshes them on the next commit that changes their inputs.
+#[test]
+fn views_persist_across_reopen_and_refresh_afterwards() {
+    let (mut host, db) = publish("abi_exerciser");
+    call_ok(&mut host, "seed_items", "[8]");
+    drop(host);
+    let config = HostConfig { fuel_per_call: 200_000_000, database_identity: [9; 32] };
+    let mut host = ModuleHost::open(engine(), db.clone(), None, config).expect("open");
+    assert_eq!(ids(&db, "high_score_items"), [6, 7, 8]);
+    call_ok(&mut host, "update_item_score", "[6, 0]");
+    assert_eq!(ids(&db, "high_score_items"), [7, 8]);
+    assert_eq!(ids(&db, "tag_one_items"), [2, 6]);
+}
