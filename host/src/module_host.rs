@@ -436,7 +436,35 @@ impl ModuleHost {
         drop(snapshot);
         let mut host = ModuleHost::assemble(instance, spec, catalog, db, log, logs, config);
         host.arm_all_schedules();
+        host.clear_sender_bound_views()?;
         Ok(host)
+    }
+
+    /// Deletes every row of the sender-bound views' tables: after a restart, the readers they
+    /// were computed for are gone (each is recomputed when its identity reads it again).
+    fn clear_sender_bound_views(&mut self) -> Result<(), HostError> {
+        let tables: Vec<_> = self
+            .spec
+            .views
+            .iter()
+            .filter(|v| !v.anonymous)
+            .map(|v| self.catalog.engine_ids[v.table])
+            .collect();
+        let snapshot = self.db.snapshot();
+        if tables.iter().all(|&t| snapshot.table(t).map_or(true, |v| v.row_count() == 0)) {
+            return Ok(());
+        }
+        drop(snapshot);
+        self.write(move |tx| {
+            for t in tables {
+                let rids: Vec<_> = tx.table(t).map_err(|e| e.to_string())?.row_ids().collect();
+                for rid in rids {
+                    tx.delete(t, rid).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        })
+        .map(drop)
     }
 
     fn assemble(

@@ -1191,7 +1191,8 @@ fn module_spec_matches_the_readme() {
             "proc_scheduled",
             "proc_sleep",
             "proc_tx_abort",
-            "proc_with_tx"
+            "proc_with_tx",
+            "proc_with_tx_score"
         ]
     );
     let s = by_table("proc_schedule");

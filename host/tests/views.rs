@@ -103,17 +103,44 @@ fn sender_bound_views_hold_rows_per_acquired_identity() {
     assert!(delta.is_empty());
 }
 
-// Proves a reopened host (a restart: view read sets forgotten) keeps the committed view rows
-// and refreshes them on the next commit that changes their inputs.
+// Proves a reopened host (a restart: view read sets forgotten) keeps the committed rows of
+// anonymous views and refreshes them on the next commit that changes their inputs, and drops
+// the sender-bound rows of readers from before the restart.
 #[test]
 fn views_persist_across_reopen_and_refresh_afterwards() {
     let (mut host, db) = publish("abi_exerciser");
     call_ok(&mut host, "seed_items", "[8]");
+    let view = host.spec().views.iter().position(|v| v.name == "my_identity").unwrap();
+    host.acquire_views([1; 32], &[view]).unwrap();
+    assert_eq!(rows(&db, "my_identity").len(), 1);
     drop(host);
     let config = HostConfig { fuel_per_call: 200_000_000, database_identity: [9; 32] };
     let mut host = ModuleHost::open(engine(), db.clone(), None, config).expect("open");
     assert_eq!(ids(&db, "high_score_items"), [6, 7, 8]);
+    assert!(rows(&db, "my_identity").is_empty(), "readers from before the restart are gone");
     call_ok(&mut host, "update_item_score", "[6, 0]");
     assert_eq!(ids(&db, "high_score_items"), [7, 8]);
     assert_eq!(ids(&db, "tag_one_items"), [2, 6]);
+}
+
+// Proves a procedure's own commit that changes a view's input is followed by a commit
+// refreshing the view, listed in the outcome and announced to the commit observer after it.
+#[test]
+fn views_follow_a_procedures_commits() {
+    let (mut host, db) = publish("abi_exerciser");
+    call_ok(&mut host, "seed_items", "[8]");
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>> = Default::default();
+    let seen2 = std::sync::Arc::clone(&seen);
+    let db2 = db.clone();
+    host.set_commit_observer(std::sync::Arc::new(move |d: &std::sync::Arc<TxDelta>| {
+        seen2.lock().unwrap().push(changed_tables(&db2, d));
+    }));
+    let out = host
+        .call_procedure("proc_with_tx_score", &caller(1), lightcone_host::ReducerArgs::Json("[1, 75]".into()))
+        .unwrap();
+    assert_eq!(out.result.as_deref().unwrap(), [1u8], "returned true");
+    assert_eq!(ids(&db, "high_score_items"), [1, 6, 7, 8]);
+    let commits: Vec<Vec<String>> = out.commits.iter().map(|d| changed_tables(&db, d)).collect();
+    assert_eq!(commits, [vec!["item".to_string()], vec!["high_score_items".to_string()]]);
+    assert_eq!(*seen.lock().unwrap(), commits, "both announced, in order");
 }
