@@ -211,6 +211,8 @@ pub struct HostState {
     /// Set while a view runs: the tables (indexes into the spec) it has read so far. Writes
     /// are refused meanwhile.
     pub view_reads: Option<std::collections::BTreeSet<usize>>,
+    /// The write turn of the procedure transaction open on a gated instance.
+    pub tx_turn: Option<TxTurn>,
 }
 
 /// What a procedure's own transactions commit into; kept across instance renewals.
@@ -220,6 +222,45 @@ pub struct ProcedureEnv {
     /// Told about every non-empty commit of a procedure's transaction right after it, before
     /// the procedure goes on (the server broadcasts it to subscribers there).
     pub on_commit: Option<CommitObserver>,
+    /// Set on an instance running procedures beside the database's thread: every transaction
+    /// a procedure opens first asks the database thread for its turn (see [`TxTurn`]).
+    pub gate: Option<TxGate>,
+}
+
+/// Asks the database thread for the next write turn; blocks until granted.
+pub type TxGate = Arc<dyn Fn() -> Result<TxTurn, String> + Send + Sync>;
+
+/// What the database thread learns when a procedure's transaction ends: the commit (delta
+/// and durability ticket), or `None` if it rolled back.
+pub type TurnEnd = Option<(Arc<TxDelta>, Option<Ticket>)>;
+
+/// A write turn granted by the database thread, which waits (runs nothing else) until the
+/// procedure's transaction ends, then handles the commit in order with its own: schedules,
+/// view refresh, subscribers. Dropping an unfinished turn (a trap inside the transaction)
+/// reports a rollback, so the database thread never waits forever.
+pub struct TxTurn {
+    done: Option<std::sync::mpsc::SyncSender<TurnEnd>>,
+}
+
+impl TxTurn {
+    pub fn new(done: std::sync::mpsc::SyncSender<TurnEnd>) -> TxTurn {
+        TxTurn { done: Some(done) }
+    }
+
+    /// Ends the turn with the transaction's commit, or `None` for a rollback.
+    pub fn finish(mut self, end: TurnEnd) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(end);
+        }
+    }
+}
+
+impl Drop for TxTurn {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(None);
+        }
+    }
 }
 
 /// Called with every commit a procedure's own transaction makes, right after it.
@@ -948,7 +989,8 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
     )?;
 
     // Procedures: run outside any transaction and may open their own (`with_tx`), sleep, or
-    // make HTTP requests. They run on the database's thread, so blocking calls are capped.
+    // make HTTP requests. A database runs its procedures one at a time (client-called ones
+    // beside its reducers, scheduled ones on its thread), so blocking calls are capped.
     const M3: &str = "spacetime_10.3";
     linker.func_wrap(M3, "procedure_sleep_until", |c: Caller<'_, HostState>, wake_at: i64| -> Res<i64> {
         outside_tx_in_procedure(c.data(), "procedure_sleep_until")?;
@@ -957,8 +999,8 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
             let wait = std::time::Duration::from_micros(wait as u64);
             if wait > crate::procedure_http::MAX_PROCEDURE_BLOCKING {
                 return Err(anyhow!(
-                    "procedure_sleep_until: {wait:?} is longer than Lightcone lets a procedure block its \
-                     database ({:?}): procedures run on the database's thread",
+                    "procedure_sleep_until: {wait:?} is longer than Lightcone lets a procedure block \
+                     ({:?}): a database runs its procedures one at a time",
                     crate::procedure_http::MAX_PROCEDURE_BLOCKING
                 ));
             }
@@ -974,6 +1016,9 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
         }
         if !state.in_procedure {
             return Err(anyhow!("procedure_start_mut_tx called outside a procedure"));
+        }
+        if let Some(gate) = state.procedure_env.gate.clone() {
+            state.tx_turn = Some(gate().map_err(|e| anyhow!("procedure_start_mut_tx: {e}"))?);
         }
         state.slot.begin();
         state.anonymous_tx = true;
@@ -998,7 +1043,10 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
         let ticket =
             appended.map_err(|e| anyhow!("procedure_commit_mut_tx: commit log append failed: {e}"))?;
         let delta = Arc::new(delta);
-        if !delta.is_empty() {
+        if let Some(turn) = state.tx_turn.take() {
+            // The database thread announces it, in order with its own commits.
+            turn.finish((!delta.is_empty()).then(|| (Arc::clone(&delta), ticket)));
+        } else if !delta.is_empty() {
             if let Some(on_commit) = state.procedure_env.on_commit.clone() {
                 on_commit(&delta);
             }
@@ -1013,6 +1061,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
         }
         state.anonymous_tx = false;
         drop(state.slot.take());
+        drop(state.tx_turn.take());
         Ok(0)
     })?;
     linker.func_wrap(

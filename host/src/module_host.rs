@@ -135,6 +135,156 @@ pub struct ProcedureOutcome {
     pub ticket: Option<Ticket>,
 }
 
+/// Runs procedure `id` on `instance` (outside any transaction) and collects the commits its
+/// own transactions made; the outcome's `commits`/`ticket` are left for the caller to fill.
+#[allow(clippy::too_many_arguments)]
+fn invoke_procedure(
+    instance: &mut Instance,
+    spec: &ModuleSpec,
+    logs: &ModuleLogs,
+    fuel: u64,
+    id: usize,
+    caller: &CallerInfo,
+    args: Vec<u8>,
+    ts: i64,
+) -> (ProcedureOutcome, Vec<ProcedureCommit>) {
+    let start = Instant::now();
+    let (outcome, energy_used) = instance.call_procedure(id as u32, caller.context(ts), args, fuel);
+    let commits: Vec<ProcedureCommit> = std::mem::take(&mut instance.state().procedure_commits);
+    let name = &spec.procedures[id].name;
+    let result = outcome.map_err(|failure| match failure {
+        GuestFailure::OutOfFuel => {
+            logs.host(LogLevel::Error, format!("procedure `{name}` ran out of energy ({energy_used} fuel)"));
+            "Module energy budget exhausted.".to_string()
+        }
+        GuestFailure::Trap(m) => {
+            logs.host(LogLevel::Error, format!("procedure `{name}` trapped: {m}"));
+            m
+        }
+    });
+    let outcome = ProcedureOutcome {
+        procedure: Arc::from(name.as_str()),
+        result,
+        energy_used,
+        duration: start.elapsed(),
+        timestamp_micros: ts,
+        commits: Vec::new(),
+        ticket: None,
+    };
+    (outcome, commits)
+}
+
+/// Checks (JSON: converts) arguments against a function's parameters; returns their BSATN.
+pub fn encode_args(
+    spec: &ModuleSpec,
+    function: &str,
+    params: &spacetimedb_sats::ProductType,
+    args: ReducerArgs,
+) -> Result<Vec<u8>, HostError> {
+    let ts = &spec.typespace;
+    let invalid = |reason: String| HostError::InvalidArguments { reducer: function.to_string(), reason };
+    let bytes = match args {
+        ReducerArgs::Bsatn(b) => b,
+        ReducerArgs::Json(json) => crate::json::json_to_bsatn(&json, params, ts).map_err(invalid)?,
+    };
+    let mut r = Reader::new(&bytes);
+    params
+        .elements
+        .iter()
+        .try_for_each(|e| skip_value(&e.algebraic_type, ts, &mut r, 0))
+        .and_then(|_| r.finish("arguments"))
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Everything a procedure thread needs, gathered on the database thread (all `Send`).
+pub struct ProcedureSeed {
+    module: crate::runtime::CompiledModule,
+    spec: Arc<ModuleSpec>,
+    catalog: Arc<Catalog>,
+    db: Arc<Database>,
+    log: Option<Arc<CommitLog>>,
+    logs: Arc<ModuleLogs>,
+    config: HostConfig,
+}
+
+impl ProcedureSeed {
+    /// Instantiates the module for running procedures beside the database thread: each
+    /// transaction a procedure opens first gets its turn from `gate` (the database thread,
+    /// which then handles the commit in order with its own).
+    pub fn start(self, gate: crate::abi::TxGate) -> Result<ProcedureHost, HostError> {
+        let slot = TxSlot::new(Arc::clone(&self.db));
+        let (mut instance, _) =
+            Instance::new(&self.module, slot, self.config.database_identity, Arc::clone(&self.logs))?;
+        instance.state().catalog = Some(Arc::clone(&self.catalog));
+        instance.state().procedure_env =
+            ProcedureEnv { log: self.log.clone(), on_commit: None, gate: Some(gate) };
+        Ok(ProcedureHost { instance: Some(instance), seed: self })
+    }
+}
+
+/// Runs client-called procedures on an instance of its own, on its own thread, so that a
+/// procedure sleeping or waiting for an HTTP answer does not hold up the database's reducers.
+/// Only its transactions (`with_tx`) take turns with the database thread.
+pub struct ProcedureHost {
+    instance: Option<Instance>,
+    seed: ProcedureSeed,
+}
+
+impl ProcedureHost {
+    /// Calls a client-callable procedure by name; `commits`/`ticket` of the outcome list its
+    /// own transactions' commits (the database thread announced them).
+    pub fn call_procedure(
+        &mut self,
+        name: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+    ) -> Result<ProcedureOutcome, HostError> {
+        let spec = Arc::clone(&self.seed.spec);
+        let id = spec.procedure_id(name).ok_or_else(|| HostError::NoSuchProcedure(name.to_string()))?;
+        let procedure = &spec.procedures[id];
+        if !procedure.client_callable {
+            return Err(HostError::NotCallable(name.to_string()));
+        }
+        let args = encode_args(&spec, &procedure.name, &procedure.params, args)?;
+        if self.instance.as_ref().is_some_and(Instance::is_broken) {
+            // Invariant: checked just above.
+            let broken = self.instance.take().expect("instance present");
+            self.instance = Some(broken.renew()?);
+        }
+        let instance = self
+            .instance
+            .as_mut()
+            .ok_or_else(|| HostError::Runtime("the procedure instance is gone".into()))?;
+        let logs = Arc::clone(&self.seed.logs);
+        let (mut outcome, commits) = invoke_procedure(
+            instance,
+            &spec,
+            &logs,
+            self.seed.config.fuel_per_call,
+            id,
+            caller,
+            args,
+            now_micros(),
+        );
+        let immediate = std::mem::take(&mut instance.state().scheduled_immediate);
+        if !immediate.is_empty() {
+            logs.host(LogLevel::Error, "schedule_immediate from a procedure is not supported; ignored");
+        }
+        outcome.ticket = commits.iter().filter_map(|c| c.ticket).max();
+        outcome.commits = commits.into_iter().filter(|c| !c.delta.is_empty()).map(|c| c.delta).collect();
+        Ok(outcome)
+    }
+
+    /// Blocks until `outcome`'s commits are durable (no-op without a log or a commit).
+    pub fn wait_durable(&self, outcome: &ProcedureOutcome) -> Result<(), HostError> {
+        match (&self.seed.log, outcome.ticket) {
+            (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishReport {
@@ -477,7 +627,7 @@ impl ModuleHost {
         config: HostConfig,
     ) -> ModuleHost {
         instance.state().catalog = Some(Arc::clone(&catalog));
-        instance.state().procedure_env = ProcedureEnv { log: log.clone(), on_commit: None };
+        instance.state().procedure_env = ProcedureEnv { log: log.clone(), on_commit: None, gate: None };
         let names = reducer_names(&spec);
         let views = ViewStates::new(&spec);
         ModuleHost {
@@ -529,20 +679,7 @@ impl ModuleHost {
         params: &spacetimedb_sats::ProductType,
         args: ReducerArgs,
     ) -> Result<Vec<u8>, HostError> {
-        let ts = &self.spec.typespace;
-        let invalid = |reason: String| HostError::InvalidArguments { reducer: function.to_string(), reason };
-        let bytes = match args {
-            ReducerArgs::Bsatn(b) => b,
-            ReducerArgs::Json(json) => crate::json::json_to_bsatn(&json, params, ts).map_err(invalid)?,
-        };
-        let mut r = Reader::new(&bytes);
-        params
-            .elements
-            .iter()
-            .try_for_each(|e| skip_value(&e.algebraic_type, ts, &mut r, 0))
-            .and_then(|_| r.finish("arguments"))
-            .map_err(|e| invalid(e.to_string()))?;
-        Ok(bytes)
+        encode_args(&self.spec, function, params, args)
     }
 
     /// Tells `observer` about every commit of a procedure's own transaction, right after it
@@ -614,44 +751,54 @@ impl ModuleHost {
         args: Vec<u8>,
         ts: i64,
     ) -> Result<ProcedureOutcome, HostError> {
-        let start = Instant::now();
-        let fuel = self.config.fuel_per_call;
-        let ctx = caller.context(ts);
-        let (outcome, energy_used) = self.instance()?.call_procedure(id as u32, ctx, args, fuel);
-        let commits: Vec<ProcedureCommit> = std::mem::take(&mut self.slot_state().procedure_commits);
-        let name = self.spec.procedures[id].name.clone();
-        let result = outcome.map_err(|failure| match failure {
-            GuestFailure::OutOfFuel => {
-                self.logs.host(
-                    LogLevel::Error,
-                    format!("procedure `{name}` ran out of energy ({energy_used} fuel)"),
-                );
-                "Module energy budget exhausted.".to_string()
-            }
-            GuestFailure::Trap(m) => {
-                self.logs.host(LogLevel::Error, format!("procedure `{name}` trapped: {m}"));
-                m
-            }
-        });
+        let spec = Arc::clone(&self.spec);
+        let (fuel, logs) = (self.config.fuel_per_call, Arc::clone(&self.logs));
+        let (mut outcome, commits) =
+            invoke_procedure(self.instance()?, &spec, &logs, fuel, id, caller, args, ts);
         let mut commits = commits;
         if let Some(refresh) = self.refresh_views_after(&commits)? {
             commits.push(refresh);
         }
-        let ticket = commits.iter().filter_map(|c| c.ticket).max();
         for c in &commits {
             self.after_commit(&c.delta);
         }
-        let outcome = ProcedureOutcome {
-            procedure: Arc::from(name.as_str()),
-            result,
-            energy_used,
-            duration: start.elapsed(),
-            timestamp_micros: ts,
-            commits: commits.into_iter().filter(|c| !c.delta.is_empty()).map(|c| c.delta).collect(),
-            ticket,
-        };
+        outcome.ticket = commits.iter().filter_map(|c| c.ticket).max();
+        outcome.commits = commits.into_iter().filter(|c| !c.delta.is_empty()).map(|c| c.delta).collect();
         self.run_scheduled_immediate();
         Ok(outcome)
+    }
+
+    /// What a thread running procedures beside this one needs (`None` if the module has no
+    /// procedures). See [`ProcedureHost`].
+    pub fn procedure_seed(&mut self) -> Option<ProcedureSeed> {
+        if self.spec.procedures.is_empty() {
+            return None;
+        }
+        Some(ProcedureSeed {
+            module: self.instance.as_ref()?.compiled().clone(),
+            spec: Arc::clone(&self.spec),
+            catalog: Arc::clone(&self.catalog),
+            db: Arc::clone(&self.db),
+            log: self.log.clone(),
+            logs: Arc::clone(&self.logs),
+            config: self.config.clone(),
+        })
+    }
+
+    /// Handles a commit a procedure made on another instance (see [`ProcedureHost`]), in commit
+    /// order with this host's own: arms schedules and refreshes the views it affects (in a
+    /// commit of its own, returned when there was one).
+    pub fn absorb_procedure_commit(
+        &mut self,
+        delta: Arc<TxDelta>,
+        ticket: Option<Ticket>,
+    ) -> Result<Option<Arc<TxDelta>>, HostError> {
+        self.after_commit(&delta);
+        let refresh = self.refresh_views_after(&[ProcedureCommit { delta, ticket }])?;
+        Ok(refresh.map(|c| {
+            self.after_commit(&c.delta);
+            c.delta
+        }))
     }
 
     /// After commits made outside the host's own transactions (a procedure's), refreshes the

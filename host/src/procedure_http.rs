@@ -1,16 +1,17 @@
 //! HTTP requests made by procedures (`procedure_http_request`): the guest's BSATN
 //! `spacetimedb_lib::http::Request` in, a `Response` plus body (or an error message) out.
 //!
-//! Procedures run on their database's thread, so a request blocks that database's reducers
-//! until it returns: its timeout is capped at [`MAX_PROCEDURE_BLOCKING`], and the response
-//! body at [`MAX_HTTP_RESPONSE_BYTES`]. `https://` goes through rustls with the webpki roots.
+//! A database runs its procedures one at a time (client-called ones on a thread beside its
+//! reducers, scheduled ones on the database's thread), so a request holds up the ones behind
+//! it: its timeout is capped at [`MAX_PROCEDURE_BLOCKING`], and the response body at
+//! [`MAX_HTTP_RESPONSE_BYTES`]. `https://` goes through rustls with the webpki roots.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use spacetimedb_lib::http::{Headers, Method, Request, Response, Version};
 
-/// Longest a procedure may block its database's thread in one HTTP request or sleep.
+/// Longest a procedure may block in one HTTP request or sleep.
 pub const MAX_PROCEDURE_BLOCKING: Duration = Duration::from_secs(10);
 /// Largest response body handed back to a procedure.
 pub const MAX_HTTP_RESPONSE_BYTES: u64 = 16 << 20;

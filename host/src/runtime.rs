@@ -115,6 +115,7 @@ fn new_state(slot: TxSlot, module_identity: [u8; 32], logs: Arc<ModuleLogs>) -> 
         anonymous_tx: false,
         procedure_commits: Vec::new(),
         view_reads: None,
+        tx_turn: None,
     }
 }
 
@@ -235,6 +236,11 @@ impl Instance {
         self.store.data_mut()
     }
 
+    /// The compiled program this instance runs (to instantiate it again elsewhere).
+    pub fn compiled(&self) -> &CompiledModule {
+        &self.module
+    }
+
     pub fn is_broken(&self) -> bool {
         self.broken
     }
@@ -280,6 +286,7 @@ impl Instance {
             // The procedure ended (trapped) inside `with_tx`: its transaction rolls back.
             state.anonymous_tx = false;
             drop(state.slot.take());
+            drop(state.tx_turn.take());
         }
         let outcome = match result {
             Ok(0) => Ok(returned),

@@ -3,6 +3,12 @@
 //! listeners about every commit. Callers on any thread use the [`DatabaseHandle`]; they wait
 //! for durability themselves, so the thread moves on to the next call while the commit log
 //! syncs (group commit).
+//!
+//! Client-called procedures run on a second thread with an instance of their own
+//! ([`crate::module_host::ProcedureHost`]), so one sleeping or waiting for an HTTP answer
+//! holds up no reducer; when one opens a transaction it asks the database thread for the turn
+//! (`Job::ProcedureTurn`), which waits for that transaction to end and then announces its
+//! commit in order with its own (schedules, view refresh, subscribers).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -13,10 +19,12 @@ use std::time::{Duration, Instant};
 use lightcone_mvcc::{Database, Snapshot, TxDelta};
 use lightcone_wal::CommitLog;
 
+use crate::abi::{TxGate, TxTurn};
 use crate::logs::{now_micros, ModuleLogs};
 use crate::module_def::ModuleSpec;
 use crate::module_host::{
-    CallerInfo, HostConfig, ModuleHost, ProcedureOutcome, PublishReport, ReducerArgs, ReducerOutcome,
+    CallerInfo, HostConfig, ModuleHost, ProcedureOutcome, ProcedureSeed, PublishReport, ReducerArgs,
+    ReducerOutcome,
 };
 use crate::runtime::WasmEngine;
 use crate::HostError;
@@ -102,6 +110,11 @@ enum Job {
         f: WriteFn,
         reply: Reply<(Arc<TxDelta>, Option<lightcone_wal::Ticket>)>,
     },
+    /// A procedure on the procedure thread wants to open a transaction: grant it the turn and
+    /// wait (running nothing else) until it commits or rolls back.
+    ProcedureTurn {
+        grant: SyncSender<TxTurn>,
+    },
     /// Acquire (`true`) or release sender-bound views for an identity.
     Views {
         sender: [u8; 32],
@@ -114,6 +127,8 @@ enum Job {
 
 /// A handle on a running database. Cheap to share (`Arc`) between server tasks.
 pub struct DatabaseHandle {
+    /// Runs client-called procedures beside the database thread (modules with procedures).
+    procedures: Option<ProcedureThread>,
     jobs: Mutex<Sender<Job>>,
     /// Jobs sent and not yet taken by the database thread.
     queued_jobs: Arc<AtomicUsize>,
@@ -174,8 +189,9 @@ impl DatabaseHandle {
                         Start::Open => ModuleHost::open(&engine, db, log, config).map(|h| (h, None)),
                     };
                     match started {
-                        Ok((host, report)) => {
-                            let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report);
+                        Ok((mut host, report)) => {
+                            let seed = host.procedure_seed();
+                            let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report, seed);
                             if ready_tx.send(Ok(info)).is_ok() {
                                 let durable = spawn_notifier(host.commit_log().cloned());
                                 run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, durable);
@@ -188,10 +204,15 @@ impl DatabaseHandle {
                 })
                 .map_err(|e| HostError::Runtime(format!("cannot start the database thread: {e}")))?
         };
-        let (logs, spec, report) = ready_rx
+        let (logs, spec, report, seed) = ready_rx
             .recv()
             .map_err(|_| HostError::Runtime("the database thread died while starting".into()))??;
+        let procedures = match seed {
+            Some(seed) => Some(ProcedureThread::spawn(seed, jobs_tx.clone(), Arc::clone(&queued_jobs))?),
+            None => None,
+        };
         let handle = DatabaseHandle {
+            procedures,
             jobs: Mutex::new(jobs_tx),
             queued_jobs,
             db,
@@ -286,8 +307,9 @@ impl DatabaseHandle {
 
     /// Calls a procedure; `reply` gets the outcome once the commits of the procedure's own
     /// transactions are durable (where and how as for [`DatabaseHandle::call_reducer_then`]).
-    /// The procedure runs on the database thread: while it sleeps or waits for an HTTP
-    /// answer, this database's other calls wait (see `procedure_http`'s blocking cap).
+    /// The procedure runs on the procedure thread (one at a time, in call order): while it
+    /// sleeps or waits for an HTTP answer, reducers go on; only its transactions take turns
+    /// with them.
     pub fn call_procedure_then(
         &self,
         procedure: &str,
@@ -295,6 +317,18 @@ impl DatabaseHandle {
         args: ReducerArgs,
         reply: impl FnOnce(Result<ProcedureOutcome, HostError>) + Send + 'static,
     ) {
+        if let Some(p) = &self.procedures {
+            let job = ProcedureJob {
+                procedure: procedure.to_string(),
+                caller: caller.clone(),
+                args,
+                reply: Box::new(reply),
+            };
+            if let Err(mpsc::SendError(job)) = p.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job) {
+                (job.reply)(Err(HostError::Runtime("the database is shut down".into())));
+            }
+            return;
+        }
         let job = Job::CallProcedure {
             procedure: procedure.to_string(),
             caller: caller.clone(),
@@ -405,6 +439,10 @@ impl DatabaseHandle {
 
     /// Stops the thread after the calls queued before this one, and flushes the log.
     pub fn shutdown(&self) {
+        // Procedures first: a running one may still need the database thread for its turn.
+        if let Some(p) = &self.procedures {
+            p.stop();
+        }
         let _ = self.queue(Job::Shutdown);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
@@ -418,6 +456,75 @@ impl DatabaseHandle {
 impl Drop for DatabaseHandle {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A procedure call queued for the procedure thread.
+struct ProcedureJob {
+    procedure: String,
+    caller: CallerInfo,
+    args: ReducerArgs,
+    reply: ProcedureReply,
+}
+
+/// The thread running a database's client-called procedures on an instance of its own, so
+/// that one sleeping or waiting for an HTTP answer holds up no reducer. Procedures run one at
+/// a time, in arrival order; their transactions take turns with the database thread
+/// (`Job::ProcedureTurn`), which announces their commits in order with its own.
+struct ProcedureThread {
+    jobs: Mutex<Sender<ProcedureJob>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ProcedureThread {
+    fn spawn(
+        seed: ProcedureSeed,
+        db_jobs: Sender<Job>,
+        queued: Arc<AtomicUsize>,
+    ) -> Result<ProcedureThread, HostError> {
+        let (tx, rx) = mpsc::channel::<ProcedureJob>();
+        let db_jobs = Mutex::new(db_jobs);
+        let gate: TxGate = Arc::new(move || {
+            let (grant_tx, grant_rx) = mpsc::sync_channel(1);
+            queued.fetch_add(1, Ordering::Relaxed);
+            let sent = db_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(Job::ProcedureTurn { grant: grant_tx });
+            if sent.is_err() {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                return Err("the database is shut down".to_string());
+            }
+            grant_rx.recv().map_err(|_| "the database is shut down".to_string())
+        });
+        let thread = std::thread::Builder::new()
+            .name("lightcone-procedures".into())
+            .spawn(move || {
+                let mut host = seed.start(gate);
+                for job in rx {
+                    let outcome = match &mut host {
+                        Ok(h) => h.call_procedure(&job.procedure, &job.caller, job.args).and_then(|o| {
+                            h.wait_durable(&o)?;
+                            Ok(o)
+                        }),
+                        Err(e) => {
+                            Err(HostError::Runtime(format!("the procedure instance failed to start: {e}")))
+                        }
+                    };
+                    (job.reply)(outcome);
+                }
+            })
+            .map_err(|e| HostError::Runtime(format!("cannot start the procedure thread: {e}")))?;
+        Ok(ProcedureThread { jobs: Mutex::new(tx), thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Lets the queued procedures finish, then ends the thread.
+    fn stop(&self) {
+        let (closed, _) = mpsc::channel();
+        *self.jobs.lock().unwrap_or_else(|p| p.into_inner()) = closed;
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -671,6 +778,25 @@ fn run(
                     notify_caller(&n, o, &caller);
                 }
                 let _ = reply.send(result);
+            }
+            Some(Job::ProcedureTurn { grant }) => {
+                let (done_tx, done_rx) = mpsc::sync_channel(1);
+                if grant.send(TxTurn::new(done_tx)).is_ok() {
+                    // The procedure's transaction runs now; nothing else writes meanwhile.
+                    if let Ok(Some((delta, ticket))) = done_rx.recv() {
+                        notify(&n, None, &delta, None);
+                        match host.absorb_procedure_commit(delta, ticket) {
+                            Ok(Some(refresh)) => {
+                                notify(&n, None, &refresh, None);
+                            }
+                            Ok(None) => {}
+                            Err(e) => host.logs().host(
+                                crate::logs::LogLevel::Error,
+                                format!("after a procedure's commit: {e}"),
+                            ),
+                        }
+                    }
+                }
             }
             Some(Job::Views { sender, views, acquire, reply }) => {
                 let result = if acquire {

@@ -70,3 +70,64 @@ fn concurrent_callers_are_serialized() {
     }
     assert_eq!(rows(handle.database(), "message").len(), 160);
 }
+
+// Proves client-called procedures run beside the database thread: while one sleeps, reducers
+// are answered at once; a procedure's transaction still takes its turn — its commit is
+// announced in order with the reducers' and the views over what it changed follow in the
+// next commit — and it is durable across a restart.
+#[test]
+fn a_sleeping_procedure_does_not_hold_up_reducers() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), Start::Publish { program: fixture("abi_exerciser"), owner: OWNER });
+    let commits = handle.commits();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    handle.call_procedure_then("proc_sleep", &caller(1), ReducerArgs::Json("[1500000]".into()), move |o| {
+        let _ = tx.send((o, started.elapsed()));
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    let out = handle.call_reducer("seed_items", &caller(1), ReducerArgs::Json("[8]".into())).unwrap();
+    assert!(out.is_committed());
+    let reducer_took = t.elapsed();
+    assert!(
+        reducer_took < Duration::from_millis(1000),
+        "a reducer waited {reducer_took:?} for a sleeping procedure"
+    );
+    let (sleep, slept) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(sleep.unwrap().result.is_ok());
+    assert!(slept >= Duration::from_millis(1500));
+    assert_eq!(commits.recv_timeout(Duration::from_secs(5)).unwrap().reducer.as_deref(), Some("seed_items"));
+
+    // A procedure's own transaction, then the view refresh it causes, announced in order.
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle.call_procedure_then(
+        "proc_with_tx_score",
+        &caller(1),
+        ReducerArgs::Json("[1, 75]".into()),
+        move |o| {
+            let _ = tx.send(o);
+        },
+    );
+    let out = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(out.result.as_deref().unwrap(), [1u8]);
+    let names = |e: &lightcone_host::CommitEvent| -> Vec<String> {
+        e.delta
+            .tables
+            .iter()
+            .map(|t| e.after.table(t.table_id).unwrap().schema().name().to_string())
+            .collect()
+    };
+    let first = commits.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(names(&first), ["item"]);
+    let second = commits.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(names(&second), ["high_score_items"]);
+    assert_eq!(second.delta.tx_offset, first.delta.tx_offset + 1);
+    handle.shutdown();
+    drop(handle);
+
+    let handle = start(dir.path(), Start::Open);
+    let item_1 =
+        rows(handle.database(), "item").into_iter().find(|r| r[0] == lightcone_mvcc::Value::U64(1)).unwrap();
+    assert_eq!(item_1[2], lightcone_mvcc::Value::I32(75), "the procedure's commit was logged");
+}
