@@ -989,8 +989,8 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
     )?;
 
     // Procedures: run outside any transaction and may open their own (`with_tx`), sleep, or
-    // make HTTP requests. A database runs its procedures one at a time (client-called ones
-    // beside its reducers, scheduled ones on its thread), so blocking calls are capped.
+    // make HTTP requests. A database runs its procedures one at a time (beside its reducers),
+    // so blocking calls are capped.
     const M3: &str = "spacetime_10.3";
     linker.func_wrap(M3, "procedure_sleep_until", |c: Caller<'_, HostState>, wake_at: i64| -> Res<i64> {
         outside_tx_in_procedure(c.data(), "procedure_sleep_until")?;

@@ -247,6 +247,20 @@ impl ProcedureHost {
             return Err(HostError::NotCallable(name.to_string()));
         }
         let args = encode_args(&spec, &procedure.name, &procedure.params, args)?;
+        self.call_procedure_id(id, caller, args)
+    }
+
+    /// Runs procedure `id` with BSATN arguments already checked (a scheduled procedure's row).
+    pub fn call_procedure_id(
+        &mut self,
+        id: usize,
+        caller: &CallerInfo,
+        args: Vec<u8>,
+    ) -> Result<ProcedureOutcome, HostError> {
+        let spec = Arc::clone(&self.seed.spec);
+        if id >= spec.procedures.len() {
+            return Err(HostError::Runtime(format!("no procedure #{id}")));
+        }
         if self.instance.as_ref().is_some_and(Instance::is_broken) {
             // Invariant: checked just above.
             let broken = self.instance.take().expect("instance present");
@@ -350,7 +364,12 @@ pub struct ModuleHost {
     /// Reducer names by id, shared into every outcome (no allocation per call).
     names: Vec<Arc<str>>,
     views: ViewStates,
+    /// Where scheduled procedures go when a procedure thread runs them (else they run here).
+    procedure_dispatch: Option<ProcedureDispatch>,
 }
+
+/// Hands a scheduled procedure (id, caller, BSATN arguments) to the thread running procedures.
+pub type ProcedureDispatch = Box<dyn FnMut(usize, CallerInfo, Vec<u8>)>;
 
 /// The delta of a transaction that changed nothing, shared (no allocation per call).
 fn empty_delta() -> Arc<TxDelta> {
@@ -641,6 +660,7 @@ impl ModuleHost {
             scheduler: Scheduler::default(),
             names,
             views,
+            procedure_dispatch: None,
         }
     }
 
@@ -783,6 +803,12 @@ impl ModuleHost {
             logs: Arc::clone(&self.logs),
             config: self.config.clone(),
         })
+    }
+
+    /// Sends scheduled procedures to `dispatch` (a procedure thread) instead of running them on
+    /// this host's instance.
+    pub fn set_procedure_dispatch(&mut self, dispatch: ProcedureDispatch) {
+        self.procedure_dispatch = Some(dispatch);
     }
 
     /// Handles a commit a procedure made on another instance (see [`ProcedureHost`]), in commit
@@ -1163,7 +1189,12 @@ impl ModuleHost {
                         observer(&delta);
                     }
                 }
-                self.run_procedure(p, &caller, std::mem::take(&mut args), ts)?;
+                match self.procedure_dispatch.as_mut() {
+                    Some(dispatch) => dispatch(p, caller.clone(), std::mem::take(&mut args)),
+                    None => {
+                        self.run_procedure(p, &caller, std::mem::take(&mut args), ts)?;
+                    }
+                }
                 None
             }
         };

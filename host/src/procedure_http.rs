@@ -1,9 +1,8 @@
 //! HTTP requests made by procedures (`procedure_http_request`): the guest's BSATN
 //! `spacetimedb_lib::http::Request` in, a `Response` plus body (or an error message) out.
 //!
-//! A database runs its procedures one at a time (client-called ones on a thread beside its
-//! reducers, scheduled ones on the database's thread), so a request holds up the ones behind
-//! it: its timeout is capped at [`MAX_PROCEDURE_BLOCKING`], and the response body at
+//! A database runs its procedures one at a time, on a thread beside its reducers, so a
+//! request holds up the procedures behind it: its timeout is capped at [`MAX_PROCEDURE_BLOCKING`], and the response body at
 //! [`MAX_HTTP_RESPONSE_BYTES`]. `https://` goes through rustls with the webpki roots.
 
 use std::sync::OnceLock;

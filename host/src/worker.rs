@@ -4,7 +4,7 @@
 //! for durability themselves, so the thread moves on to the next call while the commit log
 //! syncs (group commit).
 //!
-//! Client-called procedures run on a second thread with an instance of their own
+//! Procedures (client-called and scheduled) run on a second thread with an instance of their own
 //! ([`crate::module_host::ProcedureHost`]), so one sleeping or waiting for an HTTP answer
 //! holds up no reducer; when one opens a transaction it asks the database thread for the turn
 //! (`Job::ProcedureTurn`), which waits for that transaction to end and then announces its
@@ -174,7 +174,9 @@ impl DatabaseHandle {
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>> = Arc::default();
         let queued_jobs = Arc::new(AtomicUsize::new(0));
+        let (procs_tx, procs_rx) = mpsc::channel::<Option<ProcedureJob>>();
         let thread = {
+            let procs_tx = procs_tx.clone();
             let (db, log, listeners) = (Arc::clone(&db), log.clone(), Arc::clone(&listeners));
             let queued = Arc::clone(&queued_jobs);
             let hooks = Arc::clone(&hooks);
@@ -191,6 +193,11 @@ impl DatabaseHandle {
                     match started {
                         Ok((mut host, report)) => {
                             let seed = host.procedure_seed();
+                            if seed.is_some() {
+                                let dispatch =
+                                    scheduled_procedure_dispatch(procs_tx, Arc::clone(host.logs()));
+                                host.set_procedure_dispatch(dispatch);
+                            }
                             let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report, seed);
                             if ready_tx.send(Ok(info)).is_ok() {
                                 let durable = spawn_notifier(host.commit_log().cloned());
@@ -208,7 +215,12 @@ impl DatabaseHandle {
             .recv()
             .map_err(|_| HostError::Runtime("the database thread died while starting".into()))??;
         let procedures = match seed {
-            Some(seed) => Some(ProcedureThread::spawn(seed, jobs_tx.clone(), Arc::clone(&queued_jobs))?),
+            Some(seed) => Some(ProcedureThread::spawn(
+                seed,
+                (procs_tx, procs_rx),
+                jobs_tx.clone(),
+                Arc::clone(&queued_jobs),
+            )?),
             None => None,
         };
         let handle = DatabaseHandle {
@@ -319,12 +331,13 @@ impl DatabaseHandle {
     ) {
         if let Some(p) = &self.procedures {
             let job = ProcedureJob {
-                procedure: procedure.to_string(),
+                target: ProcedureTarget::Call { procedure: procedure.to_string(), args },
                 caller: caller.clone(),
-                args,
                 reply: Box::new(reply),
             };
-            if let Err(mpsc::SendError(job)) = p.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job) {
+            if let Err(mpsc::SendError(Some(job))) =
+                p.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(Some(job))
+            {
                 (job.reply)(Err(HostError::Runtime("the database is shut down".into())));
             }
             return;
@@ -461,10 +474,16 @@ impl Drop for DatabaseHandle {
 
 /// A procedure call queued for the procedure thread.
 struct ProcedureJob {
-    procedure: String,
+    target: ProcedureTarget,
     caller: CallerInfo,
-    args: ReducerArgs,
     reply: ProcedureReply,
+}
+
+enum ProcedureTarget {
+    /// A client's call, by name (checked and encoded on the procedure thread).
+    Call { procedure: String, args: ReducerArgs },
+    /// A scheduled procedure, by id, with its row as the BSATN argument.
+    Scheduled { id: usize, args: Vec<u8> },
 }
 
 /// The thread running a database's client-called procedures on an instance of its own, so
@@ -472,17 +491,20 @@ struct ProcedureJob {
 /// a time, in arrival order; their transactions take turns with the database thread
 /// (`Job::ProcedureTurn`), which announces their commits in order with its own.
 struct ProcedureThread {
-    jobs: Mutex<Sender<ProcedureJob>>,
+    /// `None` asks the thread to stop (after the jobs queued before it).
+    jobs: Mutex<Sender<Option<ProcedureJob>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
+
+type ProcedureChannel = (Sender<Option<ProcedureJob>>, Receiver<Option<ProcedureJob>>);
 
 impl ProcedureThread {
     fn spawn(
         seed: ProcedureSeed,
+        (tx, rx): ProcedureChannel,
         db_jobs: Sender<Job>,
         queued: Arc<AtomicUsize>,
     ) -> Result<ProcedureThread, HostError> {
-        let (tx, rx) = mpsc::channel::<ProcedureJob>();
         let db_jobs = Mutex::new(db_jobs);
         let gate: TxGate = Arc::new(move || {
             let (grant_tx, grant_rx) = mpsc::sync_channel(1);
@@ -502,11 +524,22 @@ impl ProcedureThread {
             .spawn(move || {
                 let mut host = seed.start(gate);
                 for job in rx {
+                    let Some(job) = job else { break };
                     let outcome = match &mut host {
-                        Ok(h) => h.call_procedure(&job.procedure, &job.caller, job.args).and_then(|o| {
-                            h.wait_durable(&o)?;
-                            Ok(o)
-                        }),
+                        Ok(h) => {
+                            let outcome = match job.target {
+                                ProcedureTarget::Call { procedure, args } => {
+                                    h.call_procedure(&procedure, &job.caller, args)
+                                }
+                                ProcedureTarget::Scheduled { id, args } => {
+                                    h.call_procedure_id(id, &job.caller, args)
+                                }
+                            };
+                            outcome.and_then(|o| {
+                                h.wait_durable(&o)?;
+                                Ok(o)
+                            })
+                        }
                         Err(e) => {
                             Err(HostError::Runtime(format!("the procedure instance failed to start: {e}")))
                         }
@@ -520,12 +553,37 @@ impl ProcedureThread {
 
     /// Lets the queued procedures finish, then ends the thread.
     fn stop(&self) {
-        let (closed, _) = mpsc::channel();
-        *self.jobs.lock().unwrap_or_else(|p| p.into_inner()) = closed;
+        let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(None);
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
     }
+}
+
+/// Sends the database thread's scheduled procedures to the procedure thread; failures are
+/// logged (nobody waits for a scheduled procedure's answer).
+fn scheduled_procedure_dispatch(
+    jobs: Sender<Option<ProcedureJob>>,
+    logs: Arc<ModuleLogs>,
+) -> crate::module_host::ProcedureDispatch {
+    Box::new(move |id, caller, args| {
+        let logs2 = Arc::clone(&logs);
+        let job = ProcedureJob {
+            target: ProcedureTarget::Scheduled { id, args },
+            caller,
+            reply: Box::new(move |outcome| {
+                if let Err(e) = outcome {
+                    logs2.host(crate::logs::LogLevel::Error, format!("scheduled procedure #{id}: {e}"));
+                }
+            }),
+        };
+        if jobs.send(Some(job)).is_err() {
+            logs.host(
+                crate::logs::LogLevel::Error,
+                format!("scheduled procedure #{id}: the procedure thread is gone"),
+            );
+        }
+    })
 }
 
 struct Notify<'a> {

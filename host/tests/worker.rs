@@ -131,3 +131,32 @@ fn a_sleeping_procedure_does_not_hold_up_reducers() {
         rows(handle.database(), "item").into_iter().find(|r| r[0] == lightcone_mvcc::Value::U64(1)).unwrap();
     assert_eq!(item_1[2], lightcone_mvcc::Value::I32(75), "the procedure's commit was logged");
 }
+
+// Proves a scheduled procedure handed from the database thread to the procedure thread runs
+// when due: it journals its label in its own transaction, the one-shot row is gone, and the
+// database keeps answering.
+#[test]
+fn scheduled_procedures_run_beside_the_database_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), Start::Publish { program: fixture("abi_exerciser"), owner: OWNER });
+    let out = handle.call_procedure(
+        "proc_schedule_once",
+        &caller(1),
+        ReducerArgs::Json(r#"["later", 50000]"#.into()),
+    );
+    assert!(out.unwrap().result.is_ok());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let journaled = |h: &DatabaseHandle| {
+        rows(h.database(), "event_log").into_iter().any(|r| {
+            r[1] == lightcone_mvcc::Value::String("proc_scheduled".into())
+                && r[2] == lightcone_mvcc::Value::String("later".into())
+        })
+    };
+    while !journaled(&handle) {
+        assert!(std::time::Instant::now() < deadline, "the scheduled procedure did not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(rows(handle.database(), "proc_schedule").is_empty(), "the one-shot row is gone");
+    let out = handle.call_reducer("seed_items", &caller(1), ReducerArgs::Json("[1]".into())).unwrap();
+    assert!(out.is_committed());
+}
