@@ -240,17 +240,26 @@ pub type TurnEnd = Option<(Arc<TxDelta>, Option<Ticket>)>;
 /// reports a rollback, so the database thread never waits forever.
 pub struct TxTurn {
     done: Option<std::sync::mpsc::SyncSender<TurnEnd>>,
+    /// Signalled by the database thread once it has announced a commit.
+    announced: std::sync::mpsc::Receiver<()>,
 }
 
 impl TxTurn {
-    pub fn new(done: std::sync::mpsc::SyncSender<TurnEnd>) -> TxTurn {
-        TxTurn { done: Some(done) }
+    pub fn new(
+        done: std::sync::mpsc::SyncSender<TurnEnd>,
+        announced: std::sync::mpsc::Receiver<()>,
+    ) -> TxTurn {
+        TxTurn { done: Some(done), announced }
     }
 
-    /// Ends the turn with the transaction's commit, or `None` for a rollback.
+    /// Ends the turn with the transaction's commit, or `None` for a rollback. A commit returns
+    /// only once the database thread has announced it (and the view refresh it caused), so
+    /// the procedure's caller hears back after the subscribers saw its commits.
     pub fn finish(mut self, end: TurnEnd) {
-        if let Some(done) = self.done.take() {
-            let _ = done.send(end);
+        let Some(done) = self.done.take() else { return };
+        let wait = end.is_some();
+        if done.send(end).is_ok() && wait {
+            let _ = self.announced.recv();
         }
     }
 }
@@ -372,6 +381,10 @@ fn access(state: &mut HostState, cat: &Catalog, t: usize, write: bool) -> Res<()
     match &mut state.view_reads {
         Some(_) if write => {
             Err(anyhow!("views are read-only: a view tried to change table `{}`", table.name))
+        }
+        // Views are refreshed in no particular order, so another view's rows may be stale.
+        Some(_) if table.view.is_some() => {
+            Err(anyhow!("a view may read tables, not other views (`{}` is one)", table.name))
         }
         Some(reads) => {
             reads.insert(t);
@@ -1032,20 +1045,26 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
         }
         state.anonymous_tx = false;
         let log = state.procedure_env.log.clone();
+        let turn = state.tx_turn.take();
         // Invariant: `anonymous_tx` is set only together with an open slot.
         let tx = state.slot.take().expect("an anonymous transaction is open");
         let (delta, appended) = tx.commit_with(|d| match (&log, d.is_empty()) {
             (Some(log), false) => log.append(d).map(Some),
             _ => Ok(None),
         });
-        // The commit is already visible; a log that cannot take it is a host failure the
-        // procedure cannot handle, so it ends (as a reducer's call fails in the same case).
+        let delta = Arc::new(delta);
+        if let Some(turn) = turn {
+            // The commit is visible whether or not the log took it: the database thread
+            // announces it, in order with its own commits, before this procedure goes on.
+            let ticket = appended.as_ref().ok().copied().flatten();
+            turn.finish((!delta.is_empty()).then(|| (Arc::clone(&delta), ticket)));
+        }
+        // A log that cannot take the commit is a host failure the procedure cannot handle, so
+        // it ends (as a reducer's call fails in the same case).
         let ticket =
             appended.map_err(|e| anyhow!("procedure_commit_mut_tx: commit log append failed: {e}"))?;
-        let delta = Arc::new(delta);
-        if let Some(turn) = state.tx_turn.take() {
-            // The database thread announces it, in order with its own commits.
-            turn.finish((!delta.is_empty()).then(|| (Arc::clone(&delta), ticket)));
+        if state.procedure_env.gate.is_some() {
+            // Announced through the turn above.
         } else if !delta.is_empty() {
             if let Some(on_commit) = state.procedure_env.on_commit.clone() {
                 on_commit(&delta);

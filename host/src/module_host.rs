@@ -550,6 +550,21 @@ impl ModuleHost {
         let mut tables_created = Vec::new();
         for &i in &to_create {
             let t = &spec.tables[i];
+            // A view removed by an earlier version left its (emptied) table behind: a view of
+            // that name and shape takes it over.
+            if t.view.is_some() {
+                if let Ok(id) = tx.table_id(&t.name) {
+                    let existing = tx.table(id).map_err(engine_err)?.schema().def.columns.clone();
+                    if existing == t.engine_def().columns {
+                        continue;
+                    }
+                    return Err(HostError::IncompatibleSchema(format!(
+                        "view `{}` has other columns than the table an earlier version's view of that \
+                         name left behind (publish with --delete-data to change it)",
+                        t.name
+                    )));
+                }
+            }
             tx.create_table(t.engine_def()).map_err(engine_err)?;
             tables_created.push(t.name.clone());
         }
@@ -586,6 +601,10 @@ impl ModuleHost {
         }
         host.logs.host(LogLevel::Info, if created { "Database initialized" } else { "Database updated" });
         host.arm_all_schedules();
+        if !created {
+            // The previous version's readers hold their views on its host, not this one.
+            host.clear_sender_bound_views()?;
+        }
         let _ = delta;
         Ok((host, PublishReport { created, tables_created }))
     }
@@ -776,7 +795,7 @@ impl ModuleHost {
         let (mut outcome, commits) =
             invoke_procedure(self.instance()?, &spec, &logs, fuel, id, caller, args, ts);
         let mut commits = commits;
-        if let Some(refresh) = self.refresh_views_after(&commits)? {
+        if let Some(refresh) = self.refresh_views_after(&commits, true)? {
             commits.push(refresh);
         }
         for c in &commits {
@@ -820,7 +839,7 @@ impl ModuleHost {
         ticket: Option<Ticket>,
     ) -> Result<Option<Arc<TxDelta>>, HostError> {
         self.after_commit(&delta);
-        let refresh = self.refresh_views_after(&[ProcedureCommit { delta, ticket }])?;
+        let refresh = self.refresh_views_after(&[ProcedureCommit { delta, ticket }], false)?;
         Ok(refresh.map(|c| {
             self.after_commit(&c.delta);
             c.delta
@@ -828,10 +847,13 @@ impl ModuleHost {
     }
 
     /// After commits made outside the host's own transactions (a procedure's), refreshes the
-    /// views they affect in a transaction of its own. `None` when nothing needed it.
+    /// views they affect in a transaction of its own. `None` when nothing needed it. With
+    /// `announce`, the commit observer hears of it (callers that announce commits themselves,
+    /// like the database thread after a procedure's turn, pass false).
     fn refresh_views_after(
         &mut self,
         commits: &[ProcedureCommit],
+        announce: bool,
     ) -> Result<Option<ProcedureCommit>, HostError> {
         let changed: BTreeSet<usize> = commits
             .iter()
@@ -849,7 +871,7 @@ impl ModuleHost {
             return Ok(None);
         }
         // Announced like the procedure's own commits (subscribers see it right after them).
-        if let Some(observer) = self.slot_state().procedure_env.on_commit.clone() {
+        if let Some(observer) = self.slot_state().procedure_env.on_commit.clone().filter(|_| announce) {
             observer(&delta);
         }
         Ok(Some(ProcedureCommit { delta, ticket }))
@@ -872,18 +894,26 @@ impl ModuleHost {
         if fresh.is_empty() {
             return Ok((empty_delta(), None));
         }
-        self.instance()?;
-        self.slot().begin();
-        let env = RefreshEnv {
-            spec: &self.spec,
-            catalog: &self.catalog,
-            logs: &self.logs,
-            fuel: self.config.fuel_per_call,
-        };
-        for v in fresh {
-            self.views.materialize(&env, &mut self.instance, v, sender);
+        let result = self.instance().map(drop).and_then(|()| {
+            self.slot().begin();
+            let env = RefreshEnv {
+                spec: &self.spec,
+                catalog: &self.catalog,
+                logs: &self.logs,
+                fuel: self.config.fuel_per_call,
+            };
+            for &v in &fresh {
+                self.views.materialize(&env, &mut self.instance, v, sender);
+            }
+            self.commit()
+        });
+        if result.is_err() {
+            // Not materialized: the caller is told, and holds nothing.
+            for v in fresh {
+                self.views.release(v, sender);
+            }
         }
-        self.commit()
+        result
     }
 
     /// Drops one reader of each of `views` for `sender` (pairs [`ModuleHost::acquire_views`]);

@@ -286,8 +286,10 @@ impl Instance {
             // The procedure ended (trapped) inside `with_tx`: its transaction rolls back.
             state.anonymous_tx = false;
             drop(state.slot.take());
-            drop(state.tx_turn.take());
         }
+        // A turn still held (the transaction rolled back, or its commit failed half-way) is
+        // released, so the database thread never waits past the procedure's end.
+        drop(state.tx_turn.take());
         let outcome = match result {
             Ok(0) => Ok(returned),
             Ok(code) => {
@@ -299,15 +301,17 @@ impl Instance {
     }
 
     /// Runs view `index` (`__call_view__` for a `sender`, `__call_view_anon__` without one) in
-    /// the transaction open in the state's slot, read-only. Returns what it produced and the
-    /// fuel used.
+    /// the transaction open in the state's slot, read-only. Returns what it produced (on a
+    /// failure: with the tables it read until then) and the fuel used.
     pub fn call_view(
         &mut self,
         index: u32,
         sender: Option<[u8; 32]>,
         fuel: u64,
-    ) -> (Result<ViewRun, GuestFailure>, u64) {
-        let missing = |name: &str| (Err(GuestFailure::Trap(format!("the module exports no `{name}`"))), 0);
+    ) -> (Result<ViewRun, (GuestFailure, std::collections::BTreeSet<usize>)>, u64) {
+        let missing = |name: &str| {
+            (Err((GuestFailure::Trap(format!("the module exports no `{name}`")), Default::default())), 0)
+        };
         let (view, anon) = (self.call_view.clone(), self.call_view_anon.clone());
         match (sender.is_some(), &view, &anon) {
             (true, None, _) => return missing("__call_view__"),
@@ -315,7 +319,7 @@ impl Instance {
             _ => {}
         }
         if let Err(e) = self.store.set_fuel(fuel) {
-            return (Err(GuestFailure::Trap(format!("cannot set fuel: {e}"))), 0);
+            return (Err((GuestFailure::Trap(format!("cannot set fuel: {e}")), Default::default())), 0);
         }
         let state = self.store.data_mut();
         state.last_panic = None;
@@ -346,11 +350,12 @@ impl Instance {
             Ok(code) => Ok(ViewRun { output, code, reads }),
             Err(e) => {
                 self.broken = true;
-                Err(if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+                let failure = if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
                     GuestFailure::OutOfFuel
                 } else {
                     GuestFailure::Trap(panic.unwrap_or_else(|| format!("{e:#}")))
-                })
+                };
+                Err((failure, reads))
             }
         };
         (result, used)

@@ -21,6 +21,9 @@
 //!   the same transaction. A result is a set: duplicate rows are kept once.
 //! * **Failures** (a panic, a result that does not decode, an unsupported query) are logged to
 //!   the module's log and leave the view's previous rows in place; the transaction commits.
+//!   The view is tried again when a table it read before failing changes.
+//! * **Views read tables, not views**: a view's read of another view's table is refused (the
+//!   host refreshes views in no particular order, so it could see stale rows).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -179,7 +182,7 @@ impl ViewStates {
 }
 
 /// Runs `view` (for `sender` if sender-bound) and replaces its rows in the open transaction.
-/// Returns the run's read set, or `None` (run again next commit) when it failed.
+/// Returns the run's read set (`None`: run again next commit, when it could not run at all).
 fn run_and_store(
     env: &RefreshEnv<'_>,
     instance: &mut Option<Instance>,
@@ -199,12 +202,19 @@ fn run_and_store(
         }
     }
     let instance = instance.as_mut()?;
+    // What the run read, kept on failure too: a failure is as deterministic as a success, so
+    // the view is retried only when one of those tables changes (not on every commit).
+    let mut reads_seen: Option<BTreeSet<usize>> = None;
     let outcome = (|| {
         let (run, _fuel) = instance.call_view(view.index, sender, env.fuel);
-        let run = run.map_err(|f| match f {
-            GuestFailure::Trap(message) => ViewError::Panicked { view: view.name.clone(), message },
-            GuestFailure::OutOfFuel => ViewError::OutOfEnergy { view: view.name.clone() },
+        let run = run.map_err(|(f, reads)| {
+            reads_seen = Some(reads);
+            match f {
+                GuestFailure::Trap(message) => ViewError::Panicked { view: view.name.clone(), message },
+                GuestFailure::OutOfFuel => ViewError::OutOfEnergy { view: view.name.clone() },
+            }
         })?;
+        reads_seen = Some(run.reads.clone());
         let tx = instance.state().slot.get().ok_or_else(|| ViewError::BadResult {
             view: view.name.clone(),
             detail: "no transaction is open".into(),
@@ -217,7 +227,7 @@ fn run_and_store(
         Ok(reads) => Some(reads),
         Err(e) => {
             env.logs.host(LogLevel::Error, e.to_string());
-            None
+            reads_seen
         }
     }
 }
@@ -332,11 +342,28 @@ fn replace_rows(
             gone.push(rid);
         }
     }
-    for rid in gone {
-        tx.delete(table_id, rid).map_err(failed)?;
-    }
-    for row in rows {
-        tx.insert(table_id, row).map_err(failed)?;
-    }
-    Ok(())
+    // Any failure (a row over the size limits) undoes what this call did: the view keeps its
+    // previous rows rather than half of each.
+    let mut deleted: Vec<Row> = Vec::new();
+    let mut inserted = Vec::new();
+    let result = (|| {
+        for rid in gone {
+            if let Some(row) = tx.delete(table_id, rid)? {
+                deleted.push(row);
+            }
+        }
+        for row in rows {
+            inserted.push(tx.insert(table_id, row)?.0);
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        for rid in inserted {
+            let _ = tx.delete(table_id, rid);
+        }
+        for row in deleted {
+            let _ = tx.insert(table_id, row);
+        }
+        failed(e)
+    })
 }

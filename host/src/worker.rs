@@ -839,7 +839,8 @@ fn run(
             }
             Some(Job::ProcedureTurn { grant }) => {
                 let (done_tx, done_rx) = mpsc::sync_channel(1);
-                if grant.send(TxTurn::new(done_tx)).is_ok() {
+                let (announced_tx, announced_rx) = mpsc::sync_channel(1);
+                if grant.send(TxTurn::new(done_tx, announced_rx)).is_ok() {
                     // The procedure's transaction runs now; nothing else writes meanwhile.
                     if let Ok(Some((delta, ticket))) = done_rx.recv() {
                         notify(&n, None, &delta, None);
@@ -853,6 +854,7 @@ fn run(
                                 format!("after a procedure's commit: {e}"),
                             ),
                         }
+                        let _ = announced_tx.send(());
                     }
                 }
             }

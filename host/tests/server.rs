@@ -586,7 +586,8 @@ fn views_are_served_per_reader_over_websocket_and_sql() {
     assert_eq!(applied[0], 1);
     assert!(contains(&applied, &bob_le) && !contains(&applied, &alice_le), "bob sees only his row");
 
-    // An anonymous view's change reaches alice's subscription (bob's my_identity rows never do).
+    // An anonymous view's change reaches alice's subscription. It is her first message since
+    // bob's subscription materialized bob's row: that commit sent her nothing.
     assert_eq!(call(&http, &s, "vw", "seed_items", Some(&owner), "[8]").status, 200);
     let update = next(&mut a);
     assert_eq!(update[0], 4, "TransactionUpdate");
@@ -611,6 +612,10 @@ fn views_are_served_per_reader_over_websocket_and_sql() {
     let r = sql(&http, &s, "vw", &owner, "DELETE FROM high_score_items");
     assert_eq!(r.status, 400);
     assert!(r.body.contains("is a view"), "{}", r.body);
+    // Several statements cannot be filtered per reader: refused, not answered with all rows.
+    let r = sql(&http, &s, "vw", &owner, "SELECT * FROM my_identity; SELECT * FROM item");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("sender-bound view"), "{}", r.body);
 
     // A one-off query over WebSocket: the asker's row only.
     let mut m = vec![2u8];

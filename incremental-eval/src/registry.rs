@@ -233,6 +233,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether `table` has a mandatory filter.
+    pub fn has_mandatory_filter(&self, table: TableId) -> bool {
+        self.mandatory.contains_key(&table)
+    }
+
     /// Subscribes `client`'s query set `query_set` to `queries`, returning their current rows
     /// on `snapshot` grouped per table. `snapshot` must be the state the next
     /// [`Registry::eval`] call continues from. Atomic: on any error nothing is registered.

@@ -739,6 +739,14 @@ fn run_sql(
         let _ = h.release_views(identity, views);
         return Ok(vec![result?]);
     }
+    if lightcone_query_planner::bind(&h.snapshot(), sql).is_err() {
+        if let Some(view) = super::rls::mentioned_sender_bound_view(h.spec(), sql) {
+            return Err(format!(
+                "`{view}` is a sender-bound view: read it in a SELECT of its own (each reader sees only \
+                 its own rows), and change the tables it reads rather than the view"
+            ));
+        }
+    }
     if !is_owner {
         // Readers: one SELECT on a snapshot, public tables only, row-level security applied.
         check_visible(h, sql)?;

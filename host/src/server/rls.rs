@@ -15,11 +15,38 @@ pub fn registry(spec: &ModuleSpec, snapshot: &Snapshot) -> Result<Registry, Stri
     for sql in &spec.row_level_security {
         reg.add_rls_filter(snapshot, sql).map_err(|e| e.to_string())?;
     }
+    add_view_filters(&mut reg, spec, snapshot)?;
+    Ok(reg)
+}
+
+/// Installs the per-reader filter of every sender-bound view that has none yet (a registry
+/// outlives module updates, which may add views).
+pub fn add_view_filters(reg: &mut Registry, spec: &ModuleSpec, snapshot: &Snapshot) -> Result<(), String> {
     for view in spec.views.iter().filter(|v| !v.anonymous) {
+        let table = snapshot.table_id(&view.name).map_err(|e| e.to_string())?;
+        if reg.has_mandatory_filter(table) {
+            continue;
+        }
         let sql = format!("SELECT * FROM \"{}\" WHERE {VIEW_SENDER_COLUMN} = :sender", view.name);
         reg.add_mandatory_filter(snapshot, &sql).map_err(|e| e.to_string())?;
     }
-    Ok(reg)
+    Ok(())
+}
+
+/// A sender-bound view whose name appears as a word in `sql` (case-insensitive). For SQL that
+/// does not bind as one query (several statements, DML), where reads cannot be resolved: such
+/// a text is refused rather than risk showing one identity another's rows.
+pub fn mentioned_sender_bound_view<'s>(spec: &'s ModuleSpec, sql: &str) -> Option<&'s str> {
+    let words: Vec<String> = sql
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    spec.views
+        .iter()
+        .filter(|v| !v.anonymous)
+        .find(|v| words.iter().any(|w| *w == v.name.to_lowercase()))
+        .map(|v| v.name.as_str())
 }
 
 /// The sender-bound views (indexes into the spec's views) that `queries` read. Queries that do

@@ -362,8 +362,15 @@ pub async fn subscribe(
     let token = caller.token.clone();
     ws.protocols(PROTOCOLS).max_message_size(protocol::MAX_CLIENT_MESSAGE_BYTES).on_upgrade(
         move |socket| async move {
-            let session =
-                Session { hub, handle, info, is_owner, v3, kick: Arc::default(), views: Mutex::default() };
+            let session = Session {
+                hub,
+                handle,
+                info,
+                is_owner,
+                v3,
+                kick: Arc::default(),
+                views: Mutex::new(Some(HashMap::new())),
+            };
             session.run(socket, token).await;
         },
     )
@@ -376,8 +383,9 @@ struct Session {
     is_owner: bool,
     v3: bool,
     kick: Arc<Kick>,
-    /// The sender-bound views each query set holds materialized for this identity.
-    views: Mutex<HashMap<u32, Vec<usize>>>,
+    /// The sender-bound views each query set holds materialized for this identity; `None`
+    /// once the session closed (a subscribe finishing after that releases at once).
+    views: Mutex<Option<HashMap<u32, Vec<usize>>>>,
 }
 
 impl Session {
@@ -489,9 +497,14 @@ impl Session {
             inner.clients.remove(&client);
             inner.subs.remove_client(client);
         }
-        let held: Vec<usize> = std::mem::take(&mut *session.views.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_values()
+        let held: Vec<usize> = session
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .into_iter()
             .flatten()
+            .flat_map(|(_, v)| v)
             .collect();
         let (handle, info) = (Arc::clone(&session.handle), session.info.clone());
         let _ = tokio::task::spawn_blocking(move || {
@@ -578,9 +591,30 @@ impl Session {
                 }
                 let mut inner = self.hub.lock();
                 let start = inner.start_state(&self.handle, client, query_set_id);
-                let reply = match inner.subs.subscribe(&start, client, query_set_id, &refs, &self.auth()) {
+                // Views added by a module update since the hub was made need their filters too.
+                let filtered = super::rls::add_view_filters(&mut inner.subs, &spec, &start);
+                let subscribed = filtered.map_err(|e| e.to_string()).and_then(|()| {
+                    inner
+                        .subs
+                        .subscribe(&start, client, query_set_id, &refs, &self.auth())
+                        .map_err(|e| e.to_string())
+                });
+                let reply = match subscribed {
                     Ok(rows) => {
-                        self.views.lock().unwrap_or_else(|p| p.into_inner()).insert(query_set_id, views);
+                        let mut held = self.views.lock().unwrap_or_else(|p| p.into_inner());
+                        match held.as_mut() {
+                            Some(held) => {
+                                held.insert(query_set_id, views);
+                            }
+                            None => {
+                                // The session closed meanwhile: undo, nobody is listening.
+                                drop(held);
+                                inner.subs.remove_client(client);
+                                drop(inner);
+                                let _ = self.handle.release_views(self.info.identity, views);
+                                return None;
+                            }
+                        }
                         protocol::subscribe_applied(request_id, query_set_id, &encode_tables(&spec, &rows))
                     }
                     Err(e) => {
@@ -615,7 +649,12 @@ impl Session {
                     Err(e) => protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
                 };
                 drop(inner);
-                let held = self.views.lock().unwrap_or_else(|p| p.into_inner()).remove(&query_set_id);
+                let held = self
+                    .views
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_mut()
+                    .and_then(|m| m.remove(&query_set_id));
                 if let Some(views) = held {
                     let _ = self.handle.release_views(self.info.identity, views);
                 }
