@@ -281,13 +281,15 @@ impl ProcedureHost {
             args,
             now_micros(),
         );
-        let immediate = std::mem::take(&mut instance.state().scheduled_immediate);
-        if !immediate.is_empty() {
-            logs.host(LogLevel::Error, "schedule_immediate from a procedure is not supported; ignored");
-        }
         outcome.ticket = commits.iter().filter_map(|c| c.ticket).max();
         outcome.commits = commits.into_iter().filter(|c| !c.delta.is_empty()).map(|c| c.delta).collect();
         Ok(outcome)
+    }
+
+    /// The `schedule_immediate` calls the procedures made since the last call (for the
+    /// database thread to run).
+    pub fn take_immediate_calls(&mut self) -> Vec<(String, Vec<u8>)> {
+        self.instance.as_mut().map(|i| std::mem::take(&mut i.state().scheduled_immediate)).unwrap_or_default()
     }
 
     /// Blocks until `outcome`'s commits are durable (no-op without a log or a commit).
@@ -366,6 +368,10 @@ pub struct ModuleHost {
     views: ViewStates,
     /// Where scheduled procedures go when a procedure thread runs them (else they run here).
     procedure_dispatch: Option<ProcedureDispatch>,
+    /// `schedule_immediate` calls wait for [`ModuleHost::run_immediate_calls`] instead of
+    /// running right after the call that asked (so a caller can announce that call's commit
+    /// first).
+    defer_immediate: bool,
 }
 
 /// Hands a scheduled procedure (id, caller, BSATN arguments) to the thread running procedures.
@@ -680,6 +686,7 @@ impl ModuleHost {
             names,
             views,
             procedure_dispatch: None,
+            defer_immediate: false,
         }
     }
 
@@ -1096,7 +1103,44 @@ impl ModuleHost {
         Ok(outcome)
     }
 
+    /// Makes `schedule_immediate` calls wait for [`ModuleHost::run_immediate_calls`].
+    pub fn defer_immediate_calls(&mut self) {
+        self.defer_immediate = true;
+    }
+
+    /// Queues `schedule_immediate` calls made elsewhere (a procedure thread's instance).
+    pub fn queue_immediate_calls(&mut self, calls: Vec<(String, Vec<u8>)>) {
+        if let Some(instance) = self.instance.as_mut() {
+            instance.state().scheduled_immediate.extend(calls);
+        }
+    }
+
+    /// Runs the queued `schedule_immediate` calls, each in its own transaction, handing each
+    /// outcome to `each` right after its commit (calls they queue wait for the next round).
+    /// Returns how many ran.
+    pub fn run_immediate_calls(&mut self, mut each: impl FnMut(ReducerOutcome)) -> usize {
+        let Some(instance) = self.instance.as_mut() else { return 0 };
+        let queued = std::mem::take(&mut instance.state().scheduled_immediate);
+        let ran = queued.len();
+        for (name, args) in queued {
+            let caller = CallerInfo { identity: self.config.database_identity, ..CallerInfo::default() };
+            match self.spec.reducer_id(&name) {
+                Some(id) => match self.run_reducer(id, &caller, args, now_micros()) {
+                    Ok(o) => each(o),
+                    Err(e) => {
+                        self.logs.host(LogLevel::Error, format!("immediate call of `{name}` failed: {e}"))
+                    }
+                },
+                None => self.logs.host(LogLevel::Error, format!("schedule_immediate: no reducer `{name}`")),
+            }
+        }
+        ran
+    }
+
     fn run_scheduled_immediate(&mut self) {
+        if self.defer_immediate {
+            return;
+        }
         let Some(instance) = self.instance.as_mut() else { return };
         let queued = std::mem::take(&mut instance.state().scheduled_immediate);
         for (name, args) in queued {
@@ -1162,18 +1206,24 @@ impl ModuleHost {
     /// deleted in the same transaction as its reducer; an interval row is re-armed.
     pub fn run_due(&mut self, now: i64) -> Vec<ReducerOutcome> {
         let mut outcomes = Vec::new();
+        self.run_due_with(now, |o| outcomes.push(o));
+        outcomes
+    }
+
+    /// [`ModuleHost::run_due`], handing each outcome to `each` right after its commit — before
+    /// the next scheduled call commits (the database thread announces it there, in order).
+    pub fn run_due_with(&mut self, now: i64, mut each: impl FnMut(ReducerOutcome)) {
         while let Some((due, s, id)) = self.scheduler.queue.first().cloned() {
             if due > now {
                 break;
             }
             self.scheduler.cancel(s, &id);
             match self.run_scheduled(s, &id, due) {
-                Ok(Some(o)) => outcomes.push(o),
+                Ok(Some(o)) => each(o),
                 Ok(None) => {}
                 Err(e) => self.logs.host(LogLevel::Error, format!("scheduled call failed: {e}")),
             }
         }
-        outcomes
     }
 
     fn run_scheduled(&mut self, s: usize, id: &Value, due: i64) -> Result<Option<ReducerOutcome>, HostError> {

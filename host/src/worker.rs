@@ -115,6 +115,10 @@ enum Job {
     ProcedureTurn {
         grant: SyncSender<TxTurn>,
     },
+    /// `schedule_immediate` calls a procedure made, to run here.
+    Immediate {
+        calls: Vec<(String, Vec<u8>)>,
+    },
     /// Acquire (`true`) or release sender-bound views for an identity.
     Views {
         sender: [u8; 32],
@@ -505,6 +509,7 @@ impl ProcedureThread {
         db_jobs: Sender<Job>,
         queued: Arc<AtomicUsize>,
     ) -> Result<ProcedureThread, HostError> {
+        let (immediate_jobs, immediate_queued) = (db_jobs.clone(), Arc::clone(&queued));
         let db_jobs = Mutex::new(db_jobs);
         let gate: TxGate = Arc::new(move || {
             let (grant_tx, grant_rx) = mpsc::sync_channel(1);
@@ -545,6 +550,15 @@ impl ProcedureThread {
                         }
                     };
                     (job.reply)(outcome);
+                    if let Ok(h) = &mut host {
+                        let calls = h.take_immediate_calls();
+                        if !calls.is_empty() {
+                            immediate_queued.fetch_add(1, Ordering::Relaxed);
+                            if immediate_jobs.send(Job::Immediate { calls }).is_err() {
+                                immediate_queued.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
             })
             .map_err(|e| HostError::Runtime(format!("cannot start the procedure thread: {e}")))?;
@@ -780,6 +794,7 @@ fn run(
             notify(&Notify { db: &db, listeners: &listeners, hooks: &hooks }, None, delta, None);
         }));
     }
+    host.defer_immediate_calls();
     let n = Notify { db: &db, listeners: &listeners, hooks: &hooks };
     loop {
         let timeout = match host.next_scheduled() {
@@ -858,6 +873,7 @@ fn run(
                     }
                 }
             }
+            Some(Job::Immediate { calls }) => host.queue_immediate_calls(calls),
             Some(Job::Views { sender, views, acquire, reply }) => {
                 let result = if acquire {
                     host.acquire_views(sender, &views)
@@ -878,9 +894,22 @@ fn run(
                 let _ = reply.send(result);
             }
         }
-        for o in host.run_due(now_micros()) {
-            let delta = Arc::clone(&o.delta);
-            notify(&n, Some(&o), &delta, None);
+        host.run_due_with(now_micros(), |o| {
+            notify(&n, Some(&o), &o.delta, None);
+        });
+        // `schedule_immediate` calls run after the commit that asked was announced, each
+        // announced before the next commits (bounded rounds: a call may queue more).
+        for _ in 0..MAX_IMMEDIATE_ROUNDS {
+            if host.run_immediate_calls(|o| {
+                notify(&n, Some(&o), &o.delta, None);
+            }) == 0
+            {
+                break;
+            }
         }
     }
 }
+
+/// Rounds of `schedule_immediate` calls run after one job (calls queued by the last round wait
+/// for the next job or timer tick).
+const MAX_IMMEDIATE_ROUNDS: usize = 16;

@@ -162,3 +162,24 @@ fn scheduled_procedures_run_beside_the_database_thread() {
     let out = handle.call_reducer("seed_items", &caller(1), ReducerArgs::Json("[1]".into())).unwrap();
     assert!(out.is_committed());
 }
+
+// Proves a `schedule_immediate` call under the database thread runs after the call that
+// asked, and its commit reaches listeners (it used to commit unannounced, hidden from
+// subscribers, when it ran inside the asking call).
+#[test]
+fn immediate_calls_are_announced_after_the_call_that_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle =
+        start(dir.path(), Start::Publish { program: fixture("abi_exerciser_unstable"), owner: OWNER });
+    let commits = handle.commits();
+    let out = handle
+        .call_reducer("schedule_immediate", &caller(1), ReducerArgs::Json(r#"["soon"]"#.into()))
+        .unwrap();
+    assert!(out.is_committed());
+    let event =
+        commits.recv_timeout(Duration::from_secs(5)).expect("the immediate call's commit is announced");
+    assert_eq!(event.reducer.as_deref(), Some("nested_inner"));
+    let journal: Vec<_> = event.delta.tables.iter().flat_map(|t| t.inserts.iter()).collect();
+    assert!(journal.iter().any(|r| r[1] == lightcone_mvcc::Value::String("nested_inner".into())));
+    assert_eq!(event.after.tx_offset(), event.delta.tx_offset, "announced with the state right after it");
+}
