@@ -626,3 +626,42 @@ fn views_are_served_per_reader_over_websocket_and_sql() {
     assert_eq!((r[0], r[5]), (5, 0), "OneOffQueryResult Ok: {}", String::from_utf8_lossy(&r));
     assert!(contains(&r, &bob_le) && !contains(&r, &alice_le));
 }
+
+// Proves a module update that adds row-level security cannot be bypassed through the
+// subscription hub made for the old version: its clients are asked to reconnect, and new
+// subscriptions see only what the new filter allows.
+#[test]
+fn a_module_update_retires_the_old_subscription_filters() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    let (alice_id, alice) = new_identity(&http, &s);
+    let (bob_id, bob) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "upd", &owner, "abi_exerciser").status, 200);
+    for t in [&alice, &bob] {
+        assert_eq!(call(&http, &s, "upd", "whoami", Some(t), "[]").status, 200);
+    }
+    let (alice_le, bob_le) = (identity_le(&alice_id), identity_le(&bob_id));
+    let mut a = connect_ready(&s, "upd", Some(&alice), "v2.bsatn.spacetimedb");
+    a.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM caller_info"]).into())).unwrap();
+    let applied = next(&mut a);
+    assert!(contains(&applied, &alice_le) && contains(&applied, &bob_le), "no RLS yet: both rows");
+
+    // The update adds `SELECT * FROM caller_info WHERE sender = :sender` for other identities.
+    let r = publish(&http, &s, "upd", &owner, "abi_exerciser_unstable");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut b = connect_ready(&s, "upd", Some(&bob), "v2.bsatn.spacetimedb");
+    b.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM caller_info"]).into())).unwrap();
+    let applied = next(&mut b);
+    assert_eq!(applied[0], 1, "SubscribeApplied: {}", String::from_utf8_lossy(&applied));
+    assert!(contains(&applied, &bob_le) && !contains(&applied, &alice_le), "the new filter applies");
+    // Alice's session belonged to the old hub: it is closed with a reason to reconnect.
+    let closed = loop {
+        match a.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            Ok(_) => continue,
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(closed.contains("module was updated"), "{closed}");
+}

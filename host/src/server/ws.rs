@@ -122,6 +122,28 @@ pub struct Hub {
     inner: Mutex<HubInner>,
     db: Arc<HostedDb>,
     next_client: AtomicU64,
+    /// The module version whose RLS and view filters the registry holds. After an update the
+    /// hub is replaced and its clients asked to reconnect (filters cannot be swapped under
+    /// live subscriptions).
+    spec: Arc<ModuleSpec>,
+}
+
+/// Close reason for the clients of a hub replaced by a module update.
+const MODULE_UPDATED: &str = "the module was updated: reconnect";
+
+impl Hub {
+    /// Whether the database still runs the module version this hub was made for.
+    fn is_current(&self) -> bool {
+        spec_of(&self.db).is_some_and(|s| Arc::ptr_eq(&s, &self.spec))
+    }
+
+    /// Asks every client to reconnect (to a hub made for the current module).
+    fn retire(&self) {
+        let inner = self.lock();
+        for client in inner.clients.values() {
+            client.kick.kick(MODULE_UPDATED);
+        }
+    }
 }
 
 fn spec_of(db: &HostedDb) -> Option<Arc<ModuleSpec>> {
@@ -168,7 +190,8 @@ impl Hub {
     fn new(db: Arc<HostedDb>) -> Result<Arc<Hub>, String> {
         let handle = db.handle().ok_or("the database is being updated")?;
         let now = handle.snapshot();
-        let subs = super::rls::registry(handle.spec(), &now)?;
+        let spec = Arc::clone(handle.spec());
+        let subs = super::rls::registry(&spec, &now)?;
         let inner = HubInner {
             subs,
             last_offset: now.tx_offset(),
@@ -177,8 +200,12 @@ impl Hub {
             clients: HashMap::new(),
         };
         drop(now);
-        let hub =
-            Arc::new(Hub { inner: Mutex::new(inner), db: Arc::clone(&db), next_client: AtomicU64::new(1) });
+        let hub = Arc::new(Hub {
+            inner: Mutex::new(inner),
+            db: Arc::clone(&db),
+            next_client: AtomicU64::new(1),
+            spec,
+        });
         let weak = Arc::downgrade(&hub);
         db.hooks.add(Arc::new(move |event: &CommitEvent| weak.upgrade().and_then(|h| h.on_commit(event))));
         Ok(hub)
@@ -265,7 +292,11 @@ fn hub_for(db: &Arc<HostedDb>) -> Result<Arc<Hub>, String> {
     let key = Arc::as_ptr(db) as usize;
     hubs.retain(|_, h| Arc::strong_count(&h.db) > 1 || Arc::ptr_eq(&h.db, db));
     if let Some(h) = hubs.get(&key) {
-        return Ok(Arc::clone(h));
+        if h.is_current() {
+            return Ok(Arc::clone(h));
+        }
+        h.retire();
+        hubs.remove(&key);
     }
     let hub = Hub::new(Arc::clone(db))?;
     hubs.insert(key, Arc::clone(&hub));
@@ -578,6 +609,15 @@ impl Session {
         let spec = spec_of(&self.hub.db)?;
         match msg {
             ClientMessage::Subscribe { request_id, query_set_id, queries } => {
+                if !self.hub.is_current() {
+                    // Filters of the old module version: refuse, and have the client reconnect.
+                    self.hub.retire();
+                    return Some(protocol::subscription_error(
+                        Some(request_id),
+                        query_set_id,
+                        MODULE_UPDATED,
+                    ));
+                }
                 let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
                 // Sender-bound views are materialized for this identity first (a commit of
                 // its own, evaluated before the hub lock is taken here).
