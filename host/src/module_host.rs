@@ -901,18 +901,10 @@ impl ModuleHost {
         if fresh.is_empty() {
             return Ok((empty_delta(), None));
         }
-        let result = self.instance().map(drop).and_then(|()| {
-            self.slot().begin();
-            let env = RefreshEnv {
-                spec: &self.spec,
-                catalog: &self.catalog,
-                logs: &self.logs,
-                fuel: self.config.fuel_per_call,
-            };
+        let result = self.in_view_tx(|env, views, instance| {
             for &v in &fresh {
-                self.views.materialize(&env, &mut self.instance, v, sender);
+                views.materialize(env, instance, v, sender);
             }
-            self.commit()
         });
         if result.is_err() {
             // Not materialized: the caller is told, and holds nothing.
@@ -939,6 +931,21 @@ impl ModuleHost {
         if last.is_empty() {
             return Ok((empty_delta(), None));
         }
+        self.in_view_tx(|env, _, instance| {
+            if let Some(tx) = instance.as_mut().and_then(|i| i.state().slot.get()) {
+                for v in last {
+                    ViewStates::clear_sender(env, tx, v, sender);
+                }
+            }
+        })
+    }
+
+    /// Runs `f` on the views' state in a transaction of its own, then commits it (views
+    /// affected by what `f` wrote are refreshed as for any commit).
+    fn in_view_tx(
+        &mut self,
+        f: impl FnOnce(&RefreshEnv<'_>, &mut ViewStates, &mut Option<Instance>),
+    ) -> Result<(Arc<TxDelta>, Option<Ticket>), HostError> {
         self.instance()?;
         self.slot().begin();
         let env = RefreshEnv {
@@ -947,11 +954,7 @@ impl ModuleHost {
             logs: &self.logs,
             fuel: self.config.fuel_per_call,
         };
-        if let Some(tx) = self.instance.as_mut().and_then(|i| i.state().slot.get()) {
-            for v in last {
-                ViewStates::clear_sender(&env, tx, v, sender);
-            }
-        }
+        f(&env, &mut self.views, &mut self.instance);
         self.commit()
     }
 

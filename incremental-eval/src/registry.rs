@@ -209,26 +209,28 @@ impl Registry {
     /// everywhere `t` is read (including the other side of joins). Register filters before
     /// subscriptions (as upstream does at publish): refused while a subscription reads `t`.
     pub fn add_rls_filter(&mut self, tx: &impl ReadTx, sql: &str) -> Result<(), EvalError> {
+        let (table, filter) = self.compile_filter(tx, sql)?;
+        self.rls.entry(table).or_default().push(filter);
+        Ok(())
+    }
+
+    /// Compiles a filter `SELECT * FROM t WHERE pred`; refused while a subscription reads `t`
+    /// (its queries were built without the filter).
+    fn compile_filter(&self, tx: &impl ReadTx, sql: &str) -> Result<(TableId, Expr), EvalError> {
         let (table, filter) = compile_rls(tx, sql)?;
         let in_use = self.entries.iter().flatten().any(|e| e.query.rels.iter().any(|r| r.table == table));
         if in_use {
             let table = tx.table(table).map(|t| t.schema().name().to_string()).unwrap_or_default();
             return Err(EvalError::RlsInUse { table });
         }
-        self.rls.entry(table).or_default().push(filter);
-        Ok(())
+        Ok((table, filter))
     }
 
     /// Adds a filter `SELECT * FROM t WHERE pred` that every reader of `t` is held to, the
     /// owner included, on top of RLS (a sender-bound view's table: `sender = :sender`, so each
     /// client reads only its own rows). Like RLS filters, register before subscriptions.
     pub fn add_mandatory_filter(&mut self, tx: &impl ReadTx, sql: &str) -> Result<(), EvalError> {
-        let (table, filter) = compile_rls(tx, sql)?;
-        let in_use = self.entries.iter().flatten().any(|e| e.query.rels.iter().any(|r| r.table == table));
-        if in_use {
-            let table = tx.table(table).map(|t| t.schema().name().to_string()).unwrap_or_default();
-            return Err(EvalError::RlsInUse { table });
-        }
+        let (table, filter) = self.compile_filter(tx, sql)?;
         self.mandatory.entry(table).or_default().push(filter);
         Ok(())
     }
