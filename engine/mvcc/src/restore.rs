@@ -8,12 +8,12 @@ use lightcone_btree_index::{BTree, BTreeError};
 use lightcone_page::{Page, PageLayout, Row, RowId};
 
 use crate::error::MvccError;
-use crate::schema::TableSchema;
+use crate::schema::{IndexId, TableId, TableSchema, MAX_TABLES};
 use crate::table::TableState;
 use crate::tx::{Database, DbState};
 
-/// Assembles a [`Database`] table by table. Tables must come in id order (0, 1, 2…), as they
-/// were created.
+/// Assembles a [`Database`] table by table. Tables must come in ascending id order; ids
+/// missing in between are those of dropped tables and stay unused.
 pub struct Restorer {
     state: DbState,
 }
@@ -34,9 +34,9 @@ impl Restorer {
         sequence_next: Vec<Option<i128>>,
     ) -> Result<TableRestorer<'_>, MvccError> {
         let invalid = |reason: String| MvccError::InvalidSchema { table: schema.def.name.clone(), reason };
-        if schema.id as usize != self.state.table_count() {
+        if (schema.id as usize) < self.state.table_count() || schema.id as usize >= MAX_TABLES {
             return Err(invalid(format!(
-                "table id {} out of order (expected {})",
+                "table id {} out of order (expected at least {}, below {MAX_TABLES})",
                 schema.id,
                 self.state.table_count()
             )));
@@ -58,6 +58,20 @@ impl Restorer {
             })
             .collect();
         Ok(TableRestorer { parent: self, table, entries, key: Vec::new() })
+    }
+
+    /// Sets the ids the next created table and index get (see [`crate::ReadTx::next_ids`]):
+    /// a restored database must not hand out the ids of tables dropped before the snapshot.
+    /// Call after the last table; ids below those already restored are refused.
+    pub fn reserve_ids(&mut self, next_table: TableId, next_index: IndexId) -> Result<(), MvccError> {
+        if (next_table as usize) < self.state.table_count() || next_table as usize > MAX_TABLES {
+            return Err(MvccError::ReplayMismatch(format!(
+                "next table id {next_table} is below the restored tables' ({}) or over {MAX_TABLES}",
+                self.state.table_count()
+            )));
+        }
+        self.state.reserve_ids(next_table, next_index);
+        Ok(())
     }
 
     /// The finished database.
@@ -166,6 +180,8 @@ impl TableRestorer<'_> {
                     reason: format!("index `{}` cannot be rebuilt: {e}", def.name),
                 })?;
         }
+        let id = self.table.schema.id;
+        self.parent.state.reserve_ids(id, 0);
         self.parent.state.push_table(self.table);
         Ok(())
     }

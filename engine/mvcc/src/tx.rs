@@ -52,6 +52,15 @@ impl DbState {
         self.tables.len()
     }
 
+    /// Leaves table ids below `next_table` and index ids below `next_index` unused (ids of
+    /// dropped tables, during restore), so later creates get the ids they got originally.
+    pub(crate) fn reserve_ids(&mut self, next_table: TableId, next_index: IndexId) {
+        while self.tables.len() < next_table as usize {
+            self.tables.push(None);
+        }
+        self.next_index_id = self.next_index_id.max(next_index);
+    }
+
     /// Adds a fully built table (restore), registering its name and index ids.
     pub(crate) fn push_table(&mut self, table: TableState) {
         let id = table.schema.id;
@@ -124,6 +133,13 @@ pub trait ReadTx {
             .filter(|(_, t)| t.is_some())
             .map(|(i, _)| i as TableId)
             .collect()
+    }
+
+    /// The ids the next created table and its first index will get. Ids of dropped tables
+    /// are never given out again; a snapshot records these so a restore keeps them.
+    fn next_ids(&self) -> (TableId, IndexId) {
+        let st = &self.state().0;
+        (st.tables.len() as TableId, st.next_index_id)
     }
 
     /// Offset of the last committed transaction visible here.
@@ -318,6 +334,8 @@ impl Database {
             in_operation: false,
             logs: AHashMap::new(),
             created: Vec::new(),
+            dropped: Vec::new(),
+            catalog_before: None,
             dropped_hints: Vec::new(),
         }
     }
@@ -357,6 +375,10 @@ struct TableLog {
 pub struct TxDelta {
     /// Offset of this transaction; 0 if it changed nothing (and so took no offset).
     pub tx_offset: u64,
+    /// Tables that existed before this transaction and were dropped by it, ascending. Replay
+    /// drops them before creating `created_tables` (a drop may free a name a create reuses);
+    /// their row changes are not in `tables`.
+    pub dropped_tables: Vec<TableId>,
     /// Tables created by this transaction, with their assigned ids, in creation order.
     pub created_tables: Vec<TableSchema>,
     /// Row changes per table, by ascending table id; tables without changes are absent.
@@ -427,7 +449,10 @@ impl InsertedRows {
 
 impl TxDelta {
     pub fn is_empty(&self) -> bool {
-        self.created_tables.is_empty() && self.tables.is_empty() && self.sequences.is_empty()
+        self.dropped_tables.is_empty()
+            && self.created_tables.is_empty()
+            && self.tables.is_empty()
+            && self.sequences.is_empty()
     }
 }
 
@@ -450,6 +475,12 @@ pub struct SequenceUpdate {
     pub next: Option<i128>,
 }
 
+/// The name and index maps of a catalog (shared `Arc`s: saving them is cheap).
+struct CatalogMaps {
+    table_names: Arc<HashMap<String, TableId>>,
+    index_locations: Arc<HashMap<IndexId, (TableId, usize)>>,
+}
+
 /// The one open write transaction. Reads see its own writes. Any operation that returns an
 /// error changed nothing, and the transaction stays usable.
 pub struct WriteTx<'db> {
@@ -468,6 +499,11 @@ pub struct WriteTx<'db> {
     tx_offset_before: u64,
     logs: AHashMap<TableId, TableLog>,
     created: Vec<TableId>,
+    /// Tables dropped by this transaction, in drop order, kept whole for undo.
+    dropped: Vec<Arc<TableState>>,
+    /// The catalog maps as they were before this transaction's first create or drop (undo
+    /// puts them back whole: a drop and a create of the same name can interleave).
+    catalog_before: Option<CatalogMaps>,
     /// Free-page hints removed during the transaction, restored if it rolls back.
     dropped_hints: Vec<(TableId, u32)>,
 }
@@ -495,6 +531,47 @@ impl WriteTx<'_> {
         self.guarded(|tx| tx.create_table_inner(def))
     }
 
+    /// Drops a table: its rows, indexes and name are gone for transactions that start after
+    /// the commit (snapshots taken before keep it). Its table id and index ids are never
+    /// given out again, so the commit log's ids stay unambiguous. A table cannot be dropped
+    /// by the transaction that created it.
+    pub fn drop_table(&mut self, table: TableId) -> Result<(), MvccError> {
+        self.guarded(|tx| tx.drop_table_inner(table))
+    }
+
+    /// Remembers the catalog maps before the first catalog change of the transaction.
+    fn save_catalog(&mut self) {
+        if self.catalog_before.is_none() {
+            self.catalog_before = Some(CatalogMaps {
+                table_names: Arc::clone(&self.state.0.table_names),
+                index_locations: Arc::clone(&self.state.0.index_locations),
+            });
+        }
+    }
+
+    fn drop_table_inner(&mut self, id: TableId) -> Result<(), MvccError> {
+        let table = self.state.0.table(id)?;
+        if self.created.contains(&id) {
+            // Its ids would be used up without a trace in the delta, and replay would then
+            // hand out different ids than the original did.
+            return Err(MvccError::InvalidSchema {
+                table: table.schema.name().to_string(),
+                reason: "a table cannot be dropped by the transaction that created it".into(),
+            });
+        }
+        self.save_catalog();
+        let st = self.st();
+        // Invariant: checked just above that the slot holds a table.
+        let table = st.tables[id as usize].take().expect("table exists");
+        Arc::make_mut(&mut st.table_names).remove(table.schema.name());
+        let locations = Arc::make_mut(&mut st.index_locations);
+        for index in &table.schema.index_ids {
+            locations.remove(index);
+        }
+        self.dropped.push(table);
+        Ok(())
+    }
+
     /// Runs a mutating operation with `in_operation` set, so a panic inside it is detected.
     fn guarded<R>(&mut self, op: impl FnOnce(&mut Self) -> R) -> R {
         let outer = std::mem::replace(&mut self.in_operation, true);
@@ -507,6 +584,7 @@ impl WriteTx<'_> {
         let def = self.validate_table_def(def)?;
         let layout = PageLayout::new(&def.column_types())
             .map_err(|e| MvccError::InvalidSchema { table: def.name.clone(), reason: e.to_string() })?;
+        self.save_catalog();
         let st = self.st();
         let id = st.tables.len() as TableId;
         let index_ids: Vec<IndexId> = (0..def.indexes.len() as u32).map(|i| st.next_index_id + i).collect();
@@ -750,6 +828,9 @@ impl WriteTx<'_> {
 
     fn apply_delta_inner(&mut self, delta: &TxDelta) -> Result<(), MvccError> {
         let mismatch = |what: String| MvccError::ReplayMismatch(what);
+        for &id in &delta.dropped_tables {
+            self.drop_table_inner(id)?;
+        }
         for schema in &delta.created_tables {
             let id = self.create_table_inner(schema.def.clone())?;
             let created = self.table(id)?.schema();
@@ -867,9 +948,11 @@ impl WriteTx<'_> {
         let mut delta = TxDelta::default();
         let st = &self.state.0;
         for &id in &self.created {
-            // Invariant: tables are never dropped, so a created table still exists.
+            // Invariant: a table cannot be dropped by the transaction that created it.
             delta.created_tables.push((*st.table(id).expect("created table exists").schema).clone());
         }
+        delta.dropped_tables = self.dropped.iter().map(|t| t.schema.id).collect();
+        delta.dropped_tables.sort_unstable();
         let mut touched: Vec<TableId> = self.logs.keys().copied().collect();
         touched.sort_unstable();
         for id in touched {
@@ -900,6 +983,9 @@ impl WriteTx<'_> {
         let result = before_publish(&delta);
         self.finished = true;
         self.dropped_hints.clear();
+        for table in self.dropped.drain(..) {
+            self.meta.free_hints.remove(&table.schema.id);
+        }
         self.db.end_transaction(Some(self.take_state()), false);
         (delta, result)
     }
@@ -910,6 +996,12 @@ impl WriteTx<'_> {
     /// Reverses every change made to a lent state, in place: new rows out, deleted rows back at
     /// their old row ids, sequences and catalog as they were.
     fn undo(&mut self) {
+        // Dropped tables come back first, so the row logs below find every table they name.
+        for table in self.dropped.drain(..).rev() {
+            let slot = &mut unshared(&mut self.state).tables[table.schema.id as usize];
+            debug_assert!(slot.is_none(), "undo: dropped table's slot was reused");
+            *slot = Some(table);
+        }
         let mut logs: Vec<(TableId, TableLog)> = self.logs.drain().collect();
         logs.sort_unstable_by_key(|(id, _)| *id);
         for (id, log) in logs {
@@ -917,7 +1009,7 @@ impl WriteTx<'_> {
                 continue; // removed whole below
             }
             let hints = self.meta.free_hints.entry(id).or_default();
-            // Invariant: a logged table exists (tables are never dropped).
+            // Invariant: a logged table exists (dropped tables were put back above).
             let t = unshared(&mut self.state).table_mut(id).expect("logged table exists");
             for rid in log.inserted.sorted() {
                 let removed = t.delete(rid, hints);
@@ -932,18 +1024,18 @@ impl WriteTx<'_> {
         let st = unshared(&mut self.state);
         st.tx_offset = self.tx_offset_before;
         for &id in self.created.iter().rev() {
-            // Invariant: created tables were pushed last, in this order.
+            // Invariant: created tables were pushed last, in this order (and any dropped since
+            // were put back above).
             let table = st.tables.pop().flatten().expect("created table is last");
             debug_assert_eq!(table.schema.id, id);
-            Arc::make_mut(&mut st.table_names).remove(table.schema.name());
-            let locations = Arc::make_mut(&mut st.index_locations);
-            for index in &table.schema.index_ids {
-                locations.remove(index);
-            }
             st.next_index_id -= table.schema.index_ids.len() as IndexId;
             self.meta.free_hints.remove(&id);
         }
         self.created.clear();
+        if let Some(before) = self.catalog_before.take() {
+            st.table_names = before.table_names;
+            st.index_locations = before.index_locations;
+        }
     }
 }
 

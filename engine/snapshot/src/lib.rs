@@ -25,7 +25,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lightcone_mvcc::{Database, ReadTx, Restorer, Snapshot};
+use lightcone_mvcc::{Database, IndexId, ReadTx, Restorer, Snapshot, TableId};
 use lightcone_wal::codec::{
     decode_row_prefix, decode_schema_prefix, decode_sequence_counters_prefix, encode_row, encode_schema,
     encode_sequence_counters, DecodeError,
@@ -34,7 +34,10 @@ use lightcone_wal::{CommitLog, LogOptions, Recovery, ReplayProgress, WalError};
 
 const MANIFEST: &str = "MANIFEST";
 const CATALOG: &str = "catalog.bin";
-const MANIFEST_HEADER: &str = "lightcone-snapshot 1";
+const MANIFEST_HEADER: &str = "lightcone-snapshot 2";
+/// Header of snapshots written before tables could be dropped (no `next_ids` line; their
+/// table ids have no gaps). Still read.
+const MANIFEST_HEADER_V1: &str = "lightcone-snapshot 1";
 /// Snapshots kept after a new one is written (the newest and one before it).
 pub const SNAPSHOTS_KEPT: usize = 2;
 
@@ -112,7 +115,8 @@ pub fn write_snapshot(data_dir: &Path, snapshot: &Snapshot) -> Result<SnapshotIn
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
 
-    let mut manifest = format!("{MANIFEST_HEADER}\ntx_offset {offset}\n");
+    let (next_table, next_index) = snapshot.next_ids();
+    let mut manifest = format!("{MANIFEST_HEADER}\ntx_offset {offset}\nnext_ids {next_table} {next_index}\n");
     let mut catalog = Vec::new();
     let ids = snapshot.table_ids();
     catalog.extend_from_slice(&(ids.len() as u32).to_le_bytes());
@@ -205,8 +209,16 @@ struct ManifestEntry {
     blake3_hex: String,
 }
 
-/// Reads and checks a snapshot's manifest; returns its offset and the files it lists.
-fn read_manifest(dir: &Path) -> Result<(u64, Vec<ManifestEntry>), SnapshotError> {
+/// What a manifest says.
+struct Manifest {
+    tx_offset: u64,
+    /// The next table and index ids (absent in version-1 manifests).
+    next_ids: Option<(TableId, IndexId)>,
+    files: Vec<ManifestEntry>,
+}
+
+/// Reads and checks a snapshot's manifest.
+fn read_manifest(dir: &Path) -> Result<Manifest, SnapshotError> {
     let path = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let corrupt = |reason: &str| SnapshotError::Corrupt { file: path.clone(), reason: reason.to_string() };
@@ -216,14 +228,27 @@ fn read_manifest(dir: &Path) -> Result<(u64, Vec<ManifestEntry>), SnapshotError>
         return Err(corrupt("hash does not match its contents"));
     }
     let mut lines = body.lines();
-    if lines.next() != Some(MANIFEST_HEADER) {
-        return Err(corrupt("unknown header"));
-    }
+    let version = match lines.next() {
+        Some(MANIFEST_HEADER) => 2,
+        Some(MANIFEST_HEADER_V1) => 1,
+        _ => return Err(corrupt("unknown header")),
+    };
     let offset = lines
         .next()
         .and_then(|l| l.strip_prefix("tx_offset "))
         .and_then(|o| o.parse().ok())
         .ok_or_else(|| corrupt("missing tx_offset"))?;
+    let next_ids = if version >= 2 {
+        let ids = lines
+            .next()
+            .and_then(|l| l.strip_prefix("next_ids "))
+            .and_then(|l| l.split_once(' '))
+            .and_then(|(t, i)| Some((t.parse().ok()?, i.parse().ok()?)))
+            .ok_or_else(|| corrupt("missing next_ids"))?;
+        Some(ids)
+    } else {
+        None
+    };
     let mut files = Vec::new();
     for line in lines {
         let parts: Vec<&str> = line.split(' ').collect();
@@ -235,14 +260,19 @@ fn read_manifest(dir: &Path) -> Result<(u64, Vec<ManifestEntry>), SnapshotError>
             _ => return Err(corrupt("unreadable line")),
         }
     }
-    Ok((offset, files))
+    Ok(Manifest { tx_offset: offset, next_ids, files })
 }
 
 /// Checks every file of a snapshot against its manifest (size and blake3).
 pub fn verify_snapshot(dir: &Path) -> Result<u64, SnapshotError> {
-    let (offset, files) = read_manifest(dir)?;
-    for ManifestEntry { name, len, blake3_hex: hash } in files {
-        let path = dir.join(&name);
+    verify_files(dir).map(|m| m.tx_offset)
+}
+
+/// [`verify_snapshot`], returning the whole manifest.
+fn verify_files(dir: &Path) -> Result<Manifest, SnapshotError> {
+    let manifest = read_manifest(dir)?;
+    for ManifestEntry { name, len, blake3_hex: hash } in &manifest.files {
+        let (len, path) = (*len, dir.join(name));
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         if bytes.len() as u64 != len {
             return Err(SnapshotError::Corrupt {
@@ -257,12 +287,13 @@ pub fn verify_snapshot(dir: &Path) -> Result<u64, SnapshotError> {
             });
         }
     }
-    Ok(offset)
+    Ok(manifest)
 }
 
 /// Loads a verified snapshot into a new database (indexes bulk-built).
 pub fn load_snapshot(dir: &Path) -> Result<Database, SnapshotError> {
-    let offset = verify_snapshot(dir)?;
+    let manifest = verify_files(dir)?;
+    let offset = manifest.tx_offset;
     let catalog_path = dir.join(CATALOG);
     let catalog = std::fs::read(&catalog_path).map_err(io(&catalog_path))?;
     let decode = |file: &Path, offset: usize| {
@@ -303,6 +334,9 @@ pub fn load_snapshot(dir: &Path) -> Result<Database, SnapshotError> {
             });
         }
         table.finish().map_err(restore_err)?;
+    }
+    if let Some((next_table, next_index)) = manifest.next_ids {
+        restorer.reserve_ids(next_table, next_index).map_err(restore_err)?;
     }
     Ok(restorer.finish())
 }

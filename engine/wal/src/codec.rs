@@ -9,8 +9,11 @@ use lightcone_mvcc::{
     TableSchema, TxDelta, Value, I256, U256,
 };
 
-/// Version byte at the start of every payload.
+/// Version byte at the start of every payload without dropped tables (the layout every
+/// earlier log was written in, kept byte for byte).
 const FORMAT_VERSION: u8 = 1;
+/// Version byte of a payload that drops tables: version 1 preceded by the dropped table ids.
+const FORMAT_VERSION_WITH_DROPS: u8 = 2;
 
 /// Why a payload could not be decoded. Positions are byte offsets within the payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +34,15 @@ pub enum DecodeError {
 
 /// Appends the encoding of `delta` (without its `tx_offset`, which the record frame carries).
 pub fn encode_delta(out: &mut Vec<u8>, delta: &TxDelta) {
-    out.push(FORMAT_VERSION);
+    if delta.dropped_tables.is_empty() {
+        out.push(FORMAT_VERSION);
+    } else {
+        out.push(FORMAT_VERSION_WITH_DROPS);
+        put_u32(out, delta.dropped_tables.len() as u32);
+        for &id in &delta.dropped_tables {
+            put_u32(out, id);
+        }
+    }
     put_u32(out, delta.created_tables.len() as u32);
     for schema in &delta.created_tables {
         encode_schema(out, schema);
@@ -54,10 +65,16 @@ pub fn encode_delta(out: &mut Vec<u8>, delta: &TxDelta) {
 pub fn decode_delta(bytes: &[u8], tx_offset: u64) -> Result<TxDelta, DecodeError> {
     let mut r = Reader { bytes, pos: 0 };
     let version = r.u8()?;
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
     let mut delta = TxDelta { tx_offset, ..TxDelta::default() };
+    match version {
+        FORMAT_VERSION => {}
+        FORMAT_VERSION_WITH_DROPS => {
+            for _ in 0..r.count(4)? {
+                delta.dropped_tables.push(r.u32()?);
+            }
+        }
+        _ => return Err(DecodeError::UnknownVersion(version)),
+    }
     for _ in 0..r.count(1)? {
         delta.created_tables.push(decode_schema(&mut r)?);
     }
@@ -472,9 +489,11 @@ mod tests {
             proptest::collection::vec((any::<u32>(), rows(), rows()), 0..3),
             proptest::collection::vec((any::<u32>(), 0usize..4, proptest::option::of(any::<i128>())), 0..3),
             any::<u64>(),
+            proptest::collection::vec(any::<u32>(), 0..3),
         )
-            .prop_map(|(created_tables, tables, seqs, tx_offset)| TxDelta {
+            .prop_map(|(created_tables, tables, seqs, tx_offset, dropped_tables)| TxDelta {
                 tx_offset,
+                dropped_tables,
                 created_tables,
                 tables: tables
                     .into_iter()
@@ -517,5 +536,29 @@ mod tests {
         assert!(matches!(decode_delta(&bytes, 0), Err(DecodeError::BadCount { .. })));
         assert_eq!(decode_delta(&[9], 0), Err(DecodeError::UnknownVersion(9)));
         assert!(matches!(decode_delta(&[], 0), Err(DecodeError::UnexpectedEnd { .. })));
+        let bytes = [FORMAT_VERSION_WITH_DROPS, 0xFF, 0xFF, 0xFF, 0x0F];
+        assert!(matches!(decode_delta(&bytes, 0), Err(DecodeError::BadCount { .. })));
+    }
+
+    // Proves a delta without drops is written in the version-1 layout, byte for byte, so logs
+    // written before drops existed and logs written now read the same.
+    #[test]
+    fn deltas_without_drops_keep_version_1() {
+        let mut d = TxDelta {
+            tables: vec![TableDelta { table_id: 3, inserts: vec![vec![Value::U32(7)]], deletes: vec![] }],
+            ..TxDelta::default()
+        };
+        let mut buf = Vec::new();
+        encode_delta(&mut buf, &d);
+        assert_eq!(buf[0], FORMAT_VERSION);
+        // version, created count, table count, table id, deletes, inserts, one row (arity,
+        // tag, u32), sequence count.
+        assert_eq!(buf.len(), 1 + 4 + 4 + 4 + 4 + 4 + (2 + 1 + 4) + 4);
+        d.dropped_tables = vec![1, 2];
+        let mut with_drops = Vec::new();
+        encode_delta(&mut with_drops, &d);
+        assert_eq!(with_drops[0], FORMAT_VERSION_WITH_DROPS);
+        assert_eq!(&with_drops[1 + 4 + 8..], &buf[1..], "version 2 = version 1 after the drop list");
+        assert_eq!(decode_delta(&with_drops, 0).unwrap().dropped_tables, vec![1, 2]);
     }
 }
