@@ -16,7 +16,7 @@ pub use crate::abi::CommitObserver;
 use crate::abi::{CallContext, Catalog, ProcedureCommit, ProcedureEnv};
 use crate::codec::{resolve, skip_value, Reader};
 use crate::logs::{now_micros, LogLevel, ModuleLogs};
-use crate::module_def::{decode_module_def, ModuleSpec, ScheduledFunction};
+use crate::module_def::{decode_module_def, ModuleSpec, ScheduledFunction, TableSpec};
 use crate::runtime::{GuestFailure, GuestOutcome, Instance, WasmEngine};
 use crate::tx_slot::TxSlot;
 use crate::views::{RefreshEnv, ViewStates};
@@ -473,20 +473,39 @@ fn types_equal(a: &AlgebraicType, ta: &Typespace, b: &AlgebraicType, tb: &Typesp
     }
 }
 
-/// Checks that `new` can take over data written under `old`; returns the indexes (into
-/// `new.tables`) of tables to create.
-fn check_compatible(old: &ModuleSpec, new: &ModuleSpec) -> Result<Vec<usize>, HostError> {
+/// What publishing a new version over an old one changes in the engine's catalog.
+#[derive(Debug, Default, PartialEq)]
+struct Migration {
+    /// Engine tables to drop, by name: views the new version removed, views whose row type
+    /// changed (recreated), views that became tables.
+    drop: Vec<String>,
+    /// Indexes into the new spec's tables of tables to create (after the drops).
+    create: Vec<usize>,
+}
+
+/// Checks that `new` can take over data written under `old` and plans the catalog changes.
+/// Tables keep their data, so their shape may not change; a view's rows are derived data (the
+/// new version recomputes them), so a view may be removed, reshaped or turned into a table —
+/// as SpacetimeDB's auto-migration allows.
+fn plan_migration(old: &ModuleSpec, new: &ModuleSpec) -> Result<Migration, HostError> {
     let mut problems = Vec::new();
+    let mut plan = Migration::default();
     for ot in &old.tables {
         let Some(nt) = new.table_by_name(&ot.name) else {
-            // A removed view's table stays (tables are never dropped); publish empties it.
-            if ot.view.is_none() {
-                problems.push(format!("table `{}` was removed", ot.name));
+            match ot.view {
+                Some(_) => plan.drop.push(ot.name.clone()),
+                None => problems.push(format!("table `{}` was removed", ot.name)),
             }
             continue;
         };
-        if ot.view.is_some() != nt.view.is_some() {
-            problems.push(format!("`{}` changed between a table and a view", ot.name));
+        if ot.view.is_some() {
+            if nt.view.is_none() || !same_shape(ot, old, nt, new) {
+                plan.drop.push(ot.name.clone());
+            }
+            continue;
+        }
+        if nt.view.is_some() {
+            problems.push(format!("table `{}` became a view (tables cannot be removed)", ot.name));
             continue;
         }
         let (od, nd) = (ot.engine_def(), nt.engine_def());
@@ -512,7 +531,28 @@ fn check_compatible(old: &ModuleSpec, new: &ModuleSpec) -> Result<Vec<usize>, Ho
     if !problems.is_empty() {
         return Err(HostError::IncompatibleSchema(problems.join("; ")));
     }
-    Ok((0..new.tables.len()).filter(|&i| old.table_by_name(&new.tables[i].name).is_none()).collect())
+    plan.create = (0..new.tables.len())
+        .filter(|&i| {
+            let name = &new.tables[i].name;
+            old.table_by_name(name).is_none() || plan.drop.contains(name)
+        })
+        .collect();
+    Ok(plan)
+}
+
+/// Whether two versions of a table store the same rows the same way: columns (names, engine
+/// types and full types), indexes, constraints, sequences and visibility.
+fn same_shape(a: &TableSpec, a_spec: &ModuleSpec, b: &TableSpec, b_spec: &ModuleSpec) -> bool {
+    let (ad, bd) = (a.engine_def(), b.engine_def());
+    ad.columns == bd.columns
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|((_, x), (_, y))| types_equal(x, &a_spec.typespace, y, &b_spec.typespace, 0))
+        && ad.indexes == bd.indexes
+        && ad.primary_key == bd.primary_key
+        && ad.sequences == bd.sequences
+        && ad.public == bd.public
 }
 
 fn engine_err(e: lightcone_mvcc::MvccError) -> HostError {
@@ -546,50 +586,36 @@ impl ModuleHost {
         state.slot.begin();
         // Invariant: begun just above.
         let tx = state.slot.get().expect("transaction open");
-        let (created, to_create) = match &old {
-            None => (true, (0..spec.tables.len()).collect::<Vec<_>>()),
-            Some(old) => {
-                let old_spec = decode_module_def(&old.module_def)?;
-                (false, check_compatible(&old_spec, &spec)?)
-            }
+        let (created, plan) = match &old {
+            None => (true, Migration { drop: Vec::new(), create: (0..spec.tables.len()).collect() }),
+            Some(old) => (false, plan_migration(&decode_module_def(&old.module_def)?, &spec)?),
         };
+        // Versions before tables could be dropped left a removed view's (emptied) table in
+        // place: one in the way of a table to create goes now.
+        let leftovers: Vec<String> = plan
+            .create
+            .iter()
+            .map(|&i| &spec.tables[i].name)
+            .filter(|name| !name.starts_with("st_") && !plan.drop.contains(name) && tx.table_id(name).is_ok())
+            .cloned()
+            .collect();
+        let drop: Vec<String> = plan.drop.iter().cloned().chain(leftovers).collect();
+        for name in &drop {
+            let id = tx.table_id(name).map_err(engine_err)?;
+            tx.drop_table(id).map_err(engine_err)?;
+        }
         let mut tables_created = Vec::new();
-        for &i in &to_create {
+        for &i in &plan.create {
             let t = &spec.tables[i];
-            // A view removed by an earlier version left its (emptied) table behind: a view of
-            // that name and shape takes it over.
-            if t.view.is_some() {
-                if let Ok(id) = tx.table_id(&t.name) {
-                    let existing = tx.table(id).map_err(engine_err)?.schema().def.columns.clone();
-                    if existing == t.engine_def().columns {
-                        continue;
-                    }
-                    return Err(HostError::IncompatibleSchema(format!(
-                        "view `{}` has other columns than the table an earlier version's view of that \
-                         name left behind (publish with --delete-data to change it)",
-                        t.name
-                    )));
-                }
-            }
             tx.create_table(t.engine_def()).map_err(engine_err)?;
             tables_created.push(t.name.clone());
-        }
-        if let Some(old) = &old {
-            // The rows of views this version no longer has would be stale forever.
-            let old_spec = decode_module_def(&old.module_def)?;
-            for t in
-                old_spec.tables.iter().filter(|t| t.view.is_some() && spec.table_by_name(&t.name).is_none())
-            {
-                let id = tx.table_id(&t.name).map_err(engine_err)?;
-                let rids: Vec<_> = tx.table(id).map_err(engine_err)?.row_ids().collect();
-                for rid in rids {
-                    tx.delete(id, rid).map_err(engine_err)?;
-                }
-            }
         }
         write_program_row(tx, program, &def_bytes, owner, created).map_err(engine_err)?;
         let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &*tx).map_err(engine_err)?);
         let mut host = ModuleHost::assemble(instance, Arc::clone(&spec), catalog, db, log, logs, config);
+        for name in &drop {
+            host.logs.host(LogLevel::Info, format!("Dropping the table of view `{name}`"));
+        }
         for name in &tables_created {
             host.logs.host(LogLevel::Info, format!("Creating table `{name}`"));
         }

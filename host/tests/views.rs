@@ -144,3 +144,108 @@ fn views_follow_a_procedures_commits() {
     assert_eq!(commits, [vec!["item".to_string()], vec!["high_score_items".to_string()]]);
     assert_eq!(*seen.lock().unwrap(), commits, "both announced, in order");
 }
+
+/// Opens (or reopens) a database with a commit log in `dir`.
+fn open_logged(
+    dir: &std::path::Path,
+) -> (std::sync::Arc<lightcone_mvcc::Database>, std::sync::Arc<lightcone_wal::CommitLog>) {
+    let (db, log, _) = lightcone_snapshot::open_data_dir(dir, lightcone_wal::LogOptions::default(), |_| {})
+        .expect("open data dir");
+    (std::sync::Arc::new(db), std::sync::Arc::new(log))
+}
+
+fn column_names(db: &lightcone_mvcc::Database, table: &str) -> Vec<String> {
+    let snap = db.snapshot();
+    let id = snap.table_id(table).unwrap();
+    snap.table(id).unwrap().schema().def.columns.iter().map(|c| c.name.clone()).collect()
+}
+
+// Proves a module update may change views freely, as SpacetimeDB's auto-migration allows —
+// a view whose row type changed gets a new table, recomputed in the update's commit; a view
+// that became a table is replaced by an empty table the new reducers write — while turning a
+// table into a view is refused and changes nothing; and that all of it replays from the
+// commit log after a restart.
+#[test]
+fn module_updates_migrate_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || HostConfig { fuel_per_call: 200_000_000, database_identity: [9; 32] };
+    let (db, log) = open_logged(dir.path());
+    let (mut host, _) = ModuleHost::publish(
+        engine(),
+        db.clone(),
+        Some(log.clone()),
+        &fixture("abi_exerciser"),
+        OWNER,
+        config(),
+    )
+    .expect("publish v1");
+    call_ok(&mut host, "seed_items", "[8]");
+    assert_eq!(ids(&db, "high_score_items"), [6, 7, 8]);
+    assert_eq!(ids(&db, "tag_one_items"), [2, 6]);
+    let old_high = db.snapshot().table_id("high_score_items").unwrap();
+    drop(host);
+
+    let (mut host, report) = ModuleHost::publish(
+        engine(),
+        db.clone(),
+        Some(log.clone()),
+        &fixture("abi_exerciser_unstable"),
+        OWNER,
+        config(),
+    )
+    .expect("an update that reshapes a view and turns one into a table is allowed");
+    assert!(!report.created);
+    let mut created = report.tables_created.clone();
+    created.sort();
+    assert_eq!(created, ["high_score_items", "tag_one_items"]);
+    let snap = db.snapshot();
+    assert!(snap.table(old_high).is_err(), "the old view table is dropped");
+    assert_ne!(snap.table_id("high_score_items").unwrap(), old_high);
+    drop(snap);
+    assert_eq!(column_names(&db, "high_score_items"), ["id", "score"]);
+    assert_eq!(
+        sorted_rows(&db, "high_score_items"),
+        [6u64, 7, 8].map(|i| vec![Value::U64(i), Value::I32(10 * (i as i32 - 1))]).to_vec(),
+        "recomputed by the new view in the update's commit"
+    );
+    assert_eq!(column_names(&db, "tag_one_items"), ["id"]);
+    assert!(rows(&db, "tag_one_items").is_empty(), "a new, empty table");
+    call_ok(&mut host, "note_tag_one_item", "[42]");
+    call_ok(&mut host, "update_item_score", "[1, 99]");
+    assert_eq!(ids(&db, "high_score_items"), [1, 6, 7, 8]);
+    let messages = log_messages(&host);
+    assert!(
+        messages.iter().any(|m| m.contains("Dropping the table of view `high_score_items`")),
+        "{messages:?}"
+    );
+    drop(host);
+
+    // Back to the first version: `tag_one_items` would turn from a table into a view.
+    let before = db_state(&db);
+    let err = ModuleHost::publish(
+        engine(),
+        db.clone(),
+        Some(log.clone()),
+        &fixture("abi_exerciser"),
+        OWNER,
+        config(),
+    )
+    .err()
+    .expect("refused");
+    match err {
+        lightcone_host::HostError::IncompatibleSchema(m) => {
+            assert!(m.contains("table `tag_one_items` became a view"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(db_state(&db), before, "a refused update changes nothing");
+    let expected = db_state(&db);
+    drop((db, log));
+
+    // A restart replays the drops and creates from the log.
+    let (db, log) = open_logged(dir.path());
+    assert_eq!(db_state(&db), expected);
+    let mut host = ModuleHost::open(engine(), db.clone(), Some(log), config()).expect("open");
+    call_ok(&mut host, "note_tag_one_item", "[43]");
+    assert_eq!(ids(&db, "tag_one_items"), [42, 43]);
+}
