@@ -599,6 +599,16 @@ impl ModuleHost {
             .filter(|name| !name.starts_with("st_") && !plan.drop.contains(name) && tx.table_id(name).is_ok())
             .cloned()
             .collect();
+        for name in &leftovers {
+            // Only an emptied view table can be left over; anything holding rows is refused
+            // rather than dropped with its data.
+            let id = tx.table_id(name).map_err(engine_err)?;
+            if tx.table(id).map_err(engine_err)?.row_count() > 0 {
+                return Err(HostError::IncompatibleSchema(format!(
+                    "table `{name}` exists with rows but is not part of the published module"
+                )));
+            }
+        }
         let drop: Vec<String> = plan.drop.iter().cloned().chain(leftovers).collect();
         for name in &drop {
             let id = tx.table_id(name).map_err(engine_err)?;

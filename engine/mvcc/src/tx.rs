@@ -829,7 +829,7 @@ impl WriteTx<'_> {
     fn apply_delta_inner(&mut self, delta: &TxDelta) -> Result<(), MvccError> {
         let mismatch = |what: String| MvccError::ReplayMismatch(what);
         for &id in &delta.dropped_tables {
-            self.drop_table_inner(id)?;
+            self.drop_table_inner(id).map_err(|e| mismatch(format!("table {id} cannot be dropped: {e}")))?;
         }
         for schema in &delta.created_tables {
             let id = self.create_table_inner(schema.def.clone())?;
@@ -925,6 +925,9 @@ impl WriteTx<'_> {
         self.st().tx_offset = tx_offset;
         self.finished = true;
         self.dropped_hints.clear();
+        for table in self.dropped.drain(..) {
+            self.meta.free_hints.remove(&table.schema.id);
+        }
         self.db.end_transaction(Some(self.take_state()), false);
         Ok(())
     }

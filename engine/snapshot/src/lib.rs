@@ -34,9 +34,12 @@ use lightcone_wal::{CommitLog, LogOptions, Recovery, ReplayProgress, WalError};
 
 const MANIFEST: &str = "MANIFEST";
 const CATALOG: &str = "catalog.bin";
+/// Header of a snapshot with a `next_ids` line: written when a dropped table left ids that a
+/// restore must keep unused.
 const MANIFEST_HEADER: &str = "lightcone-snapshot 2";
-/// Header of snapshots written before tables could be dropped (no `next_ids` line; their
-/// table ids have no gaps). Still read.
+/// Header of a snapshot without one (table ids without gaps): what every snapshot was before
+/// tables could be dropped, and still written when no id needs keeping, so older binaries
+/// read it.
 const MANIFEST_HEADER_V1: &str = "lightcone-snapshot 1";
 /// Snapshots kept after a new one is written (the newest and one before it).
 pub const SNAPSHOTS_KEPT: usize = 2;
@@ -115,10 +118,24 @@ pub fn write_snapshot(data_dir: &Path, snapshot: &Snapshot) -> Result<SnapshotIn
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
 
-    let (next_table, next_index) = snapshot.next_ids();
-    let mut manifest = format!("{MANIFEST_HEADER}\ntx_offset {offset}\nnext_ids {next_table} {next_index}\n");
-    let mut catalog = Vec::new();
     let ids = snapshot.table_ids();
+    // Version 1 while no table was ever dropped (so older binaries still read the snapshot);
+    // version 2, with the next ids, once there are ids a restore must keep unused.
+    let (next_table, next_index) = snapshot.next_ids();
+    let derived_next_index = ids
+        .iter()
+        .filter_map(|&id| snapshot.table(id).ok()?.schema().index_ids.iter().max().map(|i| i + 1))
+        .max()
+        .unwrap_or(0);
+    let gapless = ids.iter().enumerate().all(|(i, &id)| i as TableId == id)
+        && next_table as usize == ids.len()
+        && next_index == derived_next_index;
+    let mut manifest = if gapless {
+        format!("{MANIFEST_HEADER_V1}\ntx_offset {offset}\n")
+    } else {
+        format!("{MANIFEST_HEADER}\ntx_offset {offset}\nnext_ids {next_table} {next_index}\n")
+    };
+    let mut catalog = Vec::new();
     catalog.extend_from_slice(&(ids.len() as u32).to_le_bytes());
     let (mut bytes, mut rows) = (0u64, 0u64);
     for &id in &ids {
@@ -311,13 +328,20 @@ pub fn load_snapshot(dir: &Path) -> Result<Database, SnapshotError> {
     let count = u32::from_le_bytes(take(&mut pos, 4)?.try_into().map_err(|_| short(&catalog_path))?);
     let mut restorer = Restorer::new(offset);
     let restore_err = |source| SnapshotError::Restore { dir: dir.to_path_buf(), source };
-    for _ in 0..count {
+    for index in 0..count as usize {
         let (schema, used) = decode_schema_prefix(&catalog[pos..]).map_err(decode(&catalog_path, pos))?;
         pos += used;
         let (seqs, used) =
             decode_sequence_counters_prefix(&catalog[pos..]).map_err(decode(&catalog_path, pos))?;
         pos += used;
         let rows = u64::from_le_bytes(take(&mut pos, 8)?.try_into().map_err(|_| short(&catalog_path))?);
+        if manifest.next_ids.is_none() && schema.id as usize != index {
+            // A version-1 snapshot predates dropped tables: its ids have no gaps.
+            return Err(SnapshotError::Corrupt {
+                file: catalog_path,
+                reason: format!("table id {} out of order (expected {index})", schema.id),
+            });
+        }
         let rows_path = dir.join(format!("table-{}.rows", schema.id));
         let data = std::fs::read(&rows_path).map_err(io(&rows_path))?;
         let mut table = restorer.begin_table(schema, seqs).map_err(restore_err)?;

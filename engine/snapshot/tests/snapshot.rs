@@ -66,6 +66,11 @@ fn restore_is_snapshot_plus_log_tail_and_survives_compaction() {
         commit(&db, &log, t, i);
     }
     let info = write_snapshot(dir.path(), &db.snapshot()).unwrap();
+    assert_eq!(
+        manifest_header(&info.dir),
+        "lightcone-snapshot 1",
+        "no table dropped: readable by older binaries"
+    );
     assert_eq!(info.tx_offset, 201);
     assert_eq!(info.rows, 5);
     for i in 201..=230 {
@@ -186,6 +191,10 @@ fn damaged_unfinished_and_ahead_snapshots() {
     assert_eq!(list_snapshots(dir.path()).unwrap().len(), 1);
 }
 
+fn manifest_header(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("MANIFEST")).unwrap().lines().next().unwrap().to_string()
+}
+
 fn commit_logged(log: &CommitLog, tx: lightcone_mvcc::WriteTx<'_>) {
     let (_, ticket) = tx.commit_with(|d| log.append(d));
     log.wait(ticket.unwrap()).unwrap();
@@ -220,6 +229,9 @@ fn dropped_tables_through_log_and_snapshot() {
         recreated = tx.create_table(def("gone")).unwrap();
         tx.insert(recreated, vec![Value::U64(3), Value::I32(3)]).unwrap();
         commit_logged(&log, tx);
+        // `gone` and `last` left gaps below `recreated`: a version-2 manifest.
+        let info = write_snapshot(dir.path(), &db.snapshot()).unwrap();
+        assert_eq!(manifest_header(&info.dir), "lightcone-snapshot 2");
         let mut tx = db.begin();
         let scratch = tx.create_table(def("scratch")).unwrap();
         commit_logged(&log, tx);
@@ -228,7 +240,8 @@ fn dropped_tables_through_log_and_snapshot() {
         commit_logged(&log, tx);
         // The snapshot: `scratch` (the highest id) is dropped, so only the manifest knows its
         // id is used up.
-        write_snapshot(dir.path(), &db.snapshot()).unwrap();
+        let info = write_snapshot(dir.path(), &db.snapshot()).unwrap();
+        assert_eq!(manifest_header(&info.dir), "lightcone-snapshot 2");
         let mut tx = db.begin();
         late = tx.create_table(def("late")).unwrap();
         tx.insert(late, vec![Value::U64(4), Value::I32(4)]).unwrap();

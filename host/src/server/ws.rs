@@ -218,6 +218,13 @@ impl Hub {
     /// Runs on the database thread after each commit.
     fn on_commit(&self, event: &CommitEvent) -> Option<Arc<[u8]>> {
         let mut inner = self.lock();
+        if !inner.clients.is_empty() && !self.is_current() {
+            // The module was updated under these clients: their queries may name tables the
+            // update dropped (a reshaped view), so they reconnect rather than go stale.
+            drop(inner);
+            self.retire();
+            return None;
+        }
         let offset = event.after.tx_offset();
         if offset <= inner.last_offset {
             return None; // already part of the state subscriptions started from
