@@ -8,12 +8,15 @@
 //! mode two workers each take "everything queued", write it at the position reserved for it
 //! and sync: one group is produced while the other syncs.
 //!
-//! Two rules keep the log a prefix on disk whatever a power cut drops:
-//! - **A batch's sync starts only after every earlier batch's write has completed**
-//!   (`Queue::writing`). fdatasync covers what was written before it started, so a synced
-//!   batch implies every earlier one is on disk: no hole can be followed by valid records. A
-//!   batch taken while an earlier write is still running writes, waits for it, then syncs;
-//!   otherwise its write and sync go down together (linked, with io_uring).
+//! Two rules keep the log a prefix on disk whatever a crash or a power cut drops:
+//! - **A batch's write, and so its sync, starts only after every earlier batch's write has
+//!   completed** (`Queue::writing`). fdatasync covers what was written before it started, so
+//!   a synced batch implies every earlier one is on disk; and since writes complete in order,
+//!   a process killed mid-write leaves at most its last write torn, at the tail — never a hole
+//!   followed by a later batch's records (which recovery would rightly refuse as damage before
+//!   the tail). A batch taken while an earlier write is still running waits for it (a page
+//!   cache copy: microseconds), then its write and sync go down together (linked, with
+//!   io_uring) while the earlier batch's sync is still in flight.
 //! - **A transaction counts as durable only when every batch before it is synced too**
 //!   (`Queue::finished` holds batches synced out of order), so no caller is answered early.
 //!
@@ -174,8 +177,8 @@ impl Shared {
 
 /// What a worker decided to do next, with the queue lock released.
 enum Job {
-    /// `sync_after_earlier`: an earlier batch was still being written when this one was
-    /// taken, so this one's sync must wait for it.
+    /// `behind_earlier_write`: an earlier batch was still being written when this one was
+    /// taken, so this one's write (and sync) must wait for it.
     Write {
         batch: Vec<u8>,
         at: u64,
@@ -183,7 +186,7 @@ enum Job {
         last: u64,
         generation: u64,
         file: Option<File>,
-        sync_after_earlier: bool,
+        behind_earlier_write: bool,
     },
     Rotate {
         first_offset: u64,
@@ -216,7 +219,7 @@ pub(crate) fn worker(shared: &Shared, dir: &Path, options: &LogOptions) {
         let job = next_job(shared, options, &mut spare, have, last_batch_records, last_sync, last_write);
         match job {
             Job::Exit => return,
-            Job::Write { mut batch, at, first, last, generation, file, sync_after_earlier } => {
+            Job::Write { mut batch, at, first, last, generation, file, behind_earlier_write } => {
                 let started = Instant::now();
                 let result = segment_io(&mut io, generation, file, options.backend)
                     .and_then(|io| {
@@ -225,12 +228,13 @@ pub(crate) fn worker(shared: &Shared, dir: &Path, options: &LogOptions) {
                             // everything queued is written (`Job::SyncTail`), not by a batch:
                             // the queue may span a rotation.
                             io.write_at(&batch, at)
-                        } else if sync_after_earlier {
-                            io.write_at(&batch, at)?;
-                            shared.mark_written(first);
-                            shared.wait_earlier_writes(first);
-                            io.sync()
                         } else {
+                            if behind_earlier_write {
+                                // Writes land in order: a crash (even a SIGKILL, which keeps
+                                // the page cache) can then tear only the last one, at the
+                                // tail, never leave a hole before a later batch's records.
+                                shared.wait_earlier_writes(first);
+                            }
                             io.write_and_sync(&batch, at, &mut || shared.mark_written(first))
                         }
                     })
@@ -527,9 +531,9 @@ fn take_batch(q: &mut Queue, options: &LogOptions, spare: &mut Vec<u8>, have: Op
     let generation = segment.generation;
     let file = clone_if_needed(segment, have);
     q.batches_in_flight += 1;
-    let sync_after_earlier = !q.writing.is_empty();
+    let behind_earlier_write = !q.writing.is_empty();
     q.writing.insert(first);
-    Some(Job::Write { batch, at, first, last, generation, file, sync_after_earlier })
+    Some(Job::Write { batch, at, first, last, generation, file, behind_earlier_write })
 }
 
 /// Zero-fills ahead of the write position when less than half a chunk is left. Other workers
@@ -592,8 +596,8 @@ mod tests {
         q.records.push((offset, end));
     }
 
-    // Proves a batch taken while an earlier one is still being written is told to sync only
-    // after it, and that one taken with no write in flight is not.
+    // Proves a batch taken while an earlier one is still being written is told to write (and
+    // sync) only after it, and that one taken with no write in flight is not.
     #[test]
     fn a_batch_taken_during_an_earlier_write_syncs_after_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -606,7 +610,7 @@ mod tests {
             let mut q = lock(&shared.queue);
             queue_record(&mut q, offset, b"record");
             match take_batch(&mut q, &options, &mut spare, Some(1)) {
-                Some(Job::Write { first, sync_after_earlier, .. }) => (first, sync_after_earlier),
+                Some(Job::Write { first, behind_earlier_write, .. }) => (first, behind_earlier_write),
                 _ => panic!("expected a write job"),
             }
         };
