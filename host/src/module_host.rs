@@ -198,6 +198,7 @@ pub fn encode_args(
 }
 
 /// Everything a procedure thread needs, gathered on the database thread (all `Send`).
+#[derive(Clone)]
 pub struct ProcedureSeed {
     module: crate::runtime::CompiledModule,
     spec: Arc<ModuleSpec>,
@@ -209,6 +210,11 @@ pub struct ProcedureSeed {
 }
 
 impl ProcedureSeed {
+    /// The module's log.
+    pub fn logs(&self) -> &Arc<ModuleLogs> {
+        &self.logs
+    }
+
     /// Instantiates the module for running procedures beside the database thread: each
     /// transaction a procedure opens first gets its turn from `gate` (the database thread,
     /// which then handles the commit in order with its own).
@@ -223,8 +229,9 @@ impl ProcedureSeed {
     }
 }
 
-/// Runs client-called procedures on an instance of its own, on its own thread, so that a
-/// procedure sleeping or waiting for an HTTP answer does not hold up the database's reducers.
+/// Runs procedures on an instance of its own, on a thread of its own (the server runs several),
+/// so that a procedure sleeping or waiting for an HTTP answer does not hold up the database's
+/// reducers.
 /// Only its transactions (`with_tx`) take turns with the database thread.
 pub struct ProcedureHost {
     instance: Option<Instance>,

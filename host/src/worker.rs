@@ -323,9 +323,9 @@ impl DatabaseHandle {
 
     /// Calls a procedure; `reply` gets the outcome once the commits of the procedure's own
     /// transactions are durable (where and how as for [`DatabaseHandle::call_reducer_then`]).
-    /// The procedure runs on the procedure thread (one at a time, in call order): while it
-    /// sleeps or waits for an HTTP answer, reducers go on; only its transactions take turns
-    /// with them.
+    /// The procedure runs on a procedure thread (up to [`MAX_PROCEDURE_THREADS`] side by
+    /// side, taken in call order): while it sleeps or waits for an HTTP answer, reducers and
+    /// other procedures go on; only its transactions take turns with the reducers.
     pub fn call_procedure_then(
         &self,
         procedure: &str,
@@ -490,14 +490,36 @@ enum ProcedureTarget {
     Scheduled { id: usize, args: Vec<u8> },
 }
 
-/// The thread running a database's client-called procedures on an instance of its own, so
-/// that one sleeping or waiting for an HTTP answer holds up no reducer. Procedures run one at
-/// a time, in arrival order; their transactions take turns with the database thread
-/// (`Job::ProcedureTurn`), which announces their commits in order with its own.
+/// Most threads running one database's procedures at once (each with a module instance of
+/// its own): procedures that sleep or wait for HTTP answers run side by side, as upstream
+/// runs them, up to this many.
+pub const MAX_PROCEDURE_THREADS: usize = 4;
+
+/// The threads running a database's procedures, beside the database thread, so that one
+/// sleeping or waiting for an HTTP answer holds up no reducer. Jobs are taken in arrival
+/// order; a thread that takes one while no other thread is free starts another (up to
+/// [`MAX_PROCEDURE_THREADS`]), so a waiting procedure holds up the next one only when all
+/// are busy. Their transactions take turns with the database thread (`Job::ProcedureTurn`),
+/// which announces their commits in order with its own.
 struct ProcedureThread {
-    /// `None` asks the thread to stop (after the jobs queued before it).
+    /// `None` asks the threads to stop (after the jobs queued before it).
     jobs: Mutex<Sender<Option<ProcedureJob>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    pool: Arc<ProcedurePool>,
+}
+
+/// What every procedure thread shares.
+struct ProcedurePool {
+    /// Taken by one free thread at a time.
+    jobs: Mutex<Receiver<Option<ProcedureJob>>>,
+    /// To pass the stop request on to the next thread.
+    resend: Mutex<Sender<Option<ProcedureJob>>>,
+    seed: ProcedureSeed,
+    gate: TxGate,
+    db_jobs: Mutex<Sender<Job>>,
+    queued: Arc<AtomicUsize>,
+    /// Threads waiting for a job.
+    free: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 type ProcedureChannel = (Sender<Option<ProcedureJob>>, Receiver<Option<ProcedureJob>>);
@@ -509,67 +531,112 @@ impl ProcedureThread {
         db_jobs: Sender<Job>,
         queued: Arc<AtomicUsize>,
     ) -> Result<ProcedureThread, HostError> {
-        let (immediate_jobs, immediate_queued) = (db_jobs.clone(), Arc::clone(&queued));
-        let db_jobs = Mutex::new(db_jobs);
-        let gate: TxGate = Arc::new(move || {
-            let (grant_tx, grant_rx) = mpsc::sync_channel(1);
-            queued.fetch_add(1, Ordering::Relaxed);
-            let sent = db_jobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .send(Job::ProcedureTurn { grant: grant_tx });
-            if sent.is_err() {
-                queued.fetch_sub(1, Ordering::Relaxed);
-                return Err("the database is shut down".to_string());
-            }
-            grant_rx.recv().map_err(|_| "the database is shut down".to_string())
-        });
-        let thread = std::thread::Builder::new()
-            .name("lightcone-procedures".into())
-            .spawn(move || {
-                let mut host = seed.start(gate);
-                for job in rx {
-                    let Some(job) = job else { break };
-                    let outcome = match &mut host {
-                        Ok(h) => {
-                            let outcome = match job.target {
-                                ProcedureTarget::Call { procedure, args } => {
-                                    h.call_procedure(&procedure, &job.caller, args)
-                                }
-                                ProcedureTarget::Scheduled { id, args } => {
-                                    h.call_procedure_id(id, &job.caller, args)
-                                }
-                            };
-                            outcome.and_then(|o| {
-                                h.wait_durable(&o)?;
-                                Ok(o)
-                            })
-                        }
-                        Err(e) => {
-                            Err(HostError::Runtime(format!("the procedure instance failed to start: {e}")))
-                        }
-                    };
-                    (job.reply)(outcome);
-                    if let Ok(h) = &mut host {
-                        let calls = h.take_immediate_calls();
-                        if !calls.is_empty() {
-                            immediate_queued.fetch_add(1, Ordering::Relaxed);
-                            if immediate_jobs.send(Job::Immediate { calls }).is_err() {
-                                immediate_queued.fetch_sub(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
+        let gate: TxGate = {
+            let (db_jobs, queued) = (Mutex::new(db_jobs.clone()), Arc::clone(&queued));
+            Arc::new(move || {
+                let (grant_tx, grant_rx) = mpsc::sync_channel(1);
+                queued.fetch_add(1, Ordering::Relaxed);
+                let sent = db_jobs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .send(Job::ProcedureTurn { grant: grant_tx });
+                if sent.is_err() {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    return Err("the database is shut down".to_string());
                 }
+                grant_rx.recv().map_err(|_| "the database is shut down".to_string())
             })
-            .map_err(|e| HostError::Runtime(format!("cannot start the procedure thread: {e}")))?;
-        Ok(ProcedureThread { jobs: Mutex::new(tx), thread: Mutex::new(Some(thread)) })
+        };
+        let pool = Arc::new(ProcedurePool {
+            jobs: Mutex::new(rx),
+            resend: Mutex::new(tx.clone()),
+            seed,
+            gate,
+            db_jobs: Mutex::new(db_jobs),
+            queued,
+            free: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+        });
+        ProcedurePool::add_thread(&pool, true)?;
+        Ok(ProcedureThread { jobs: Mutex::new(tx), pool })
     }
 
-    /// Lets the queued procedures finish, then ends the thread.
+    /// Lets the queued procedures finish, then ends the threads.
     fn stop(&self) {
         let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(None);
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // Threads may still start while the first ones finish their jobs: join until none is left.
+        loop {
+            let Some(t) = self.pool.threads.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
             let _ = t.join();
+        }
+    }
+}
+
+impl ProcedurePool {
+    /// Starts one more procedure thread (with its own module instance). The first one stays
+    /// even if its instance fails to start, answering every job with that error; a later one
+    /// just ends then.
+    fn add_thread(pool: &Arc<ProcedurePool>, first: bool) -> Result<(), HostError> {
+        let mut threads = pool.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let me = Arc::clone(pool);
+        let thread = std::thread::Builder::new()
+            .name("lightcone-procedures".into())
+            .spawn(move || me.run(first))
+            .map_err(|e| HostError::Runtime(format!("cannot start a procedure thread: {e}")))?;
+        threads.push(thread);
+        Ok(())
+    }
+
+    fn run(self: Arc<ProcedurePool>, first: bool) {
+        let mut host = self.seed.clone().start(Arc::clone(&self.gate));
+        if let (Err(e), false) = (&host, first) {
+            let message = format!("an extra procedure instance failed to start: {e}");
+            self.seed.logs().host(crate::logs::LogLevel::Error, message);
+            return;
+        }
+        loop {
+            self.free.fetch_add(1, Ordering::AcqRel);
+            let job = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let others_free = self.free.fetch_sub(1, Ordering::AcqRel) - 1;
+            let Ok(Some(job)) = job else {
+                // Stop: pass it on to the next thread, which does the same.
+                let _ = self.resend.lock().unwrap_or_else(|p| p.into_inner()).send(None);
+                break;
+            };
+            if others_free == 0 && host.is_ok() {
+                let count = self.threads.lock().unwrap_or_else(|p| p.into_inner()).len();
+                if count < MAX_PROCEDURE_THREADS {
+                    // Best effort: without another thread, the next job waits for this one.
+                    let _ = ProcedurePool::add_thread(&self, false);
+                }
+            }
+            let outcome = match &mut host {
+                Ok(h) => {
+                    let outcome = match job.target {
+                        ProcedureTarget::Call { procedure, args } => {
+                            h.call_procedure(&procedure, &job.caller, args)
+                        }
+                        ProcedureTarget::Scheduled { id, args } => h.call_procedure_id(id, &job.caller, args),
+                    };
+                    outcome.and_then(|o| {
+                        h.wait_durable(&o)?;
+                        Ok(o)
+                    })
+                }
+                Err(e) => Err(HostError::Runtime(format!("the procedure instance failed to start: {e}"))),
+            };
+            (job.reply)(outcome);
+            if let Ok(h) = &mut host {
+                let calls = h.take_immediate_calls();
+                if !calls.is_empty() {
+                    self.queued.fetch_add(1, Ordering::Relaxed);
+                    let sent =
+                        self.db_jobs.lock().unwrap_or_else(|p| p.into_inner()).send(Job::Immediate { calls });
+                    if sent.is_err() {
+                        self.queued.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 }

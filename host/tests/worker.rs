@@ -183,3 +183,54 @@ fn immediate_calls_are_announced_after_the_call_that_asked() {
     assert!(journal.iter().any(|r| r[1] == lightcone_mvcc::Value::String("nested_inner".into())));
     assert_eq!(event.after.tx_offset(), event.delta.tx_offset, "announced with the state right after it");
 }
+
+// Proves procedures run side by side, up to MAX_PROCEDURE_THREADS at once: that many sleepers
+// end together rather than one after another, and one more waits for a free thread, then runs
+// (its transaction committed).
+#[test]
+fn procedures_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), Start::Publish { program: fixture("abi_exerciser"), owner: OWNER });
+    let max = lightcone_host::worker::MAX_PROCEDURE_THREADS;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // `max` procedures sleeping 2 s each.
+    for i in 0..max {
+        let tx = tx.clone();
+        handle.call_procedure_then(
+            "proc_sleep",
+            &caller(1),
+            ReducerArgs::Json("[2000000]".into()),
+            move |o| {
+                let _ = tx.send((i, o.map(|o| o.result.is_ok())));
+            },
+        );
+        // Each starts before the next is sent, so each finds every thread busy and adds one.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // All threads sleep: one more waits for a free thread...
+    let (late_tx, late_rx) = std::sync::mpsc::channel();
+    handle.call_procedure_then(
+        "proc_with_tx",
+        &caller(2),
+        ReducerArgs::Json(r#"["late"]"#.into()),
+        move |o| {
+            let _ = late_tx.send(o.map(|o| o.result.is_ok()));
+        },
+    );
+    assert!(late_rx.recv_timeout(Duration::from_millis(500)).is_err(), "every procedure thread is busy");
+    // ...the sleepers end about together (side by side, not one after another)...
+    let started = std::time::Instant::now();
+    for _ in 0..max {
+        let (_, ok) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(ok.unwrap());
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the sleepers ended {:?} apart: they ran one after another",
+        started.elapsed()
+    );
+    // ...and the waiting one runs, its transaction committed.
+    assert!(late_rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap());
+    let journal = rows(handle.database(), "event_log");
+    assert!(journal.iter().any(|r| r[2] == lightcone_mvcc::Value::String("late".into())), "{journal:?}");
+}
