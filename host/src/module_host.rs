@@ -324,6 +324,8 @@ type Due = (i64, usize, Value);
 struct Scheduler {
     queue: BTreeSet<Due>,
     by_row: BTreeMap<(usize, Value), i64>,
+    /// Interval-scheduled procedures dispatched to another thread, by row.
+    running: BTreeMap<(usize, Value), RunningFlag>,
 }
 
 impl Scheduler {
@@ -381,8 +383,37 @@ pub struct ModuleHost {
     defer_immediate: bool,
 }
 
-/// Hands a scheduled procedure (id, caller, BSATN arguments) to the thread running procedures.
-pub type ProcedureDispatch = Box<dyn FnMut(usize, CallerInfo, Vec<u8>)>;
+/// Hands a scheduled procedure (id, caller, BSATN arguments) to the threads running
+/// procedures; the flag is cleared once that run has ended (however it ended).
+pub type ProcedureDispatch = Box<dyn FnMut(usize, CallerInfo, Vec<u8>, RunningFlag)>;
+
+/// Set while a dispatched run of an interval-scheduled procedure has not ended: the next run
+/// of the same row is skipped rather than queued behind it, so a procedure slower than its
+/// interval cannot pile up runs (each interval it is due, at most one run is in flight).
+#[derive(Clone, Default)]
+pub struct RunningFlag(Arc<(std::sync::atomic::AtomicBool, std::sync::atomic::AtomicBool)>);
+
+impl RunningFlag {
+    fn start(&self) {
+        self.0 .1.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.0 .0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_running(&self) -> bool {
+        self.0 .0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records a skipped run; true for the first one since the run started (warned once,
+    /// not every interval).
+    fn first_skip(&self) -> bool {
+        !self.0 .1.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The run has ended.
+    pub fn finish(&self) {
+        self.0 .0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
 
 /// The delta of a transaction that changed nothing, shared (no allocation per call).
 fn empty_delta() -> Arc<TxDelta> {
@@ -1293,6 +1324,7 @@ impl ModuleHost {
         });
         let Some((rid, row)) = found else {
             self.rollback(); // the row is gone: nothing to run
+            self.scheduler.running.remove(&(s, id.clone()));
             return Ok(None);
         };
         let at = schedule_at(&row[sched.at_column as usize]);
@@ -1316,7 +1348,30 @@ impl ModuleHost {
                     }
                 }
                 match self.procedure_dispatch.as_mut() {
-                    Some(dispatch) => dispatch(p, caller.clone(), std::mem::take(&mut args)),
+                    Some(dispatch) => {
+                        let flag = match at {
+                            Some(ScheduleAt::Interval(_)) => {
+                                let key = (s, id.clone());
+                                self.scheduler.running.entry(key).or_default().clone()
+                            }
+                            _ => RunningFlag::default(),
+                        };
+                        if flag.is_running() {
+                            if flag.first_skip() {
+                                self.logs.host(
+                                    LogLevel::Warn,
+                                    format!(
+                                        "scheduled procedure `{}` is still running from its last \
+                                         interval: runs due meanwhile are skipped",
+                                        self.spec.procedures[p].name
+                                    ),
+                                );
+                            }
+                        } else {
+                            flag.start();
+                            dispatch(p, caller.clone(), std::mem::take(&mut args), flag);
+                        }
+                    }
                     None => {
                         self.run_procedure(p, &caller, std::mem::take(&mut args), ts)?;
                     }

@@ -24,7 +24,7 @@ use crate::logs::{now_micros, ModuleLogs};
 use crate::module_def::ModuleSpec;
 use crate::module_host::{
     CallerInfo, HostConfig, ModuleHost, ProcedureOutcome, ProcedureSeed, PublishReport, ReducerArgs,
-    ReducerOutcome,
+    ReducerOutcome, RunningFlag,
 };
 use crate::runtime::WasmEngine;
 use crate::HostError;
@@ -519,6 +519,8 @@ struct ProcedurePool {
     queued: Arc<AtomicUsize>,
     /// Threads waiting for a job.
     free: AtomicUsize,
+    /// Set by [`ProcedureThread::stop`]: each thread ends after its current procedure.
+    stopping: std::sync::atomic::AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -555,14 +557,18 @@ impl ProcedureThread {
             db_jobs: Mutex::new(db_jobs),
             queued,
             free: AtomicUsize::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
         ProcedurePool::add_thread(&pool, true)?;
         Ok(ProcedureThread { jobs: Mutex::new(tx), pool })
     }
 
-    /// Lets the queued procedures finish, then ends the threads.
+    /// Lets running procedures finish and ends the threads; procedures still queued are
+    /// answered with an error. (Draining the queue instead could take forever: scheduled
+    /// procedures keep arriving until the database thread stops, which comes after this.)
     fn stop(&self) {
+        self.pool.stopping.store(true, Ordering::Release);
         let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(None);
         // Threads may still start while the first ones finish their jobs: join until none is left.
         loop {
@@ -598,10 +604,16 @@ impl ProcedurePool {
             self.free.fetch_add(1, Ordering::AcqRel);
             let job = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
             let others_free = self.free.fetch_sub(1, Ordering::AcqRel) - 1;
-            let Ok(Some(job)) = job else {
-                // Stop: pass it on to the next thread, which does the same.
-                let _ = self.resend.lock().unwrap_or_else(|p| p.into_inner()).send(None);
-                break;
+            let job = match job {
+                Ok(Some(job)) if !self.stopping.load(Ordering::Acquire) => job,
+                stop => {
+                    if let Ok(Some(job)) = stop {
+                        (job.reply)(Err(HostError::Runtime("the database is shutting down".into())));
+                    }
+                    // Wake the next thread waiting for a job, which stops too.
+                    let _ = self.resend.lock().unwrap_or_else(|p| p.into_inner()).send(None);
+                    break;
+                }
             };
             if others_free == 0 && host.is_ok() {
                 let count = self.threads.lock().unwrap_or_else(|p| p.into_inner()).len();
@@ -647,18 +659,21 @@ fn scheduled_procedure_dispatch(
     jobs: Sender<Option<ProcedureJob>>,
     logs: Arc<ModuleLogs>,
 ) -> crate::module_host::ProcedureDispatch {
-    Box::new(move |id, caller, args| {
+    Box::new(move |id, caller, args, running: RunningFlag| {
         let logs2 = Arc::clone(&logs);
+        let not_sent = running.clone();
         let job = ProcedureJob {
             target: ProcedureTarget::Scheduled { id, args },
             caller,
             reply: Box::new(move |outcome| {
+                running.finish();
                 if let Err(e) = outcome {
                     logs2.host(crate::logs::LogLevel::Error, format!("scheduled procedure #{id}: {e}"));
                 }
             }),
         };
         if jobs.send(Some(job)).is_err() {
+            not_sent.finish();
             logs.host(
                 crate::logs::LogLevel::Error,
                 format!("scheduled procedure #{id}: the procedure thread is gone"),

@@ -1082,7 +1082,7 @@ fn tick_called_by_a_client_sees_the_client() {
 // 8. Module definition, private tables, RLS, schedule_immediate
 // ---------------------------------------------------------------------------------------------
 
-const REDUCERS: [&str; 47] = [
+const REDUCERS: [&str; 48] = [
     "allocate_mib",
     "cancel_schedule",
     "check_all_types_min",
@@ -1117,6 +1117,7 @@ const REDUCERS: [&str; 47] = [
     "nested_outer_then_err",
     "on_connect",
     "on_disconnect",
+    "proc_schedule_every",
     "random_numbers",
     "run_queries",
     "schedule_at",
@@ -1178,7 +1179,7 @@ fn module_spec_matches_the_readme() {
     assert_eq!(spec.schedules.len(), 2);
     let by_table = |name: &str| spec.schedules.iter().find(|s| spec.tables[s.table].name == name).unwrap();
     let s = by_table("tick_schedule");
-    assert_eq!((s.at_column, s.id_column, s.function), (1, 0, ScheduledFunction::Reducer(42)));
+    assert_eq!((s.at_column, s.id_column, s.function), (1, 0, ScheduledFunction::Reducer(43)));
     let mut procs: Vec<&str> = spec.procedures.iter().map(|p| p.name.as_str()).collect();
     procs.sort();
     assert_eq!(
@@ -1221,11 +1222,11 @@ fn unstable_build_has_rls_and_runs_schedule_immediate() {
     assert_eq!(spec.row_level_security, vec!["SELECT * FROM caller_info WHERE sender = :sender".to_string()]);
     assert!(!spec.table_by_name("config").unwrap().public);
     let names: Vec<&str> = spec.reducers.iter().map(|r| r.name.as_str()).collect();
-    // The stable build's 47 + `schedule_immediate` + `note_tag_one_item` (the view migration).
-    assert_eq!(names.len(), 49);
+    // The stable build's 48 + `schedule_immediate` + `note_tag_one_item` (the view migration).
+    assert_eq!(names.len(), 50);
     assert!(names.contains(&"note_tag_one_item"));
-    assert_eq!(names[38], "schedule_immediate");
-    assert_eq!(names[39], "schedule_interval");
+    assert_eq!(names[39], "schedule_immediate");
+    assert_eq!(names[40], "schedule_interval");
     let out = call(&mut host, "schedule_immediate", r#"["soon"]"#);
     assert!(out.is_committed(), "{:?}", out.status);
     // The requested call ran after the call, in its own transaction.

@@ -234,3 +234,37 @@ fn procedures_run_side_by_side() {
     let journal = rows(handle.database(), "event_log");
     assert!(journal.iter().any(|r| r[2] == lightcone_mvcc::Value::String("late".into())), "{journal:?}");
 }
+
+// Proves an interval-scheduled procedure slower than its interval does not pile up runs: while
+// a run is in flight the next ones are skipped (warned once per run), so runs happen one at a time
+// — not one queued per interval, which would keep every procedure thread busy with it.
+#[test]
+fn a_slow_interval_procedure_runs_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), Start::Publish { program: fixture("abi_exerciser"), owner: OWNER });
+    // Every 20 ms, a run that sleeps 300 ms.
+    let out = handle
+        .call_reducer(
+            "proc_schedule_every",
+            &caller(1),
+            ReducerArgs::Json(r#"["sleep:300000", 20000]"#.into()),
+        )
+        .unwrap();
+    assert!(out.is_committed(), "{:?}", out.status);
+    std::thread::sleep(Duration::from_millis(1600));
+    let runs = rows(handle.database(), "event_log")
+        .iter()
+        .filter(|r| r[1] == lightcone_mvcc::Value::String("proc_scheduled".into()))
+        .count();
+    // One at a time: about 1600 / 300 runs. Queued per interval (80 of them) on 4 threads,
+    // about 4 times as many would have ended by now.
+    assert!((2..=6).contains(&runs), "{runs} runs ended");
+    let warned = handle
+        .logs()
+        .tail(None)
+        .into_iter()
+        .filter(|r| r.message.contains("is still running from its last interval"))
+        .count();
+    // Warned once per run that made others wait, not once per skipped interval (~75).
+    assert!((1..=runs + 1).contains(&warned), "{warned} warnings for {runs} runs");
+}
