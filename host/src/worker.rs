@@ -575,6 +575,14 @@ impl ProcedureThread {
             let Some(t) = self.pool.threads.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
             let _ = t.join();
         }
+        // Nobody takes jobs any more: answer the ones still queued now rather than leave their
+        // callers waiting until the last handle on the database is dropped.
+        let jobs = self.pool.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(job) = jobs.try_recv() {
+            if let Some(job) = job {
+                (job.reply)(Err(HostError::Runtime("the database is shutting down".into())));
+            }
+        }
     }
 }
 

@@ -268,3 +268,36 @@ fn a_slow_interval_procedure_runs_one_at_a_time() {
     // Warned once per run that made others wait, not once per skipped interval (~75).
     assert!((1..=runs + 1).contains(&warned), "{warned} warnings for {runs} runs");
 }
+
+// Proves a shutdown lets running procedures finish and answers queued ones with an error at
+// once, rather than running them or leaving their callers waiting.
+#[test]
+fn shutdown_finishes_running_procedures_and_refuses_queued_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), Start::Publish { program: fixture("abi_exerciser"), owner: OWNER });
+    let max = lightcone_host::worker::MAX_PROCEDURE_THREADS;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // `max` running (each started before the next is sent, so each gets a thread), then more
+    // queued than there are threads to refuse them one each on their way out.
+    let queued = max + 2;
+    for i in 0..max + queued {
+        let tx = tx.clone();
+        let reply = move |o: Result<lightcone_host::ProcedureOutcome, lightcone_host::HostError>| {
+            let _ = tx.send((i, o.map(|_| ()).map_err(|e| e.to_string())));
+        };
+        handle.call_procedure_then("proc_sleep", &caller(1), ReducerArgs::Json("[1500000]".into()), reply);
+        if i < max {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    handle.shutdown();
+    let mut answers: Vec<(usize, Result<(), String>)> = rx.try_iter().collect();
+    answers.sort_by_key(|(i, _)| *i);
+    assert_eq!(answers.len(), max + queued, "every caller is answered by the time shutdown returns");
+    for (i, answer) in &answers[..max] {
+        assert!(answer.is_ok(), "running procedure {i} finished: {answer:?}");
+    }
+    for (i, answer) in &answers[max..] {
+        assert!(answer.as_ref().unwrap_err().contains("shutting down"), "queued procedure {i}: {answer:?}");
+    }
+}
