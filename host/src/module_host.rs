@@ -1352,7 +1352,11 @@ impl ModuleHost {
                         let flag = match at {
                             Some(ScheduleAt::Interval(_)) => {
                                 let key = (s, id.clone());
-                                self.scheduler.running.entry(key).or_default().clone()
+                                // Flags of rows no longer scheduled and not running go (rows
+                                // deleted by reducers are only taken off the queue).
+                                let Scheduler { by_row, running, .. } = &mut self.scheduler;
+                                running.retain(|k, f| *k == key || f.is_running() || by_row.contains_key(k));
+                                running.entry(key).or_default().clone()
                             }
                             _ => RunningFlag::default(),
                         };

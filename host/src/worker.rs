@@ -510,7 +510,8 @@ struct ProcedureThread {
 /// What every procedure thread shares.
 struct ProcedurePool {
     /// Taken by one free thread at a time.
-    jobs: Mutex<Receiver<Option<ProcedureJob>>>,
+    /// `None` once stopped: sends fail from then on, so late callers are answered at once.
+    jobs: Mutex<Option<Receiver<Option<ProcedureJob>>>>,
     /// To pass the stop request on to the next thread.
     resend: Mutex<Sender<Option<ProcedureJob>>>,
     seed: ProcedureSeed,
@@ -550,7 +551,7 @@ impl ProcedureThread {
             })
         };
         let pool = Arc::new(ProcedurePool {
-            jobs: Mutex::new(rx),
+            jobs: Mutex::new(Some(rx)),
             resend: Mutex::new(tx.clone()),
             seed,
             gate,
@@ -577,10 +578,14 @@ impl ProcedureThread {
         }
         // Nobody takes jobs any more: answer the ones still queued now rather than leave their
         // callers waiting until the last handle on the database is dropped.
-        let jobs = self.pool.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        while let Ok(job) = jobs.try_recv() {
-            if let Some(job) = job {
-                (job.reply)(Err(HostError::Runtime("the database is shutting down".into())));
+        // Dropping the receiver makes later sends fail, so calls made after this (through a
+        // handle someone still holds) are refused at once instead of waiting forever.
+        let mut jobs = self.pool.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = jobs.take() {
+            while let Ok(job) = rx.try_recv() {
+                if let Some(job) = job {
+                    (job.reply)(Err(HostError::Runtime("the database is shutting down".into())));
+                }
             }
         }
     }
@@ -592,6 +597,10 @@ impl ProcedurePool {
     /// just ends then.
     fn add_thread(pool: &Arc<ProcedurePool>, first: bool) -> Result<(), HostError> {
         let mut threads = pool.threads.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock, so two threads adding at once cannot pass the limit.
+        if threads.len() >= MAX_PROCEDURE_THREADS || pool.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let me = Arc::clone(pool);
         let thread = std::thread::Builder::new()
             .name("lightcone-procedures".into())
@@ -610,7 +619,10 @@ impl ProcedurePool {
         }
         loop {
             self.free.fetch_add(1, Ordering::AcqRel);
-            let job = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let job = match self.jobs.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                Some(rx) => rx.recv(),
+                None => Err(mpsc::RecvError),
+            };
             let others_free = self.free.fetch_sub(1, Ordering::AcqRel) - 1;
             let job = match job {
                 Ok(Some(job)) if !self.stopping.load(Ordering::Acquire) => job,
@@ -624,11 +636,8 @@ impl ProcedurePool {
                 }
             };
             if others_free == 0 && host.is_ok() {
-                let count = self.threads.lock().unwrap_or_else(|p| p.into_inner()).len();
-                if count < MAX_PROCEDURE_THREADS {
-                    // Best effort: without another thread, the next job waits for this one.
-                    let _ = ProcedurePool::add_thread(&self, false);
-                }
+                // Best effort: without another thread, the next job waits for this one.
+                let _ = ProcedurePool::add_thread(&self, false);
             }
             let outcome = match &mut host {
                 Ok(h) => {
@@ -661,6 +670,15 @@ impl ProcedurePool {
     }
 }
 
+/// Marks a scheduled procedure's run ended when dropped.
+struct FinishOnDrop(RunningFlag);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 /// Sends the database thread's scheduled procedures to the procedure thread; failures are
 /// logged (nobody waits for a scheduled procedure's answer).
 fn scheduled_procedure_dispatch(
@@ -669,19 +687,19 @@ fn scheduled_procedure_dispatch(
 ) -> crate::module_host::ProcedureDispatch {
     Box::new(move |id, caller, args, running: RunningFlag| {
         let logs2 = Arc::clone(&logs);
-        let not_sent = running.clone();
+        // Cleared when the job goes, answered or not (a panicking procedure thread drops it).
+        let running = FinishOnDrop(running);
         let job = ProcedureJob {
             target: ProcedureTarget::Scheduled { id, args },
             caller,
             reply: Box::new(move |outcome| {
-                running.finish();
+                let _running = &running;
                 if let Err(e) = outcome {
                     logs2.host(crate::logs::LogLevel::Error, format!("scheduled procedure #{id}: {e}"));
                 }
             }),
         };
         if jobs.send(Some(job)).is_err() {
-            not_sent.finish();
             logs.host(
                 crate::logs::LogLevel::Error,
                 format!("scheduled procedure #{id}: the procedure thread is gone"),

@@ -300,4 +300,11 @@ fn shutdown_finishes_running_procedures_and_refuses_queued_ones() {
     for (i, answer) in &answers[max..] {
         assert!(answer.as_ref().unwrap_err().contains("shutting down"), "queued procedure {i}: {answer:?}");
     }
+    // A call through a handle still held after the shutdown is refused at once.
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle.call_procedure_then("proc_add", &caller(1), ReducerArgs::Json("[1, 2]".into()), move |o| {
+        let _ = tx.send(o.map(|_| ()));
+    });
+    let late = rx.recv_timeout(Duration::from_secs(5)).expect("answered, not left waiting");
+    assert!(late.is_err(), "{late:?}");
 }
