@@ -537,7 +537,7 @@ fn plan_migration(old: &ModuleSpec, new: &ModuleSpec) -> Result<Migration, HostE
             continue;
         };
         if ot.view.is_some() {
-            if nt.view.is_none() || !same_shape(ot, old, nt, new) {
+            if nt.view.is_none() || !shape_changes(ot, old, nt, new).is_empty() {
                 plan.drop.push(ot.name.clone());
             }
             continue;
@@ -546,25 +546,7 @@ fn plan_migration(old: &ModuleSpec, new: &ModuleSpec) -> Result<Migration, HostE
             problems.push(format!("table `{}` became a view (tables cannot be removed)", ot.name));
             continue;
         }
-        let (od, nd) = (ot.engine_def(), nt.engine_def());
-        if od.columns != nd.columns {
-            problems.push(format!("the columns of table `{}` changed", ot.name));
-        } else {
-            for ((name, a), (_, b)) in ot.columns.iter().zip(&nt.columns) {
-                if !types_equal(a, &old.typespace, b, &new.typespace, 0) {
-                    problems.push(format!("the type of column `{}.{name}` changed", ot.name));
-                }
-            }
-        }
-        if od.indexes != nd.indexes || od.primary_key != nd.primary_key {
-            problems.push(format!("the indexes or constraints of table `{}` changed", ot.name));
-        }
-        if od.sequences != nd.sequences {
-            problems.push(format!("the sequences of table `{}` changed", ot.name));
-        }
-        if od.public != nd.public {
-            problems.push(format!("table `{}` changed between public and private", ot.name));
-        }
+        problems.extend(shape_changes(ot, old, nt, new));
     }
     if !problems.is_empty() {
         return Err(HostError::IncompatibleSchema(problems.join("; ")));
@@ -578,19 +560,31 @@ fn plan_migration(old: &ModuleSpec, new: &ModuleSpec) -> Result<Migration, HostE
     Ok(plan)
 }
 
-/// Whether two versions of a table store the same rows the same way: columns (names, engine
-/// types and full types), indexes, constraints, sequences and visibility.
-fn same_shape(a: &TableSpec, a_spec: &ModuleSpec, b: &TableSpec, b_spec: &ModuleSpec) -> bool {
-    let (ad, bd) = (a.engine_def(), b.engine_def());
-    ad.columns == bd.columns
-        && a.columns
-            .iter()
-            .zip(&b.columns)
-            .all(|((_, x), (_, y))| types_equal(x, &a_spec.typespace, y, &b_spec.typespace, 0))
-        && ad.indexes == bd.indexes
-        && ad.primary_key == bd.primary_key
-        && ad.sequences == bd.sequences
-        && ad.public == bd.public
+/// How version `new` of a table stores its rows differently from version `old`: columns
+/// (names, engine types and full types), indexes, constraints, sequences and visibility. Empty
+/// if the same.
+fn shape_changes(ot: &TableSpec, old: &ModuleSpec, nt: &TableSpec, new: &ModuleSpec) -> Vec<String> {
+    let mut changes = Vec::new();
+    let (od, nd) = (ot.engine_def(), nt.engine_def());
+    if od.columns != nd.columns {
+        changes.push(format!("the columns of table `{}` changed", ot.name));
+    } else {
+        for ((name, a), (_, b)) in ot.columns.iter().zip(&nt.columns) {
+            if !types_equal(a, &old.typespace, b, &new.typespace, 0) {
+                changes.push(format!("the type of column `{}.{name}` changed", ot.name));
+            }
+        }
+    }
+    if od.indexes != nd.indexes || od.primary_key != nd.primary_key {
+        changes.push(format!("the indexes or constraints of table `{}` changed", ot.name));
+    }
+    if od.sequences != nd.sequences {
+        changes.push(format!("the sequences of table `{}` changed", ot.name));
+    }
+    if od.public != nd.public {
+        changes.push(format!("table `{}` changed between public and private", ot.name));
+    }
+    changes
 }
 
 fn engine_err(e: lightcone_mvcc::MvccError) -> HostError {
@@ -1324,7 +1318,6 @@ impl ModuleHost {
         });
         let Some((rid, row)) = found else {
             self.rollback(); // the row is gone: nothing to run
-            self.scheduler.running.remove(&(s, id.clone()));
             return Ok(None);
         };
         let at = schedule_at(&row[sched.at_column as usize]);

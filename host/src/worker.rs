@@ -340,7 +340,7 @@ impl DatabaseHandle {
                 reply: Box::new(reply),
             };
             if let Err(mpsc::SendError(Some(job))) =
-                p.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(Some(job))
+                p.pool.sender.lock().unwrap_or_else(|e| e.into_inner()).send(Some(job))
             {
                 (job.reply)(Err(HostError::Runtime("the database is shut down".into())));
             }
@@ -502,22 +502,38 @@ pub const MAX_PROCEDURE_THREADS: usize = 4;
 /// are busy. Their transactions take turns with the database thread (`Job::ProcedureTurn`),
 /// which announces their commits in order with its own.
 struct ProcedureThread {
-    /// `None` asks the threads to stop (after the jobs queued before it).
-    jobs: Mutex<Sender<Option<ProcedureJob>>>,
     pool: Arc<ProcedurePool>,
+}
+
+/// The database thread's job queue, as the procedure threads send to it.
+struct DbJobs {
+    jobs: Mutex<Sender<Job>>,
+    /// The database thread's count of jobs sent and not yet taken.
+    queued: Arc<AtomicUsize>,
+}
+
+impl DbJobs {
+    /// Sends `job`; false if the database thread is gone.
+    fn send(&self, job: Job) -> bool {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job).is_ok();
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
+    }
 }
 
 /// What every procedure thread shares.
 struct ProcedurePool {
-    /// Taken by one free thread at a time.
-    /// `None` once stopped: sends fail from then on, so late callers are answered at once.
+    /// Taken by one free thread at a time. `None` once stopped: sends fail from then on, so
+    /// late callers are answered at once.
     jobs: Mutex<Option<Receiver<Option<ProcedureJob>>>>,
-    /// To pass the stop request on to the next thread.
-    resend: Mutex<Sender<Option<ProcedureJob>>>,
+    /// Jobs for the threads; `None` asks them to stop (each passes it on to the next).
+    sender: Mutex<Sender<Option<ProcedureJob>>>,
     seed: ProcedureSeed,
     gate: TxGate,
-    db_jobs: Mutex<Sender<Job>>,
-    queued: Arc<AtomicUsize>,
+    db_jobs: Arc<DbJobs>,
     /// Threads waiting for a job.
     free: AtomicUsize,
     /// Set by [`ProcedureThread::stop`]: each thread ends after its current procedure.
@@ -534,17 +550,12 @@ impl ProcedureThread {
         db_jobs: Sender<Job>,
         queued: Arc<AtomicUsize>,
     ) -> Result<ProcedureThread, HostError> {
+        let db_jobs = Arc::new(DbJobs { jobs: Mutex::new(db_jobs), queued });
         let gate: TxGate = {
-            let (db_jobs, queued) = (Mutex::new(db_jobs.clone()), Arc::clone(&queued));
+            let db_jobs = Arc::clone(&db_jobs);
             Arc::new(move || {
                 let (grant_tx, grant_rx) = mpsc::sync_channel(1);
-                queued.fetch_add(1, Ordering::Relaxed);
-                let sent = db_jobs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .send(Job::ProcedureTurn { grant: grant_tx });
-                if sent.is_err() {
-                    queued.fetch_sub(1, Ordering::Relaxed);
+                if !db_jobs.send(Job::ProcedureTurn { grant: grant_tx }) {
                     return Err("the database is shut down".to_string());
                 }
                 grant_rx.recv().map_err(|_| "the database is shut down".to_string())
@@ -552,17 +563,16 @@ impl ProcedureThread {
         };
         let pool = Arc::new(ProcedurePool {
             jobs: Mutex::new(Some(rx)),
-            resend: Mutex::new(tx.clone()),
+            sender: Mutex::new(tx),
             seed,
             gate,
-            db_jobs: Mutex::new(db_jobs),
-            queued,
+            db_jobs,
             free: AtomicUsize::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
         ProcedurePool::add_thread(&pool, true)?;
-        Ok(ProcedureThread { jobs: Mutex::new(tx), pool })
+        Ok(ProcedureThread { pool })
     }
 
     /// Lets running procedures finish and ends the threads; procedures still queued are
@@ -570,16 +580,15 @@ impl ProcedureThread {
     /// procedures keep arriving until the database thread stops, which comes after this.)
     fn stop(&self) {
         self.pool.stopping.store(true, Ordering::Release);
-        let _ = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(None);
+        let _ = self.pool.sender.lock().unwrap_or_else(|p| p.into_inner()).send(None);
         // Threads may still start while the first ones finish their jobs: join until none is left.
         loop {
             let Some(t) = self.pool.threads.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
             let _ = t.join();
         }
-        // Nobody takes jobs any more: answer the ones still queued now rather than leave their
-        // callers waiting until the last handle on the database is dropped.
-        // Dropping the receiver makes later sends fail, so calls made after this (through a
-        // handle someone still holds) are refused at once instead of waiting forever.
+        // Nobody takes jobs any more: answer the ones still queued now, and drop the receiver
+        // so later sends (through a handle someone still holds) fail and are refused at once,
+        // rather than leave their callers waiting forever.
         let mut jobs = self.pool.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = jobs.take() {
             while let Ok(job) = rx.try_recv() {
@@ -631,7 +640,7 @@ impl ProcedurePool {
                         (job.reply)(Err(HostError::Runtime("the database is shutting down".into())));
                     }
                     // Wake the next thread waiting for a job, which stops too.
-                    let _ = self.resend.lock().unwrap_or_else(|p| p.into_inner()).send(None);
+                    let _ = self.sender.lock().unwrap_or_else(|p| p.into_inner()).send(None);
                     break;
                 }
             };
@@ -658,12 +667,7 @@ impl ProcedurePool {
             if let Ok(h) = &mut host {
                 let calls = h.take_immediate_calls();
                 if !calls.is_empty() {
-                    self.queued.fetch_add(1, Ordering::Relaxed);
-                    let sent =
-                        self.db_jobs.lock().unwrap_or_else(|p| p.into_inner()).send(Job::Immediate { calls });
-                    if sent.is_err() {
-                        self.queued.fetch_sub(1, Ordering::Relaxed);
-                    }
+                    self.db_jobs.send(Job::Immediate { calls });
                 }
             }
         }

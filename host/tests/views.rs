@@ -169,31 +169,22 @@ fn column_names(db: &lightcone_mvcc::Database, table: &str) -> Vec<String> {
 fn module_updates_migrate_views() {
     let dir = tempfile::tempdir().unwrap();
     let config = || HostConfig { fuel_per_call: 200_000_000, database_identity: [9; 32] };
+    // Publishes fixture `name` over whatever `db` holds, logging to `log`.
+    let publish_over = |db: &std::sync::Arc<lightcone_mvcc::Database>,
+                        log: &std::sync::Arc<lightcone_wal::CommitLog>,
+                        name: &str| {
+        ModuleHost::publish(engine(), db.clone(), Some(log.clone()), &fixture(name), OWNER, config())
+    };
     let (db, log) = open_logged(dir.path());
-    let (mut host, _) = ModuleHost::publish(
-        engine(),
-        db.clone(),
-        Some(log.clone()),
-        &fixture("abi_exerciser"),
-        OWNER,
-        config(),
-    )
-    .expect("publish v1");
+    let (mut host, _) = publish_over(&db, &log, "abi_exerciser").expect("publish v1");
     call_ok(&mut host, "seed_items", "[8]");
     assert_eq!(ids(&db, "high_score_items"), [6, 7, 8]);
     assert_eq!(ids(&db, "tag_one_items"), [2, 6]);
     let old_high = db.snapshot().table_id("high_score_items").unwrap();
     drop(host);
 
-    let (mut host, report) = ModuleHost::publish(
-        engine(),
-        db.clone(),
-        Some(log.clone()),
-        &fixture("abi_exerciser_unstable"),
-        OWNER,
-        config(),
-    )
-    .expect("an update that reshapes a view and turns one into a table is allowed");
+    let (mut host, report) = publish_over(&db, &log, "abi_exerciser_unstable")
+        .expect("an update that reshapes a view and turns one into a table is allowed");
     assert!(!report.created);
     let mut created = report.tables_created.clone();
     created.sort();
@@ -222,16 +213,7 @@ fn module_updates_migrate_views() {
 
     // Back to the first version: `tag_one_items` would turn from a table into a view.
     let before = db_state(&db);
-    let err = ModuleHost::publish(
-        engine(),
-        db.clone(),
-        Some(log.clone()),
-        &fixture("abi_exerciser"),
-        OWNER,
-        config(),
-    )
-    .err()
-    .expect("refused");
+    let err = publish_over(&db, &log, "abi_exerciser").err().expect("refused");
     match err {
         lightcone_host::HostError::IncompatibleSchema(m) => {
             assert!(m.contains("table `tag_one_items` became a view"), "{m}")

@@ -923,12 +923,7 @@ impl WriteTx<'_> {
             )));
         }
         self.st().tx_offset = tx_offset;
-        self.finished = true;
-        self.dropped_hints.clear();
-        for table in self.dropped.drain(..) {
-            self.meta.free_hints.remove(&table.schema.id);
-        }
-        self.db.end_transaction(Some(self.take_state()), false);
+        self.publish();
         Ok(())
     }
 
@@ -984,13 +979,19 @@ impl WriteTx<'_> {
             delta.tx_offset = self.state.0.tx_offset;
         }
         let result = before_publish(&delta);
+        self.publish();
+        (delta, result)
+    }
+
+    /// Ends a committed transaction: its undo data is forgotten (the writer's hints for
+    /// dropped tables too) and its state becomes the published version.
+    fn publish(&mut self) {
         self.finished = true;
         self.dropped_hints.clear();
         for table in self.dropped.drain(..) {
             self.meta.free_hints.remove(&table.schema.id);
         }
         self.db.end_transaction(Some(self.take_state()), false);
-        (delta, result)
     }
 
     /// Discards every change. (Dropping the transaction does the same.)
