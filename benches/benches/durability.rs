@@ -16,6 +16,10 @@ use lightcone_mvcc::{ColumnDef, ColumnType, Database, TableDef, TableId, Value};
 use lightcone_snapshot::{compact_log, open_data_dir, write_snapshot};
 use lightcone_wal::{BackendChoice, CommitLog, Durability, LogOptions};
 
+/// The `lightcone` server binary's allocator, so the numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

@@ -15,6 +15,10 @@ use lightcone_mvcc::{ColumnDef, ColumnType, Database, IndexDef, TableDef, Value}
 use lightcone_query_planner::{execute, Params};
 use rusqlite::Connection;
 
+/// The `lightcone` server binary's allocator, so the numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROWS: u32 = 1_000_000;
 const RANGE_ROWS: u32 = 1_000;
 /// Join tables: `a` has A rows; `b` and `c` have B rows each, `b.aid` and `c.bid` spread evenly.

@@ -17,6 +17,10 @@ use lightcone_benches::{format_ns, print_ratio_table, SqliteTable};
 use lightcone_host::{CallerInfo, HostConfig, ModuleHost, ReducerArgs, WasmEngine};
 use lightcone_mvcc::Database;
 
+/// The `lightcone` server binary's allocator, so the numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GROUPS: &[&str] =
     &["empty_reducer", "insert_1_row_reducer", "insert_100_rows_reducer", "filter_by_pk_reducer"];
 

@@ -15,6 +15,10 @@ use lightcone_mvcc::{
     ColumnDef, ColumnType, Database, IndexDef, ReadTx, Snapshot, TableDef, TableId, TxDelta, Value, U256,
 };
 
+/// The `lightcone` server binary's allocator, so the numbers are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rows in each table.
 const ROWS: u32 = 100_000;
 /// Rows changed by the measured transaction.

@@ -40,6 +40,11 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// The allocator the `lightcone` server binary runs with, so the in-process server measures
+/// the same.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SUBPROTOCOL: &str = "v2.bsatn.spacetimedb";
 /// Balance of every seeded account: large enough that Zipf-hot accounts never run dry.
 const INITIAL_BALANCE: i64 = 1_000_000_000;

@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lightcone_host::cli;
 
+/// The server's allocator (why: the workspace manifest, beside the dependency).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "lightcone", version, about = "Lightcone: a database that is also its own server")]
 struct Cli {
