@@ -68,7 +68,11 @@ impl HostedDb {
 
     fn stop(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(h) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // Taken out before the shutdown, which waits for the database thread's queued jobs:
+        // their commits run the hooks, and the subscription hub's looks the module up here.
+        // Holding the lock across the wait deadlocked a server shutting down under load.
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
             h.shutdown();
         }
     }
@@ -432,5 +436,61 @@ impl Registry {
             db.stop();
             let _ = db.log.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{CallerInfo, ReducerArgs};
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/fixtures/wasm")
+            .join(format!("{name}.wasm"));
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-fixtures.sh", path.display()))
+    }
+
+    // A graceful shutdown waits for the jobs still queued on the database thread; their commits
+    // run the commit hooks, and a hook that looks the module up (as the subscription hub does
+    // on every commit) must not wait for the shutdown in turn. Thousands of queued calls make
+    // sure the shutdown starts while the thread is still working through them.
+    #[test]
+    fn shutdown_under_load_does_not_deadlock_with_hooks_that_look_the_module_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Arc::new(WasmEngine::new().expect("wasm engine"));
+        let reg = Registry::open(dir.path(), engine, Durability::None).expect("open registry");
+        let owner = Identity::from_claims("lightcone-test", "owner");
+        let (db, _) = reg.publish(Some("bench"), fixture("bench_module"), owner, false).expect("publish");
+        let lookups = Arc::new(AtomicUsize::new(0));
+        {
+            // Weak: the hooks live in the database they look up.
+            let (weak, lookups) = (Arc::downgrade(&db), Arc::clone(&lookups));
+            db.hooks.add(Arc::new(move |_| {
+                if let Some(db) = weak.upgrade() {
+                    let _ = db.handle();
+                    lookups.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }));
+        }
+        let handle = db.handle().expect("running");
+        for i in 0..5_000u64 {
+            let mut args = i.to_le_bytes().to_vec();
+            args.extend_from_slice(&1i64.to_le_bytes());
+            handle.call_reducer_then("insert_one", &CallerInfo::default(), ReducerArgs::Bsatn(args), |_| {});
+        }
+        drop(handle);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            reg.shutdown();
+            let _ = done_tx.send(());
+        });
+        assert!(done_rx.recv_timeout(Duration::from_secs(60)).is_ok(), "the shutdown deadlocked");
+        assert!(lookups.load(Ordering::Relaxed) > 0, "no commit ran the hook");
     }
 }
