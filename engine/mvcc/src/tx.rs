@@ -763,9 +763,11 @@ impl WriteTx<'_> {
             return Err(MvccError::IndexNotUnique { index: def.name.clone() });
         }
         t.layout.check_row(&row).map_err(|e| t.page_error(e))?;
-        let key: Vec<Value> = def.columns.iter().map(|&c| row[c as usize].clone()).collect();
-        let Some(old) = t.view().unique_lookup(index, &key)? else {
-            let shown: Vec<String> = key.iter().map(|v| v.to_string()).collect();
+        // The key is encoded from the row itself (its types were just checked): no key values
+        // are cloned out first.
+        let found = t.indexes[pos].get(&t.index_key(pos, &row)).map(RowId::from_u64);
+        let Some(old) = found else {
+            let shown: Vec<String> = def.columns.iter().map(|&c| row[c as usize].to_string()).collect();
             return Err(MvccError::NoSuchRow {
                 table: t.schema.name().to_string(),
                 index: def.name.clone(),
