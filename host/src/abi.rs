@@ -203,7 +203,7 @@ impl RowIters {
     /// Closes an iterator; false if `id` is not open.
     fn close(&mut self, id: u32) -> bool {
         let Some(mut it) = self.open.remove(id) else { return false };
-        if it.data.capacity() <= MAX_SPARE_ITER_BYTES {
+        if it.data.capacity() + it.ends.capacity() * std::mem::size_of::<u32>() <= MAX_SPARE_ITER_BYTES {
             it.data.clear();
             it.ends.clear();
             it.next = 0;
@@ -735,7 +735,6 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                     Err(e) => return Ok(decode_errno(state, name, e)),
                 };
                 let table_id = cat.engine_ids[info.table];
-                let mut it = if delete { RowIter::default() } else { state.iters.empty() };
                 let tx = tx_or_errno!(state);
                 if delete {
                     let rids: Vec<RowId> = match tx.table(table_id).and_then(|v| v.index_seek(index_id, &key))
@@ -757,6 +756,7 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                     Ok(scan) => scan,
                     Err(e) => return engine_errno(e),
                 };
+                let mut it = state.iters.empty();
                 for rid in scan {
                     // Invariant: the id comes from an index of the same state, so the row exists.
                     it.push_row(codec, &view.get(rid).expect("indexed row exists"));

@@ -461,9 +461,8 @@ impl DatabaseHandle {
             p.stop();
         }
         let _ = self.queue(Job::Shutdown);
-        // Not joined under the lock (see `HostedDb::stop` for what that cost once).
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = thread {
+        // Joined under the lock, so a second caller returns only once the thread is gone.
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
         if let Some(log) = &self.log {
@@ -804,8 +803,10 @@ impl Notifier {
     }
 
     /// Sends the held answers when there are [`MAX_HELD_ANSWERS`] or no job is waiting (the
-    /// database thread may sleep next). One send per group, not per answer: each send woke
-    /// the notifier (a futex call, ~10% of the database thread under the transfer load).
+    /// database thread may sleep next); `run` also sends them before any job but an
+    /// asynchronous call and before due scheduled reducers, so an answer never waits behind
+    /// long work. One send per group, not per answer: each send woke the notifier (a futex
+    /// call, ~10% of the database thread under the transfer load).
     fn flush_if_due(&mut self, jobs: &Jobs) {
         if !self.held.is_empty()
             && (self.held.len() >= MAX_HELD_ANSWERS || jobs.queued.load(Ordering::Relaxed) == 0)
@@ -954,6 +955,11 @@ fn run(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if !matches!(job, Some(Job::CallAsync { .. })) {
+            // Any other job may take long (a synchronous call, a SQL write, a subscription's
+            // view refresh): held answers go out before it rather than wait behind it.
+            durable.flush();
+        }
         match job {
             None => {}
             Some(Job::Shutdown) => return,
@@ -977,8 +983,6 @@ fn run(
                 }
             }
             Some(Job::CallProcedure { procedure, caller, args, reply }) => {
-                // A procedure may take long (sleeps, HTTP): held answers go out first.
-                durable.flush();
                 // Its commits were announced by the observer as they happened.
                 let result = host.call_procedure(&procedure, &caller, args);
                 let ticket = result.as_ref().ok().and_then(|o| o.ticket);
@@ -1003,8 +1007,6 @@ fn run(
                 let _ = reply.send(result);
             }
             Some(Job::ProcedureTurn { grant }) => {
-                // This thread waits for the procedure's transaction: held answers go out first.
-                durable.flush();
                 let (done_tx, done_rx) = mpsc::sync_channel(1);
                 let (announced_tx, announced_rx) = mpsc::sync_channel(1);
                 if grant.send(TxTurn::new(done_tx, announced_rx)).is_ok() {
@@ -1045,6 +1047,9 @@ fn run(
                 }
                 let _ = reply.send(result);
             }
+        }
+        if host.next_scheduled().is_some_and(|due| due <= now_micros()) {
+            durable.flush(); // scheduled reducers are due: they run before the next job
         }
         host.run_due_with(now_micros(), |o| {
             notify(&n, Some(&o), &o.delta, None);

@@ -68,13 +68,15 @@ impl HostedDb {
 
     fn stop(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
-        // Taken out before the shutdown, which waits for the database thread's queued jobs:
-        // their commits run the hooks, and the subscription hub's looks the module up here.
-        // Holding the lock across the wait deadlocked a server shutting down under load.
-        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Not under the lock: the shutdown waits for the database thread's queued jobs, whose
+        // commits run the hooks, and the subscription hub's looks the module up here (holding
+        // the lock deadlocked a server shutting down under load). Nor taken out first, or the
+        // hub would take those commits for a module update and ask its clients to reconnect.
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(h) = handle {
             h.shutdown();
         }
+        self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -457,10 +459,10 @@ mod tests {
 
     // A graceful shutdown waits for the jobs still queued on the database thread; their commits
     // run the commit hooks, and a hook that looks the module up (as the subscription hub does
-    // on every commit) must not wait for the shutdown in turn. Thousands of queued calls make
-    // sure the shutdown starts while the thread is still working through them.
+    // on every commit) must not wait for the shutdown in turn, and must still find the module
+    // (else the hub takes the commit for a module update and asks its clients to reconnect).
     #[test]
-    fn shutdown_under_load_does_not_deadlock_with_hooks_that_look_the_module_up() {
+    fn shutdown_under_load_neither_deadlocks_nor_hides_the_module_from_hooks() {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Arc::new(WasmEngine::new().expect("wasm engine"));
         let reg = Registry::open(dir.path(), engine, Durability::None).expect("open registry");
@@ -472,7 +474,16 @@ mod tests {
             let (weak, lookups) = (Arc::downgrade(&db), Arc::clone(&lookups));
             db.hooks.add(Arc::new(move |_| {
                 if let Some(db) = weak.upgrade() {
-                    let _ = db.handle();
+                    // The first commit waits for the shutdown to begin, so the calls still
+                    // queued behind it commit during the shutdown, whatever the timing.
+                    let waiting = std::time::Instant::now();
+                    while lookups.load(Ordering::Relaxed) == 0
+                        && !db.stopped.load(Ordering::Relaxed)
+                        && waiting.elapsed() < Duration::from_secs(20)
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    assert!(db.handle().is_some(), "the module is gone while its commits still run");
                     lookups.fetch_add(1, Ordering::Relaxed);
                 }
                 None
@@ -491,6 +502,6 @@ mod tests {
             let _ = done_tx.send(());
         });
         assert!(done_rx.recv_timeout(Duration::from_secs(60)).is_ok(), "the shutdown deadlocked");
-        assert!(lookups.load(Ordering::Relaxed) > 0, "no commit ran the hook");
+        assert!(lookups.load(Ordering::Relaxed) > 1, "no commit ran the hook during the shutdown");
     }
 }
