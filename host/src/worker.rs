@@ -461,7 +461,6 @@ impl DatabaseHandle {
             p.stop();
         }
         let _ = self.queue(Job::Shutdown);
-        // Joined under the lock, so a second caller returns only once the thread is gone.
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
@@ -782,57 +781,20 @@ impl Pending {
 
 /// The thread that answers asynchronous callers (see [`spawn_notifier`]).
 struct Notifier {
-    tx: Sender<Vec<Pending>>,
-    /// Outcomes handed over and not yet answered (`held` included). While any are, the
-    /// database thread hands over every outcome, so each caller's answers keep their order.
+    tx: Sender<Pending>,
+    /// Outcomes handed over and not yet answered. While any are, the database thread hands
+    /// over every outcome, so each caller's answers keep their order.
     pending: Arc<AtomicUsize>,
-    /// Handed over, not yet sent: the database thread sends them together (see
-    /// [`Notifier::flush`]).
-    held: Vec<Pending>,
 }
-
-/// Most answers the database thread holds before sending them to the notifier.
-const MAX_HELD_ANSWERS: usize = 32;
 
 impl Notifier {
-    /// Answers on the notifier thread (after the commit is durable), once [`Notifier::flush`]
-    /// sends it.
-    fn hand_over(&mut self, pending: Pending) {
+    /// Answers on the notifier thread (after the commit is durable).
+    fn hand_over(&self, pending: Pending) {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        self.held.push(pending);
-    }
-
-    /// Sends the held answers when there are [`MAX_HELD_ANSWERS`] or no job is waiting (the
-    /// database thread may sleep next); `run` also sends them before any job but an
-    /// asynchronous call and before due scheduled reducers, so an answer never waits behind
-    /// long work. One send per group, not per answer: each send woke the notifier (a futex
-    /// call, ~10% of the database thread under the transfer load).
-    fn flush_if_due(&mut self, jobs: &Jobs) {
-        if !self.held.is_empty()
-            && (self.held.len() >= MAX_HELD_ANSWERS || jobs.queued.load(Ordering::Relaxed) == 0)
-        {
-            self.flush();
+        if let Err(mpsc::SendError(pending)) = self.tx.send(pending) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            pending.answer(&Ok(()));
         }
-    }
-
-    fn flush(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
-        let batch = std::mem::replace(&mut self.held, Vec::with_capacity(MAX_HELD_ANSWERS));
-        if let Err(mpsc::SendError(batch)) = self.tx.send(batch) {
-            self.pending.fetch_sub(batch.len(), Ordering::AcqRel);
-            for pending in batch {
-                pending.answer(&Ok(()));
-            }
-        }
-    }
-}
-
-impl Drop for Notifier {
-    /// Nobody is left unanswered when the database thread ends.
-    fn drop(&mut self) {
-        self.flush();
     }
 }
 
@@ -840,12 +802,13 @@ impl Drop for Notifier {
 /// the newest ticket among everything queued (one wait covers many commits: group commit).
 /// Under load it also takes the answering itself off the database thread (see `run`).
 fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
-    let (tx, rx) = mpsc::channel::<Vec<Pending>>();
+    let (tx, rx) = mpsc::channel::<Pending>();
     let pending = Arc::new(AtomicUsize::new(0));
     let answered = Arc::clone(&pending);
     let spawned = std::thread::Builder::new().name("lightcone-durable".into()).spawn(move || {
-        while let Ok(mut batch) = rx.recv() {
-            batch.extend(rx.try_iter().flatten());
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
             let newest = batch.iter().filter_map(Pending::ticket).max();
             let waited = match (&log, newest) {
                 (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
@@ -862,7 +825,7 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
     if let Err(e) = spawned {
         tracing::error!("cannot start the durability notifier: {e}");
     }
-    Notifier { tx, pending, held: Vec::with_capacity(MAX_HELD_ANSWERS) }
+    Notifier { tx, pending }
 }
 
 /// How long the database thread keeps looking for its next job before it sleeps. A client
@@ -933,7 +896,7 @@ fn run(
     jobs: Jobs,
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
     hooks: Arc<CommitHooks>,
-    mut durable: Notifier,
+    durable: Notifier,
 ) {
     let db = Arc::clone(host.database());
     {
@@ -955,11 +918,6 @@ fn run(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if !matches!(job, Some(Job::CallAsync { .. })) {
-            // Any other job may take long (a synchronous call, a SQL write, a subscription's
-            // view refresh): held answers go out before it rather than wait behind it.
-            durable.flush();
-        }
         match job {
             None => {}
             Some(Job::Shutdown) => return,
@@ -1048,9 +1006,6 @@ fn run(
                 let _ = reply.send(result);
             }
         }
-        if host.next_scheduled().is_some_and(|due| due <= now_micros()) {
-            durable.flush(); // scheduled reducers are due: they run before the next job
-        }
         host.run_due_with(now_micros(), |o| {
             notify(&n, Some(&o), &o.delta, None);
         });
@@ -1064,7 +1019,6 @@ fn run(
                 break;
             }
         }
-        durable.flush_if_due(&jobs);
     }
 }
 
