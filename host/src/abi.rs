@@ -736,18 +736,6 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                 };
                 let table_id = cat.engine_ids[info.table];
                 let tx = tx_or_errno!(state);
-                if delete {
-                    let rids: Vec<RowId> = match tx.table(table_id).and_then(|v| v.index_seek(index_id, &key))
-                    {
-                        Ok(scan) => scan.collect(),
-                        Err(e) => return engine_errno(e),
-                    };
-                    let n = delete_rids(tx, table_id, &rids).map_err(|e| anyhow!("{e}"))?;
-                    write(mem, out, &n.to_le_bytes(), name)?;
-                    return Ok(0u32);
-                }
-                // Rows are encoded straight from the scan: a point lookup yields at most one
-                // row in a unique index, and no list of ids or rows is built for it.
                 let view = match tx.table(table_id) {
                     Ok(v) => v,
                     Err(e) => return engine_errno(e),
@@ -756,6 +744,14 @@ pub fn link(linker: &mut Linker<HostState>) -> Res<()> {
                     Ok(scan) => scan,
                     Err(e) => return engine_errno(e),
                 };
+                if delete {
+                    let rids: Vec<RowId> = scan.collect();
+                    let n = delete_rids(tx, table_id, &rids).map_err(|e| anyhow!("{e}"))?;
+                    write(mem, out, &n.to_le_bytes(), name)?;
+                    return Ok(0u32);
+                }
+                // Rows are encoded straight from the scan: a point lookup yields at most one
+                // row in a unique index, and no list of ids or rows is built for it.
                 let mut it = state.iters.empty();
                 for rid in scan {
                     // Invariant: the id comes from an index of the same state, so the row exists.
