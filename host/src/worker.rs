@@ -42,9 +42,24 @@ pub struct CommitEvent {
 type Reply<T> = SyncSender<Result<T, HostError>>;
 
 /// Runs on the database thread after every commit, in commit order (the subscription hub
-/// evaluates and fans out here). It may return the caller's own encoded update, which comes
-/// back in [`ReducerOutcome::caller_update`].
-pub type CommitHook = Arc<dyn Fn(&CommitEvent) -> Option<Arc<[u8]>> + Send + Sync>;
+/// evaluates here). What it hands back goes out in commit order with the callers' answers.
+pub type CommitHook = Arc<dyn Fn(&CommitEvent) -> HookOutput + Send + Sync>;
+
+/// What a commit hook hands back.
+#[derive(Default)]
+pub struct HookOutput {
+    /// The caller's own encoded update; it comes back in [`ReducerOutcome::caller_update`].
+    pub caller_update: Option<Arc<[u8]>>,
+    /// Sends the commit's updates to everyone else. It runs once the commit is durable (in
+    /// `fsync` mode: clients only ever see durable state, as upstream's confirmed reads) and
+    /// after everything of earlier commits, callers' answers included, went out: on the
+    /// database thread, or on the durability notifier's. It gets the error if the commit could
+    /// not be made durable. Must be quick and must not block.
+    pub deliver: Option<Delivery>,
+}
+
+/// See [`HookOutput::deliver`].
+pub type Delivery = Box<dyn FnOnce(Result<(), &HostError>) + Send>;
 
 /// The commit hooks of one database; they outlive module updates (a new handle gets them).
 #[derive(Default)]
@@ -57,15 +72,19 @@ impl CommitHooks {
         self.hooks.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
     }
 
-    fn run(&self, event: &CommitEvent) -> Option<Arc<[u8]>> {
+    /// Runs every hook: the caller's update (if a hook made one) and the deliveries.
+    fn run(&self, event: &CommitEvent) -> (Option<Arc<[u8]>>, Vec<Delivery>) {
         let hooks: Vec<CommitHook> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut caller_update = None;
+        let mut deliveries = Vec::new();
         for h in hooks {
-            if let Some(u) = h(event) {
-                caller_update = Some(u);
+            let out = h(event);
+            if out.caller_update.is_some() {
+                caller_update = out.caller_update;
             }
+            deliveries.extend(out.deliver);
         }
-        caller_update
+        (caller_update, deliveries)
     }
 }
 
@@ -142,6 +161,8 @@ pub struct DatabaseHandle {
     spec: Arc<ModuleSpec>,
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
     hooks: Arc<CommitHooks>,
+    /// Sends answers and updates in commit order (shared with the database thread).
+    outgoing: Notifier,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -179,8 +200,10 @@ impl DatabaseHandle {
         let listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>> = Arc::default();
         let queued_jobs = Arc::new(AtomicUsize::new(0));
         let (procs_tx, procs_rx) = mpsc::channel::<Option<ProcedureJob>>();
+        let outgoing = spawn_notifier(log.clone(), Arc::clone(&queued_jobs));
         let thread = {
             let procs_tx = procs_tx.clone();
+            let outgoing = outgoing.clone();
             let (db, log, listeners) = (Arc::clone(&db), log.clone(), Arc::clone(&listeners));
             let queued = Arc::clone(&queued_jobs);
             let hooks = Arc::clone(&hooks);
@@ -204,8 +227,7 @@ impl DatabaseHandle {
                             }
                             let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report, seed);
                             if ready_tx.send(Ok(info)).is_ok() {
-                                let durable = spawn_notifier(host.commit_log().cloned());
-                                run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, durable);
+                                run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, outgoing);
                             }
                         }
                         Err(e) => {
@@ -237,6 +259,7 @@ impl DatabaseHandle {
             spec,
             listeners,
             hooks,
+            outgoing,
             thread: Mutex::new(Some(thread)),
         };
         Ok((Arc::new(handle), report))
@@ -415,6 +438,16 @@ impl DatabaseHandle {
             return Ok(());
         }
         self.send(|reply| Job::Views { sender, views, acquire: false, reply }).map(drop)
+    }
+
+    /// Runs `send` once the state at `tx_offset` is durable and after everything that follows
+    /// the commits up to it (answers, subscribers' updates) went out: at once when nothing is
+    /// waiting, else on the durability notifier's thread. For replies built from that state (a
+    /// subscription's initial rows), which must neither overtake earlier updates nor show
+    /// state that may yet be lost. `send` gets the error if the state could not be made durable.
+    pub fn send_after_commit(&self, tx_offset: u64, send: Delivery) {
+        let ticket = lightcone_wal::Ticket(tx_offset);
+        self.outgoing.send_in_order(Some(ticket), false, Pending::Other(ticket, send));
     }
 
     /// The latest committed state (never blocks the writer for long; see mvcc).
@@ -716,9 +749,11 @@ struct Notify<'a> {
     db: &'a Database,
     listeners: &'a Mutex<Vec<Sender<CommitEvent>>>,
     hooks: &'a CommitHooks,
+    outgoing: &'a Notifier,
 }
 
-/// Tells hooks and listeners about a commit; returns the caller's update from the hooks.
+/// Tells hooks and listeners about a commit and sends its deliveries (in order, see
+/// [`Notifier::send_in_order`]); returns the caller's update from the hooks.
 fn notify(
     n: &Notify<'_>,
     outcome: Option<&ReducerOutcome>,
@@ -737,7 +772,12 @@ fn notify(
         reducer: outcome.map(|o| o.reducer.clone()),
         caller: caller.cloned(),
     };
-    let caller_update = n.hooks.run(&event);
+    let (caller_update, deliveries) = n.hooks.run(&event);
+    if !deliveries.is_empty() {
+        // A non-empty delta is in the log under its own offset (mvcc commits append it).
+        let ticket = lightcone_wal::Ticket(delta.tx_offset);
+        n.outgoing.send_in_order(Some(ticket), true, Pending::Deliveries(ticket, deliveries));
+    }
     let mut ls = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
     ls.retain(|l| l.send(event.clone()).is_ok());
     caller_update
@@ -749,10 +789,15 @@ fn notify_caller(n: &Notify<'_>, outcome: &mut ReducerOutcome, caller: &CallerIn
     outcome.caller_update = notify(n, Some(outcome), &delta, Some(caller));
 }
 
-/// An outcome handed to the notifier, with where it goes.
+/// Something that goes out after a commit, with where it goes.
 enum Pending {
     Reducer(Result<ReducerOutcome, HostError>, AsyncReply),
     Procedure(Result<ProcedureOutcome, HostError>, ProcedureReply),
+    /// A commit's updates to subscribers (see [`HookOutput::deliver`]).
+    Deliveries(lightcone_wal::Ticket, Vec<Delivery>),
+    /// Anything else that must follow the commits before it (see
+    /// [`DatabaseHandle::send_after_commit`]).
+    Other(lightcone_wal::Ticket, Delivery),
 }
 
 impl Pending {
@@ -760,6 +805,7 @@ impl Pending {
         match self {
             Pending::Reducer(o, _) => o.as_ref().ok().and_then(|o| o.ticket),
             Pending::Procedure(o, _) => o.as_ref().ok().and_then(|o| o.ticket),
+            Pending::Deliveries(t, _) | Pending::Other(t, _) => Some(*t),
         }
     }
 
@@ -775,20 +821,60 @@ impl Pending {
         match self {
             Pending::Reducer(o, reply) => reply(merge(waited, o)),
             Pending::Procedure(o, reply) => reply(merge(waited, o)),
+            Pending::Deliveries(_, deliveries) => {
+                for deliver in deliveries {
+                    deliver(waited.as_ref().copied());
+                }
+            }
+            Pending::Other(_, deliver) => deliver(waited.as_ref().copied()),
         }
     }
 }
 
-/// The thread that answers asynchronous callers (see [`spawn_notifier`]).
+/// Sends what follows commits — callers' answers, subscribers' updates — in commit order, each
+/// once its commit is durable: straight away when nothing is waiting, else on the
+/// durability notifier's thread (see [`spawn_notifier`]), which waits for the log and sends in
+/// the order things were handed to it. One ordered path is what keeps a subscribed caller's
+/// answer for one commit ahead of another client's later commit.
+#[derive(Clone)]
 struct Notifier {
     tx: Sender<Pending>,
-    /// Outcomes handed over and not yet answered. While any are, the database thread hands
-    /// over every outcome, so each caller's answers keep their order.
+    /// Items handed over and not yet sent. While any are, everything is handed over, so
+    /// nothing overtakes them.
     pending: Arc<AtomicUsize>,
+    log: Option<Arc<CommitLog>>,
+    /// Jobs queued for the database thread.
+    queued_jobs: Arc<AtomicUsize>,
 }
 
 impl Notifier {
-    /// Answers on the notifier thread (after the commit is durable).
+    /// Whether what follows the commit of `ticket` goes through the notifier thread rather than
+    /// straight out: when its commit is not yet durable in `fsync` mode, when anything handed
+    /// over earlier is still there (so nothing overtakes it), and — with `offload`, from the
+    /// database thread — while more jobs are queued (sending wakes the receiver's task, which
+    /// the database thread then need not pay for).
+    fn must_hand_over(&self, ticket: Option<lightcone_wal::Ticket>, offload: bool) -> bool {
+        let must_wait = |t: lightcone_wal::Ticket| {
+            self.log.as_ref().is_some_and(|l| {
+                l.durability() == lightcone_wal::Durability::Fsync && l.durable_offset() < t.0
+            })
+        };
+        self.pending.load(Ordering::Acquire) > 0
+            || (offload && self.queued_jobs.load(Ordering::Relaxed) > 0)
+            || ticket.is_some_and(must_wait)
+    }
+
+    /// Sends `item` now if [`Notifier::must_hand_over`] allows, else hands it to the notifier
+    /// thread.
+    fn send_in_order(&self, ticket: Option<lightcone_wal::Ticket>, offload: bool, item: Pending) {
+        if self.must_hand_over(ticket, offload) {
+            self.hand_over(item);
+        } else {
+            item.answer(&Ok(()));
+        }
+    }
+
+    /// Sends on the notifier thread (after the commit is durable).
     fn hand_over(&self, pending: Pending) {
         self.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(pending)) = self.tx.send(pending) {
@@ -798,19 +884,21 @@ impl Notifier {
     }
 }
 
-/// A thread that answers asynchronous callers once their commits are durable: it waits for
-/// the newest ticket among everything queued (one wait covers many commits: group commit).
-/// Under load it also takes the answering itself off the database thread (see `run`).
-fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
+/// A thread that answers asynchronous callers and sends subscribers' updates once their
+/// commits are durable: it waits for the newest ticket among everything queued (one wait
+/// covers many commits: group commit). Under load it also takes the sending itself off the
+/// database thread (see [`Notifier::must_hand_over`]).
+fn spawn_notifier(log: Option<Arc<CommitLog>>, queued_jobs: Arc<AtomicUsize>) -> Notifier {
     let (tx, rx) = mpsc::channel::<Pending>();
     let pending = Arc::new(AtomicUsize::new(0));
     let answered = Arc::clone(&pending);
+    let wait_log = log.clone();
     let spawned = std::thread::Builder::new().name("lightcone-durable".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
             let newest = batch.iter().filter_map(Pending::ticket).max();
-            let waited = match (&log, newest) {
+            let waited = match (&wait_log, newest) {
                 (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
                 _ => Ok(()),
             };
@@ -818,14 +906,14 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
             for pending in batch {
                 pending.answer(&waited);
             }
-            // Only after the answers are out: the database thread may answer directly again.
+            // Only after everything is out: the database thread may send directly again.
             answered.fetch_sub(count, Ordering::AcqRel);
         }
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the durability notifier: {e}");
     }
-    Notifier { tx, pending }
+    Notifier { tx, pending, log, queued_jobs }
 }
 
 /// How long the database thread keeps looking for its next job before it sleeps. A client
@@ -872,42 +960,25 @@ fn next_job(jobs: &Jobs, timeout: Duration) -> Result<Job, RecvTimeoutError> {
     jobs.rx.recv_timeout(timeout.saturating_sub(polling.elapsed())).and_then(taken)
 }
 
-/// Whether an answer goes through the notifier thread rather than straight out: fsync-mode
-/// commits not yet durable wait there; so does every answer while more jobs are queued
-/// (answering wakes the caller's task, which the database thread then need not pay for), and
-/// every answer behind one still there (so a caller's answers keep their order).
-fn hand_over(
-    host: &ModuleHost,
-    jobs: &Jobs,
-    durable: &Notifier,
-    ticket: Option<lightcone_wal::Ticket>,
-) -> bool {
-    let must_wait = |t: lightcone_wal::Ticket| {
-        host.commit_log()
-            .is_some_and(|l| l.durability() == lightcone_wal::Durability::Fsync && l.durable_offset() < t.0)
-    };
-    durable.pending.load(Ordering::Acquire) > 0
-        || jobs.queued.load(Ordering::Relaxed) > 0
-        || ticket.is_some_and(must_wait)
-}
-
 fn run(
     mut host: ModuleHost,
     jobs: Jobs,
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
     hooks: Arc<CommitHooks>,
-    durable: Notifier,
+    outgoing: Notifier,
 ) {
     let db = Arc::clone(host.database());
     {
         // A procedure's own commits are announced as they happen, like SQL writes.
         let (db, listeners, hooks) = (Arc::clone(&db), Arc::clone(&listeners), Arc::clone(&hooks));
+        let outgoing = outgoing.clone();
         host.set_commit_observer(Arc::new(move |delta: &Arc<TxDelta>| {
-            notify(&Notify { db: &db, listeners: &listeners, hooks: &hooks }, None, delta, None);
+            let n = Notify { db: &db, listeners: &listeners, hooks: &hooks, outgoing: &outgoing };
+            notify(&n, None, delta, None);
         }));
     }
     host.defer_immediate_calls();
-    let n = Notify { db: &db, listeners: &listeners, hooks: &hooks };
+    let n = Notify { db: &db, listeners: &listeners, hooks: &hooks, outgoing: &outgoing };
     loop {
         let timeout = match host.next_scheduled() {
             Some(due) => Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64),
@@ -934,21 +1005,13 @@ fn run(
                     notify_caller(&n, o, &caller);
                 }
                 let ticket = result.as_ref().ok().and_then(|o| o.ticket);
-                if hand_over(&host, &jobs, &durable, ticket) {
-                    durable.hand_over(Pending::Reducer(result, reply));
-                } else {
-                    reply(result);
-                }
+                outgoing.send_in_order(ticket, true, Pending::Reducer(result, reply));
             }
             Some(Job::CallProcedure { procedure, caller, args, reply }) => {
                 // Its commits were announced by the observer as they happened.
                 let result = host.call_procedure(&procedure, &caller, args);
                 let ticket = result.as_ref().ok().and_then(|o| o.ticket);
-                if hand_over(&host, &jobs, &durable, ticket) {
-                    durable.hand_over(Pending::Procedure(result, reply));
-                } else {
-                    reply(result);
-                }
+                outgoing.send_in_order(ticket, true, Pending::Procedure(result, reply));
             }
             Some(Job::Connected { caller, reply }) => {
                 let mut result = host.client_connected(&caller);

@@ -20,11 +20,15 @@ struct Server {
 }
 
 fn start() -> Server {
+    start_with(lightcone_wal::Durability::Fsync)
+}
+
+fn start_with(durability: lightcone_wal::Durability) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let options = ServerOptions {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
-        durability: lightcone_wal::Durability::Fsync,
+        durability,
     };
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -489,6 +493,93 @@ fn pipelined_answers_keep_call_order() {
         assert_eq!(request_id, i, "answers out of call order");
         let status = result[13];
         assert_eq!(status == 2, i % 3 == 2, "call {i}: status {status}");
+    }
+}
+
+/// The `message` rows in a server message whose text starts with `prefix`: (text, `sent`
+/// timestamp), in the order they appear. A row is `sender: Identity, sent: Timestamp,
+/// text: String`, so the timestamp sits just before the text's length prefix.
+fn sent_messages(msg: &[u8], prefix: &[u8]) -> Vec<(String, i64)> {
+    let mut rows = Vec::new();
+    let mut at = 12;
+    while let Some(p) = msg[at..].windows(prefix.len()).position(|w| w == prefix).map(|p| p + at) {
+        let len = u32::from_le_bytes(msg[p - 4..p].try_into().unwrap()) as usize;
+        let sent = i64::from_le_bytes(msg[p - 12..p - 4].try_into().unwrap());
+        rows.push((String::from_utf8(msg[p..p + len].to_vec()).unwrap(), sent));
+        at = p + len;
+    }
+    rows
+}
+
+// Proves a subscribed caller sees every commit in commit order, its own (inside its
+// `ReducerResult`) and other clients' (in `TransactionUpdate`s) alike: its answer for one
+// commit, which waits for that commit's fsync, never comes after another client's later
+// commit. Reducer timestamps follow commit order (one database thread), so the `sent` times
+// of the rows a client receives must never go backwards. In both durability modes (without
+// fsyncs, answers are still handed to the notifier thread under load).
+#[test]
+fn a_subscribed_caller_sees_its_own_and_others_commits_in_commit_order() {
+    for durability in [lightcone_wal::Durability::Fsync, lightcone_wal::Durability::None] {
+        commits_arrive_in_commit_order(durability);
+    }
+}
+
+fn commits_arrive_in_commit_order(durability: lightcone_wal::Durability) {
+    let s = start_with(durability);
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "chat", &owner, "quickstart_chat").status, 200);
+    const CALLS: u32 = 300;
+    let clients: Vec<Ws> = (0..2)
+        .map(|_| {
+            let mut ws = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
+            ws.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM message"]).into())).unwrap();
+            assert_eq!(next(&mut ws)[0], 1, "SubscribeApplied");
+            ws
+        })
+        .collect();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let runs: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut ws)| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..CALLS {
+                    let text = format!("order-{c}-{i:04}");
+                    ws.send(Message::Binary(call_msg(i, "send_message", &str_bsatn(&text)).into())).unwrap();
+                }
+                let mut seen: Vec<(String, i64)> = Vec::new();
+                let mut answers = 0;
+                while seen.len() < 2 * CALLS as usize || answers < CALLS {
+                    let msg = next(&mut ws);
+                    match msg[0] {
+                        6 => {
+                            answers += 1;
+                            assert_eq!(msg[13], 0, "Ok with the caller's own update");
+                        }
+                        4 => {}
+                        other => panic!("unexpected message tag {other}"),
+                    }
+                    seen.extend(sent_messages(&msg, b"order-"));
+                }
+                assert_eq!(seen.len(), 2 * CALLS as usize, "each commit seen once");
+                for pair in seen.windows(2) {
+                    assert!(
+                        pair[0].1 <= pair[1].1,
+                        "client {c} saw {} (sent {}) after {} (sent {}): a later commit came first",
+                        pair[1].0,
+                        pair[1].1,
+                        pair[0].0,
+                        pair[0].1
+                    );
+                }
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().expect("client saw every commit in order");
     }
 }
 

@@ -308,3 +308,63 @@ fn shutdown_finishes_running_procedures_and_refuses_queued_ones() {
     let late = rx.recv_timeout(Duration::from_secs(5)).expect("answered, not left waiting");
     assert!(late.is_err(), "{late:?}");
 }
+
+// Proves what commit hooks hand back goes out in commit order with the callers' answers, and
+// only once the commit is durable (fsync mode: subscribers never see state a crash could
+// take back), while many pipelined calls are in flight.
+#[test]
+fn hook_deliveries_and_answers_go_out_in_commit_order_once_durable() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, log, _) =
+        lightcone_snapshot::open_data_dir(dir.path(), LogOptions::default(), |_| {}).expect("open data dir");
+    let log = Arc::new(log);
+    let engine = Arc::new(lightcone_host::WasmEngine::new().unwrap());
+    let program = Start::Publish { program: fixture("quickstart_chat"), owner: OWNER };
+    let (handle, _) =
+        DatabaseHandle::start(engine, Arc::new(db), Some(Arc::clone(&log)), HostConfig::default(), program)
+            .expect("start");
+    // (commit offset, durable offset when it went out, whether it was an answer)
+    let sent: Arc<Mutex<Vec<(u64, u64, bool)>>> = Arc::default();
+    {
+        let (sent, log) = (Arc::clone(&sent), Arc::clone(&log));
+        handle.hooks().add(Arc::new(move |event: &lightcone_host::CommitEvent| {
+            let (sent, log, offset) = (Arc::clone(&sent), Arc::clone(&log), event.delta.tx_offset);
+            lightcone_host::HookOutput {
+                caller_update: None,
+                deliver: Some(Box::new(move |durable| {
+                    assert!(durable.is_ok());
+                    sent.lock().unwrap().push((offset, log.durable_offset(), false));
+                })),
+            }
+        }));
+    }
+    // First one call at a time (nothing queued: each commit's delivery could go out at once),
+    // then many pipelined.
+    const ONE_BY_ONE: usize = 50;
+    const CALLS: usize = 500;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for i in 0..ONE_BY_ONE + CALLS {
+        let (sent, log, done_tx) = (Arc::clone(&sent), Arc::clone(&log), done_tx.clone());
+        let args = ReducerArgs::Json(format!(r#"["ordered {i}"]"#));
+        handle.call_reducer_then("send_message", &caller(1), args, move |outcome| {
+            let offset = outcome.expect("committed").ticket.expect("logged").0;
+            sent.lock().unwrap().push((offset, log.durable_offset(), true));
+            let _ = done_tx.send(());
+        });
+        if i < ONE_BY_ONE {
+            done_rx.recv_timeout(Duration::from_secs(30)).expect("call answered");
+        }
+    }
+    for _ in 0..CALLS {
+        done_rx.recv_timeout(Duration::from_secs(30)).expect("every call answered");
+    }
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent.len(), 2 * (ONE_BY_ONE + CALLS), "one delivery and one answer per commit");
+    for (offset, durable, _) in sent.iter() {
+        assert!(durable >= offset, "commit {offset} went out while only {durable} was durable");
+    }
+    for pair in sent.windows(2) {
+        assert!(pair[0].0 <= pair[1].0, "commit {} went out after commit {}", pair[1].0, pair[0].0);
+    }
+}

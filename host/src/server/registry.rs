@@ -486,7 +486,7 @@ mod tests {
                     assert!(db.handle().is_some(), "the module is gone while its commits still run");
                     lookups.fetch_add(1, Ordering::Relaxed);
                 }
-                None
+                crate::worker::HookOutput::default()
             }));
         }
         let handle = db.handle().expect("running");

@@ -23,7 +23,7 @@ use super::registry::HostedDb;
 use crate::codec::encode_value;
 use crate::module_def::ModuleSpec;
 use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
-use crate::worker::CommitEvent;
+use crate::worker::{CommitEvent, Delivery, HookOutput};
 
 /// Messages queued for one client before it counts as too slow and is disconnected.
 pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
@@ -207,7 +207,9 @@ impl Hub {
             spec,
         });
         let weak = Arc::downgrade(&hub);
-        db.hooks.add(Arc::new(move |event: &CommitEvent| weak.upgrade().and_then(|h| h.on_commit(event))));
+        db.hooks.add(Arc::new(move |event: &CommitEvent| {
+            weak.upgrade().map(|h| h.on_commit(event)).unwrap_or_default()
+        }));
         Ok(hub)
     }
 
@@ -215,32 +217,34 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs on the database thread after each commit.
-    fn on_commit(&self, event: &CommitEvent) -> Option<Arc<[u8]>> {
+    /// Runs on the database thread after each commit: evaluates the subscriptions and returns
+    /// the caller's update and the sending of everyone else's (which the database thread runs
+    /// in commit order with the callers' answers, once the commit is durable).
+    fn on_commit(&self, event: &CommitEvent) -> HookOutput {
         let mut inner = self.lock();
         if !inner.clients.is_empty() && !self.is_current() {
             // The module was updated under these clients: their queries may name tables the
             // update dropped (a reshaped view), so they reconnect rather than go stale.
             drop(inner);
             self.retire();
-            return None;
+            return HookOutput::default();
         }
         let offset = event.after.tx_offset();
         if offset <= inner.last_offset {
-            return None; // already part of the state subscriptions started from
+            return HookOutput::default(); // already part of the state subscriptions started from
         }
         let updates = inner.subs.eval(&event.after, &event.delta);
         inner.last_offset = offset;
         inner.last = (inner.subs.client_count() > 0).then(|| event.after.clone());
         if updates.is_empty() {
             inner.starts.retain(|_, start| start.tx_offset() > offset);
-            return None;
+            return HookOutput::default();
         }
-        let spec = spec_of(&self.db)?;
+        let Some(spec) = spec_of(&self.db) else { return HookOutput::default() };
         let encoded: Vec<Vec<u8>> = updates.deltas.iter().map(|d| encode_delta_rows(&spec, d)).collect();
         let caller_conn = event.caller.as_ref().map(|c| c.connection_id).filter(|c| *c != [0; 16]);
         let mut caller_update = None;
-        let mut slow = Vec::new();
+        let mut frames = Vec::new();
         for cu in updates.clients() {
             let Some(client) = inner.clients.get(&cu.client) else { continue };
             let mut w = W::new();
@@ -275,18 +279,25 @@ impl Hub {
             }
             let mut msg = vec![4u8];
             msg.extend_from_slice(&w.0);
-            if client.out.try_send(Outbound::Frame(protocol::frame(&msg))).is_err() {
-                slow.push(cu.client);
-            }
-        }
-        for c in slow {
-            if let Some(client) = inner.clients.remove(&c) {
-                client.kick.kick(TOO_SLOW);
-            }
-            inner.subs.remove_client(c);
+            frames.push((client.out.clone(), Arc::clone(&client.kick), protocol::frame(&msg)));
         }
         inner.starts.retain(|_, start| start.tx_offset() > offset);
-        caller_update
+        let deliver = (!frames.is_empty()).then(|| -> Delivery {
+            Box::new(move |durable: Result<(), &crate::HostError>| {
+                for (out, kick, frame) in frames {
+                    match durable {
+                        // A full queue: the client is too slow; its session ends and leaves the hub.
+                        Ok(()) => {
+                            if out.try_send(Outbound::Frame(frame)).is_err() {
+                                kick.kick(TOO_SLOW);
+                            }
+                        }
+                        Err(e) => kick.kick(&format!("the database could not make a commit durable: {e}")),
+                    }
+                }
+            })
+        });
+        HookOutput { caller_update, deliver }
     }
 }
 
@@ -580,6 +591,19 @@ impl Session {
         queue_message(out, &self.kick, bytes);
     }
 
+    /// Queues a reply built from the state at `tx_offset` once that state is durable and
+    /// behind every update of the commits up to it (see `DatabaseHandle::send_after_commit`).
+    fn send_after_commit(&self, tx_offset: u64, out: &mpsc::Sender<Outbound>, reply: Vec<u8>) {
+        let (out, kick) = (out.clone(), Arc::clone(&self.kick));
+        self.handle.send_after_commit(
+            tx_offset,
+            Box::new(move |durable| match durable {
+                Ok(()) => queue_message(&out, &kick, &reply),
+                Err(e) => kick.kick(&format!("the database could not make a commit durable: {e}")),
+            }),
+        );
+    }
+
     /// Queues a reducer call on the database thread (in arrival order). Its result goes onto
     /// the client's outgoing queue from the database thread itself (or the durability
     /// notifier's) once durable, so a client can pipeline calls.
@@ -662,7 +686,8 @@ impl Session {
                                 return None;
                             }
                         }
-                        protocol::subscribe_applied(request_id, query_set_id, &encode_tables(&spec, &rows))
+                        let tables = encode_tables(&spec, &rows);
+                        (start.tx_offset(), protocol::subscribe_applied(request_id, query_set_id, &tables))
                     }
                     Err(e) => {
                         inner.starts.remove(&(client, query_set_id));
@@ -676,25 +701,32 @@ impl Session {
                 };
                 // Queued before the lock is released: the next commit's update for this query
                 // set (evaluated under the lock) must not overtake its initial rows.
-                self.send(out, &reply);
+                let (at, reply) = reply;
+                self.send_after_commit(at, out, reply);
                 None
             }
             ClientMessage::Unsubscribe { request_id, query_set_id, send_dropped_rows } => {
                 let mut inner = self.hub.lock();
                 let held = inner.held_state(&self.handle, client, query_set_id);
                 let snapshot = send_dropped_rows.then_some(&held);
-                let reply = match inner.subs.unsubscribe(snapshot, client, query_set_id) {
+                match inner.subs.unsubscribe(snapshot, client, query_set_id) {
                     Ok(rows) => {
                         inner.starts.remove(&(client, query_set_id));
                         let t = encode_tables(&spec, &rows);
-                        protocol::unsubscribe_applied(
+                        let reply = protocol::unsubscribe_applied(
                             request_id,
                             query_set_id,
                             send_dropped_rows.then_some(&t[..]),
-                        )
+                        );
+                        // After the updates this query set still had coming (the dropped rows
+                        // are the state they lead to), queued before the lock is released.
+                        self.send_after_commit(held.tx_offset(), out, reply);
                     }
-                    Err(e) => protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
-                };
+                    Err(e) => self.send(
+                        out,
+                        &protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
+                    ),
+                }
                 drop(inner);
                 let held = self
                     .views
@@ -705,7 +737,7 @@ impl Session {
                 if let Some(views) = held {
                     let _ = self.handle.release_views(self.info.identity, views);
                 }
-                Some(reply)
+                None
             }
             ClientMessage::OneOffQuery { request_id, query } => {
                 let views = super::rls::sender_bound_views(&spec, &self.handle.snapshot(), &[&query]);
