@@ -560,6 +560,22 @@ fn plan_migration(old: &ModuleSpec, new: &ModuleSpec) -> Result<Migration, HostE
     Ok(plan)
 }
 
+/// Whether clients connected under version `old` can go on under `new` (its update was
+/// published over `old`'s data): every table and view they may have subscribed to keeps its
+/// engine table and shape, and what each identity may see is filtered the same way (same
+/// row-level security). Sender-bound views break it: an update recomputes them from scratch,
+/// dropping what readers hold. Otherwise clients are asked to reconnect, as upstream does for
+/// updates that break clients.
+pub fn update_keeps_clients(old: &ModuleSpec, new: &ModuleSpec) -> bool {
+    let mut old_rls: Vec<&String> = old.row_level_security.iter().collect();
+    let mut new_rls: Vec<&String> = new.row_level_security.iter().collect();
+    old_rls.sort();
+    new_rls.sort();
+    old_rls == new_rls
+        && old.views.iter().all(|v| v.anonymous)
+        && plan_migration(old, new).is_ok_and(|plan| plan.drop.is_empty())
+}
+
 /// How version `new` of a table stores its rows differently from version `old`: columns
 /// (names, engine types and full types), indexes, constraints, sequences and visibility. Empty
 /// if the same.

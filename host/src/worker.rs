@@ -163,6 +163,7 @@ pub struct DatabaseHandle {
     hooks: Arc<CommitHooks>,
     /// Sends answers and updates in commit order (shared with the database thread).
     outgoing: Notifier,
+    stopped: std::sync::atomic::AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -260,6 +261,7 @@ impl DatabaseHandle {
             listeners,
             hooks,
             outgoing,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
         };
         Ok((Arc::new(handle), report))
@@ -487,8 +489,14 @@ impl DatabaseHandle {
             && self.log.as_ref().is_none_or(|l| l.durability() != lightcone_wal::Durability::Fsync)
     }
 
+    /// Whether [`DatabaseHandle::shutdown`] has begun: calls are refused from then on.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Stops the thread after the calls queued before this one, and flushes the log.
     pub fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Release);
         // Procedures first: a running one may still need the database thread for its turn.
         if let Some(p) = &self.procedures {
             p.stop();
@@ -681,13 +689,14 @@ impl ProcedurePool {
                 // Best effort: without another thread, the next job waits for this one.
                 let _ = ProcedurePool::add_thread(&self, false);
             }
-            let outcome = match &mut host {
+            let ProcedureJob { target, caller, reply } = job;
+            let outcome = catch_host_panic(|| match &mut host {
                 Ok(h) => {
-                    let outcome = match job.target {
+                    let outcome = match target {
                         ProcedureTarget::Call { procedure, args } => {
-                            h.call_procedure(&procedure, &job.caller, args)
+                            h.call_procedure(&procedure, &caller, args)
                         }
-                        ProcedureTarget::Scheduled { id, args } => h.call_procedure_id(id, &job.caller, args),
+                        ProcedureTarget::Scheduled { id, args } => h.call_procedure_id(id, &caller, args),
                     };
                     outcome.and_then(|o| {
                         h.wait_durable(&o)?;
@@ -695,8 +704,16 @@ impl ProcedurePool {
                     })
                 }
                 Err(e) => Err(HostError::Runtime(format!("the procedure instance failed to start: {e}"))),
-            };
-            (job.reply)(outcome);
+            });
+            let outcome = outcome.unwrap_or_else(|message| {
+                // A bug of ours, not the module's: the caller gets an error rather than no
+                // answer, and the thread carries on (it still counts against the limit) with
+                // a fresh instance, as the old one may have stopped mid-call.
+                self.seed.logs().host(crate::logs::LogLevel::Error, message.clone());
+                host = self.seed.clone().start(Arc::clone(&self.gate));
+                Err(HostError::Runtime(message))
+            });
+            reply(outcome);
             if let Ok(h) = &mut host {
                 let calls = h.take_immediate_calls();
                 if !calls.is_empty() {
@@ -705,6 +722,19 @@ impl ProcedurePool {
             }
         }
     }
+}
+
+/// Runs `f`, turning a panic (a bug in the host, never the module's doing: its traps are
+/// errors) into an error message.
+fn catch_host_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("internal error: the procedure host panicked ({what})")
+    })
 }
 
 /// Marks a scheduled procedure's run ended when dropped.
@@ -1088,3 +1118,19 @@ fn run(
 /// Rounds of `schedule_immediate` calls run after one job (calls queued by the last round wait
 /// for the next job or timer tick).
 const MAX_IMMEDIATE_ROUNDS: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a panic in the host's procedure path becomes an error naming it (what the caller
+    // then gets instead of a dropped reply), and a normal result passes through untouched.
+    #[test]
+    fn a_host_panic_becomes_an_error_message() {
+        assert_eq!(catch_host_panic(|| 7), Ok(7));
+        let err = catch_host_panic(|| -> u32 { panic!("row {} vanished", 3) }).unwrap_err();
+        assert!(err.contains("procedure host panicked (row 3 vanished)"), "{err}");
+        let err = catch_host_panic(|| -> u32 { std::panic::panic_any(5u8) }).unwrap_err();
+        assert!(err.contains("no message"), "{err}");
+    }
+}

@@ -365,8 +365,16 @@ fn subscription_server() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
+            // The request line may arrive in pieces: peek until it is whole.
             let mut peek = [0u8; 512];
-            let n = stream.peek(&mut peek).unwrap_or(0);
+            let mut n = 0;
+            for _ in 0..1000 {
+                n = stream.peek(&mut peek).unwrap_or(0);
+                if n == 0 || n == peek.len() || peek[..n].windows(2).any(|w| w == b"\r\n") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let head = String::from_utf8_lossy(&peek[..n]).into_owned();
             if !head.contains("/subscribe") {
                 let schema = schema.clone();

@@ -758,3 +758,30 @@ fn a_module_update_retires_the_old_subscription_filters() {
     assert_eq!(applied[0], 1, "SubscribeApplied: {}", String::from_utf8_lossy(&applied));
     assert!(contains(&applied, &bob_le) && !contains(&applied, &alice_le), "the new filter applies");
 }
+
+// Proves an update that keeps the schema and the filters keeps clients connected, as
+// upstream's: the session's subscription goes on delivering, and its calls reach the new
+// version of the module.
+#[test]
+fn a_module_update_that_keeps_the_schema_keeps_clients_connected() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "keep", &owner, "quickstart_chat").status, 200);
+    let mut a = connect_ready(&s, "keep", None, "v2.bsatn.spacetimedb");
+    a.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM message"]).into())).unwrap();
+    assert_eq!(next(&mut a)[0], 1, "SubscribeApplied");
+
+    let r = publish(&http, &s, "keep", &owner, "quickstart_chat");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(call(&http, &s, "keep", "send_message", Some(&owner), r#"["after the update"]"#).status, 200);
+    let update = next(&mut a);
+    assert_eq!(update[0], 4, "TransactionUpdate, not a close: {}", String::from_utf8_lossy(&update));
+    assert!(contains(&update, b"after the update"));
+
+    a.send(Message::Binary(call_msg(2, "send_message", &str_bsatn("a's call, new version")).into())).unwrap();
+    let result = next(&mut a);
+    assert_eq!(result[0], 6, "ReducerResult");
+    assert_eq!(result[13], 0, "Ok with the caller's update: {}", String::from_utf8_lossy(&result));
+    assert!(contains(&result, b"a's call, new version"));
+}

@@ -75,6 +75,13 @@ struct HubInner {
     /// are waiting for this lock).
     starts: HashMap<(ClientId, u32), Snapshot>,
     clients: HashMap<ClientId, ClientEntry>,
+    /// The module version whose RLS and view filters the registry holds (and whose codecs
+    /// encode rows). An update that keeps clients is adopted; after any other, the hub is
+    /// replaced and its clients asked to reconnect (filters cannot be swapped under live
+    /// subscriptions).
+    spec: Arc<ModuleSpec>,
+    /// Set once an update broke this hub's clients: it serves nobody from then on.
+    retired: bool,
 }
 
 impl HubInner {
@@ -122,27 +129,33 @@ pub struct Hub {
     inner: Mutex<HubInner>,
     db: Arc<HostedDb>,
     next_client: AtomicU64,
-    /// The module version whose RLS and view filters the registry holds. After an update the
-    /// hub is replaced and its clients asked to reconnect (filters cannot be swapped under
-    /// live subscriptions).
-    spec: Arc<ModuleSpec>,
 }
 
 /// Close reason for the clients of a hub replaced by a module update.
 const MODULE_UPDATED: &str = "the module was updated: reconnect";
 
-impl Hub {
-    /// Whether the database still runs the module version this hub was made for.
-    fn is_current(&self) -> bool {
-        spec_of(&self.db).is_some_and(|s| Arc::ptr_eq(&s, &self.spec))
-    }
-
-    /// Asks every client to reconnect (to a hub made for the current module).
-    fn retire(&self) {
-        let inner = self.lock();
-        for client in inner.clients.values() {
+impl HubInner {
+    /// Whether this hub suits the module running now. An update that keeps clients
+    /// ([`crate::module_host::update_keeps_clients`]) is adopted; after any other, every
+    /// client is asked to reconnect (to a hub made for the new version) and this says no.
+    /// While an update swaps the module, nothing newer runs: the hub stays as it is.
+    fn follow_update(&mut self, db: &HostedDb) -> bool {
+        if self.retired {
+            return false;
+        }
+        let Some(current) = spec_of(db) else { return true };
+        if Arc::ptr_eq(&current, &self.spec) {
+            return true;
+        }
+        if crate::module_host::update_keeps_clients(&self.spec, &current) {
+            self.spec = current;
+            return true;
+        }
+        for client in self.clients.values() {
             client.kick.kick(MODULE_UPDATED);
         }
+        self.retired = true;
+        false
     }
 }
 
@@ -198,14 +211,12 @@ impl Hub {
             last: None,
             starts: HashMap::new(),
             clients: HashMap::new(),
+            spec,
+            retired: false,
         };
         drop(now);
-        let hub = Arc::new(Hub {
-            inner: Mutex::new(inner),
-            db: Arc::clone(&db),
-            next_client: AtomicU64::new(1),
-            spec,
-        });
+        let hub =
+            Arc::new(Hub { inner: Mutex::new(inner), db: Arc::clone(&db), next_client: AtomicU64::new(1) });
         let weak = Arc::downgrade(&hub);
         db.hooks.add(Arc::new(move |event: &CommitEvent| {
             weak.upgrade().map(|h| h.on_commit(event)).unwrap_or_default()
@@ -222,11 +233,9 @@ impl Hub {
     /// in commit order with the callers' answers, once the commit is durable).
     fn on_commit(&self, event: &CommitEvent) -> HookOutput {
         let mut inner = self.lock();
-        if !inner.clients.is_empty() && !self.is_current() {
-            // The module was updated under these clients: their queries may name tables the
-            // update dropped (a reshaped view), so they reconnect rather than go stale.
-            drop(inner);
-            self.retire();
+        if !inner.follow_update(&self.db) {
+            // The module was updated under these clients in a way that breaks them (their
+            // queries may name a reshaped view; filters changed): they reconnect.
             return HookOutput::default();
         }
         let offset = event.after.tx_offset();
@@ -240,7 +249,7 @@ impl Hub {
             inner.starts.retain(|_, start| start.tx_offset() > offset);
             return HookOutput::default();
         }
-        let Some(spec) = spec_of(&self.db) else { return HookOutput::default() };
+        let spec = Arc::clone(&inner.spec);
         let encoded: Vec<Vec<u8>> = updates.deltas.iter().map(|d| encode_delta_rows(&spec, d)).collect();
         let caller_conn = event.caller.as_ref().map(|c| c.connection_id).filter(|c| *c != [0; 16]);
         let mut caller_update = None;
@@ -310,10 +319,9 @@ fn hub_for(db: &Arc<HostedDb>) -> Result<Arc<Hub>, String> {
     let key = Arc::as_ptr(db) as usize;
     hubs.retain(|_, h| Arc::strong_count(&h.db) > 1 || Arc::ptr_eq(&h.db, db));
     if let Some(h) = hubs.get(&key) {
-        if h.is_current() {
+        if h.lock().follow_update(db) {
             return Ok(Arc::clone(h));
         }
-        h.retire();
         hubs.remove(&key);
     }
     let hub = Hub::new(Arc::clone(db))?;
@@ -413,7 +421,7 @@ pub async fn subscribe(
         move |socket| async move {
             let session = Session {
                 hub,
-                handle,
+                handle: Mutex::new(handle),
                 info,
                 is_owner,
                 v3,
@@ -427,7 +435,8 @@ pub async fn subscribe(
 
 struct Session {
     hub: Arc<Hub>,
-    handle: Arc<crate::worker::DatabaseHandle>,
+    /// The running module's handle, as last seen (see [`Session::handle`]).
+    handle: Mutex<Arc<crate::worker::DatabaseHandle>>,
     info: CallerInfo,
     is_owner: bool,
     v3: bool,
@@ -438,6 +447,18 @@ struct Session {
 }
 
 impl Session {
+    /// The running module's handle: after an update that kept this client connected, the new
+    /// version's. (During the update itself the old one refuses calls with an error.)
+    fn handle(&self) -> Arc<crate::worker::DatabaseHandle> {
+        let mut handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        if handle.is_stopped() {
+            if let Some(current) = self.hub.db.handle() {
+                *handle = current;
+            }
+        }
+        Arc::clone(&handle)
+    }
+
     fn auth(&self) -> ClientAuth {
         ClientAuth { sender: U256::from_le_bytes(self.info.identity), is_owner: self.is_owner }
     }
@@ -514,7 +535,7 @@ impl Session {
                                 // One call, first in the database's queue, no fsync to wait for:
                                 // its answer comes within microseconds. Waiting for it here
                                 // saves waking this task (and a runtime thread) for it.
-                                if direct_calls == 1 && session.handle.answers_promptly() {
+                                if direct_calls == 1 && session.handle().answers_promptly() {
                                     if let Some(first) = spin_for(&mut out_rx, REPLY_SPIN) {
                                         if !send_queued(&mut socket, first, &mut out_rx).await {
                                             break;
@@ -555,7 +576,7 @@ impl Session {
             .flatten()
             .flat_map(|(_, v)| v)
             .collect();
-        let (handle, info) = (Arc::clone(&session.handle), session.info.clone());
+        let (handle, info) = (session.handle(), session.info.clone());
         let _ = tokio::task::spawn_blocking(move || {
             let _ = handle.release_views(info.identity, held);
             handle.client_disconnected(&info)
@@ -595,7 +616,7 @@ impl Session {
     /// behind every update of the commits up to it (see `DatabaseHandle::send_after_commit`).
     fn send_after_commit(&self, tx_offset: u64, out: &mpsc::Sender<Outbound>, reply: Vec<u8>) {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
-        self.handle.send_after_commit(
+        self.handle().send_after_commit(
             tx_offset,
             Box::new(move |durable| match durable {
                 Ok(()) => queue_message(&out, &kick, &reply),
@@ -609,7 +630,7 @@ impl Session {
     /// notifier's) once durable, so a client can pipeline calls.
     fn call(&self, request_id: u32, reducer: &str, args: Vec<u8>, out: &mpsc::Sender<Outbound>) {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
-        self.handle.call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
+        self.handle().call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
             queue_message(&out, &kick, &reducer_result_message(request_id, outcome));
         });
     }
@@ -618,7 +639,7 @@ impl Session {
     /// `ProcedureResult` follows the updates of the commits it made.
     fn call_procedure(&self, request_id: u32, procedure: &str, args: Vec<u8>, out: &mpsc::Sender<Outbound>) {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
-        self.handle.call_procedure_then(procedure, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
+        self.handle().call_procedure_then(procedure, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
             let message = match outcome {
                 Ok(o) => protocol::procedure_result(
                     request_id,
@@ -638,11 +659,11 @@ impl Session {
     /// queued on `out`.
     fn answer(&self, client: ClientId, msg: ClientMessage, out: &mpsc::Sender<Outbound>) -> Option<Vec<u8>> {
         let spec = spec_of(&self.hub.db)?;
+        let handle = self.handle();
         match msg {
             ClientMessage::Subscribe { request_id, query_set_id, queries } => {
-                if !self.hub.is_current() {
-                    // Filters of the old module version: refuse, and have the client reconnect.
-                    self.hub.retire();
+                if !self.hub.lock().follow_update(&self.hub.db) {
+                    // Filters of an old module version: refuse, and have the client reconnect.
                     return Some(protocol::subscription_error(
                         Some(request_id),
                         query_set_id,
@@ -652,8 +673,8 @@ impl Session {
                 let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
                 // Sender-bound views are materialized for this identity first (a commit of
                 // its own, evaluated before the hub lock is taken here).
-                let views = super::rls::sender_bound_views(&spec, &self.handle.snapshot(), &refs);
-                if let Err(e) = self.handle.acquire_views(self.info.identity, views.clone()) {
+                let views = super::rls::sender_bound_views(&spec, &handle.snapshot(), &refs);
+                if let Err(e) = handle.acquire_views(self.info.identity, views.clone()) {
                     return Some(protocol::subscription_error(
                         Some(request_id),
                         query_set_id,
@@ -661,7 +682,7 @@ impl Session {
                     ));
                 }
                 let mut inner = self.hub.lock();
-                let start = inner.start_state(&self.handle, client, query_set_id);
+                let start = inner.start_state(&handle, client, query_set_id);
                 // Views added by a module update since the hub was made need their filters too.
                 let filtered = super::rls::add_view_filters(&mut inner.subs, &spec, &start);
                 let subscribed = filtered.map_err(|e| e.to_string()).and_then(|()| {
@@ -682,7 +703,7 @@ impl Session {
                                 drop(held);
                                 inner.subs.remove_client(client);
                                 drop(inner);
-                                let _ = self.handle.release_views(self.info.identity, views);
+                                let _ = handle.release_views(self.info.identity, views);
                                 return None;
                             }
                         }
@@ -692,7 +713,7 @@ impl Session {
                     Err(e) => {
                         inner.starts.remove(&(client, query_set_id));
                         drop(inner);
-                        let _ = self.handle.release_views(self.info.identity, views);
+                        let _ = handle.release_views(self.info.identity, views);
                         let reply =
                             protocol::subscription_error(Some(request_id), query_set_id, &e.to_string());
                         self.send(out, &reply);
@@ -707,7 +728,7 @@ impl Session {
             }
             ClientMessage::Unsubscribe { request_id, query_set_id, send_dropped_rows } => {
                 let mut inner = self.hub.lock();
-                let held = inner.held_state(&self.handle, client, query_set_id);
+                let held = inner.held_state(&handle, client, query_set_id);
                 let snapshot = send_dropped_rows.then_some(&held);
                 match inner.subs.unsubscribe(snapshot, client, query_set_id) {
                     Ok(rows) => {
@@ -735,17 +756,17 @@ impl Session {
                     .as_mut()
                     .and_then(|m| m.remove(&query_set_id));
                 if let Some(views) = held {
-                    let _ = self.handle.release_views(self.info.identity, views);
+                    let _ = handle.release_views(self.info.identity, views);
                 }
                 None
             }
             ClientMessage::OneOffQuery { request_id, query } => {
-                let views = super::rls::sender_bound_views(&spec, &self.handle.snapshot(), &[&query]);
-                let result = match self.handle.acquire_views(self.info.identity, views.clone()) {
+                let views = super::rls::sender_bound_views(&spec, &handle.snapshot(), &[&query]);
+                let result = match handle.acquire_views(self.info.identity, views.clone()) {
                     Ok(()) => {
                         let result =
-                            one_off(&self.handle.snapshot(), &spec, &query, &self.auth(), !views.is_empty());
-                        let _ = self.handle.release_views(self.info.identity, views);
+                            one_off(&handle.snapshot(), &spec, &query, &self.auth(), !views.is_empty());
+                        let _ = handle.release_views(self.info.identity, views);
                         result
                     }
                     Err(e) => Err(e.to_string()),
