@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lightcone_mvcc::{ColumnDef, ColumnType, Database, ReadTx, Row, TableDef, TxDelta, Value, WriteTx, U256};
+use lightcone_mvcc::{
+    ColumnDef, ColumnType, Database, ReadTx, Row, Snapshot, TableDef, TxDelta, Value, WriteTx, U256,
+};
 use lightcone_wal::{CommitLog, Ticket};
 use spacetimedb_sats::{AlgebraicType, Typespace};
 
@@ -315,6 +317,9 @@ pub struct PublishReport {
     pub created: bool,
     /// Tables created by this publish.
     pub tables_created: Vec<String>,
+    /// Whether clients connected to the previous version can go on (see
+    /// [`update_keeps_clients`]); true on the first publish.
+    pub keeps_clients: bool,
 }
 
 /// One armed schedule: `(due, schedule index, row id value)`.
@@ -381,6 +386,9 @@ pub struct ModuleHost {
     /// running right after the call that asked (so a caller can announce that call's commit
     /// first).
     defer_immediate: bool,
+    /// Commits made while publishing or opening, with the state right after each, for
+    /// whoever announces commits ([`ModuleHost::take_startup_commits`]).
+    startup_commits: Vec<(Arc<TxDelta>, Snapshot)>,
 }
 
 /// Hands a scheduled procedure (id, caller, BSATN arguments) to the threads running
@@ -634,9 +642,12 @@ impl ModuleHost {
         state.slot.begin();
         // Invariant: begun just above.
         let tx = state.slot.get().expect("transaction open");
-        let (created, plan) = match &old {
-            None => (true, Migration { drop: Vec::new(), create: (0..spec.tables.len()).collect() }),
-            Some(old) => (false, plan_migration(&decode_module_def(&old.module_def)?, &spec)?),
+        let (created, plan, keeps_clients) = match &old {
+            None => (true, Migration { drop: Vec::new(), create: (0..spec.tables.len()).collect() }, true),
+            Some(old) => {
+                let old = decode_module_def(&old.module_def)?;
+                (false, plan_migration(&old, &spec)?, update_keeps_clients(&old, &spec))
+            }
         };
         // Versions before tables could be dropped left a removed view's (emptied) table in
         // place: one in the way of a table to create goes now.
@@ -690,13 +701,13 @@ impl ModuleHost {
             log.wait(t).map_err(|e| HostError::Durability(e.to_string()))?;
         }
         host.logs.host(LogLevel::Info, if created { "Database initialized" } else { "Database updated" });
+        host.note_startup_commit(delta);
         host.arm_all_schedules();
         if !created {
             // The previous version's readers hold their views on its host, not this one.
             host.clear_sender_bound_views()?;
         }
-        let _ = delta;
-        Ok((host, PublishReport { created, tables_created }))
+        Ok((host, PublishReport { created, tables_created, keeps_clients }))
     }
 
     /// Opens the program already published in `db` (after a restart): no `init`; scheduled
@@ -742,7 +753,22 @@ impl ModuleHost {
             }
             Ok(())
         })
-        .map(drop)
+        .map(|(delta, _)| self.note_startup_commit(delta))
+    }
+
+    fn note_startup_commit(&mut self, delta: Arc<TxDelta>) {
+        if !delta.is_empty() {
+            // On the thread that commits, so the latest state is the one right after it.
+            let after = self.db.snapshot();
+            self.startup_commits.push((delta, after));
+        }
+    }
+
+    /// The commits publishing or opening made (views recomputed by a new version, cleared
+    /// sender-bound views), each with the state right after it, in commit order: subscribers
+    /// that go on across an update must hear of them. Taken once.
+    pub fn take_startup_commits(&mut self) -> Vec<(Arc<TxDelta>, Snapshot)> {
+        std::mem::take(&mut self.startup_commits)
     }
 
     fn assemble(
@@ -771,6 +797,7 @@ impl ModuleHost {
             views,
             procedure_dispatch: None,
             defer_immediate: false,
+            startup_commits: Vec::new(),
         }
     }
 

@@ -37,6 +37,10 @@ pub struct CommitEvent {
     /// The reducer that committed, and who called it (None for SQL writes).
     pub reducer: Option<Arc<str>>,
     pub caller: Option<CallerInfo>,
+    /// The module version that committed.
+    pub spec: Arc<ModuleSpec>,
+    /// [`CommitHooks::client_epoch`] when it committed.
+    pub client_epoch: u64,
 }
 
 type Reply<T> = SyncSender<Result<T, HostError>>;
@@ -61,15 +65,32 @@ pub struct HookOutput {
 /// See [`HookOutput::deliver`].
 pub type Delivery = Box<dyn FnOnce(Result<(), &HostError>) + Send>;
 
-/// The commit hooks of one database; they outlive module updates (a new handle gets them).
+/// What one database's commits flow to, across module updates (each new handle gets it): the
+/// commit hooks, and the one ordered path their output and the callers' answers take.
 #[derive(Default)]
 pub struct CommitHooks {
     hooks: Mutex<Vec<CommitHook>>,
+    /// Started by the first handle (it needs the log).
+    outgoing: std::sync::OnceLock<Notifier>,
+    /// Updates published so far that broke clients (see
+    /// [`crate::module_host::update_keeps_clients`]).
+    client_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl CommitHooks {
     pub fn add(&self, hook: CommitHook) {
         self.hooks.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
+    }
+
+    /// How many published updates so far broke clients: a subscription made under an earlier
+    /// count cannot go on (its tables or filters may be gone), one made under this count can,
+    /// whatever version runs now.
+    pub fn client_epoch(&self) -> u64 {
+        self.client_epoch.load(Ordering::Acquire)
+    }
+
+    fn outgoing(&self, log: Option<Arc<CommitLog>>) -> Notifier {
+        self.outgoing.get_or_init(|| spawn_notifier(log)).clone()
     }
 
     /// Runs every hook: the caller's update (if a hook made one) and the deliveries.
@@ -201,7 +222,7 @@ impl DatabaseHandle {
         let listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>> = Arc::default();
         let queued_jobs = Arc::new(AtomicUsize::new(0));
         let (procs_tx, procs_rx) = mpsc::channel::<Option<ProcedureJob>>();
-        let outgoing = spawn_notifier(log.clone(), Arc::clone(&queued_jobs));
+        let outgoing = hooks.outgoing(log.clone());
         let thread = {
             let procs_tx = procs_tx.clone();
             let outgoing = outgoing.clone();
@@ -220,6 +241,11 @@ impl DatabaseHandle {
                     };
                     match started {
                         Ok((mut host, report)) => {
+                            if report.as_ref().is_some_and(|r| !r.keeps_clients) {
+                                // Before this version announces anything: subscriptions made
+                                // under the old one stop at its last commit.
+                                hooks.client_epoch.fetch_add(1, Ordering::AcqRel);
+                            }
                             let seed = host.procedure_seed();
                             if seed.is_some() {
                                 let dispatch =
@@ -247,6 +273,7 @@ impl DatabaseHandle {
                 (procs_tx, procs_rx),
                 jobs_tx.clone(),
                 Arc::clone(&queued_jobs),
+                outgoing.clone(),
             )?),
             None => None,
         };
@@ -442,14 +469,12 @@ impl DatabaseHandle {
         self.send(|reply| Job::Views { sender, views, acquire: false, reply }).map(drop)
     }
 
-    /// Runs `send` once the state at `tx_offset` is durable and after everything that follows
-    /// the commits up to it (answers, subscribers' updates) went out: at once when nothing is
-    /// waiting, else on the durability notifier's thread. For replies built from that state (a
-    /// subscription's initial rows), which must neither overtake earlier updates nor show
-    /// state that may yet be lost. `send` gets the error if the state could not be made durable.
-    pub fn send_after_commit(&self, tx_offset: u64, send: Delivery) {
-        let ticket = lightcone_wal::Ticket(tx_offset);
-        self.outgoing.send_in_order(Some(ticket), false, Pending::Other(ticket, send));
+    /// Holds back the announcement of further commits until the guard is dropped, so that a
+    /// reply built meanwhile from the state the announced commits left (a subscription's
+    /// initial rows) goes out after everything they sent and before anything later sends.
+    /// Never wait for the database thread while holding it: the thread needs it to announce.
+    pub fn hold_commits(&self) -> CommitsHeld<'_> {
+        CommitsHeld { _sequence: self.outgoing.sequence(), outgoing: &self.outgoing }
     }
 
     /// The latest committed state (never blocks the writer for long; see mvcc).
@@ -489,7 +514,7 @@ impl DatabaseHandle {
             && self.log.as_ref().is_none_or(|l| l.durability() != lightcone_wal::Durability::Fsync)
     }
 
-    /// Whether [`DatabaseHandle::shutdown`] has begun: calls are refused from then on.
+    /// Whether [`DatabaseHandle::shutdown`] has begun (calls queued after it are refused).
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
@@ -508,6 +533,26 @@ impl DatabaseHandle {
         if let Some(log) = &self.log {
             let _ = log.flush();
         }
+        // Every answer and update of this version is out before a next version (or the
+        // process's exit) follows.
+        self.outgoing.drain();
+    }
+}
+
+/// See [`DatabaseHandle::hold_commits`].
+pub struct CommitsHeld<'h> {
+    _sequence: std::sync::MutexGuard<'h, ()>,
+    outgoing: &'h Notifier,
+}
+
+impl CommitsHeld<'_> {
+    /// Runs `send` once the state at `tx_offset` (announced already) is durable, after
+    /// everything the commits announced so far sent and before anything later ones send:
+    /// at once when nothing is waiting, else on the durability notifier's thread. `send` gets
+    /// the error if the state could not be made durable.
+    pub fn send_after(&self, tx_offset: u64, send: Delivery) {
+        let ticket = lightcone_wal::Ticket(tx_offset);
+        self.outgoing.send_in_order(Some(ticket), false, Pending::Other(ticket, send));
     }
 }
 
@@ -575,6 +620,8 @@ struct ProcedurePool {
     seed: ProcedureSeed,
     gate: TxGate,
     db_jobs: Arc<DbJobs>,
+    /// Where answers go: after the updates of the procedure's own commits.
+    outgoing: Notifier,
     /// Threads waiting for a job.
     free: AtomicUsize,
     /// Set by [`ProcedureThread::stop`]: each thread ends after its current procedure.
@@ -590,6 +637,7 @@ impl ProcedureThread {
         (tx, rx): ProcedureChannel,
         db_jobs: Sender<Job>,
         queued: Arc<AtomicUsize>,
+        outgoing: Notifier,
     ) -> Result<ProcedureThread, HostError> {
         let db_jobs = Arc::new(DbJobs { jobs: Mutex::new(db_jobs), queued });
         let gate: TxGate = {
@@ -608,6 +656,7 @@ impl ProcedureThread {
             seed,
             gate,
             db_jobs,
+            outgoing,
             free: AtomicUsize::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -690,7 +739,7 @@ impl ProcedurePool {
                 let _ = ProcedurePool::add_thread(&self, false);
             }
             let ProcedureJob { target, caller, reply } = job;
-            let outcome = catch_host_panic(|| match &mut host {
+            let outcome = catch_host_panic("the procedure host", || match &mut host {
                 Ok(h) => {
                     let outcome = match target {
                         ProcedureTarget::Call { procedure, args } => {
@@ -713,7 +762,12 @@ impl ProcedurePool {
                 host = self.seed.clone().start(Arc::clone(&self.gate));
                 Err(HostError::Runtime(message))
             });
-            reply(outcome);
+            // Its commits were announced (their updates passed on) before its turns ended, and
+            // it waited for them to be durable: the answer goes after those updates.
+            let ticket = outcome.as_ref().ok().and_then(|o| o.ticket);
+            let _sequence = self.outgoing.sequence();
+            self.outgoing.send_in_order(ticket, false, Pending::Procedure(outcome, reply));
+            drop(_sequence);
             if let Ok(h) = &mut host {
                 let calls = h.take_immediate_calls();
                 if !calls.is_empty() {
@@ -726,14 +780,14 @@ impl ProcedurePool {
 
 /// Runs `f`, turning a panic (a bug in the host, never the module's doing: its traps are
 /// errors) into an error message.
-fn catch_host_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+fn catch_host_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
-        let what = panic
+        let message = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".into());
-        format!("internal error: the procedure host panicked ({what})")
+        format!("internal error: {what} panicked ({message})")
     })
 }
 
@@ -775,15 +829,27 @@ fn scheduled_procedure_dispatch(
     })
 }
 
+/// What announcing a commit needs (on the database thread).
 struct Notify<'a> {
     db: &'a Database,
     listeners: &'a Mutex<Vec<Sender<CommitEvent>>>,
     hooks: &'a CommitHooks,
     outgoing: &'a Notifier,
+    spec: &'a Arc<ModuleSpec>,
+    /// Jobs queued for the database thread: while there are more, sending is left to the
+    /// notifier thread.
+    queued: &'a AtomicUsize,
 }
 
-/// Tells hooks and listeners about a commit and sends its deliveries (in order, see
-/// [`Notifier::send_in_order`]); returns the caller's update from the hooks.
+impl Notify<'_> {
+    fn offload(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Tells hooks and listeners about a commit and passes its deliveries to the ordered path;
+/// returns the caller's update from the hooks. The caller holds [`Notifier::sequence`] (and
+/// keeps holding it while it sends the commit's answer).
 fn notify(
     n: &Notify<'_>,
     outcome: Option<&ReducerOutcome>,
@@ -795,25 +861,47 @@ fn notify(
     }
     // On this thread nothing else writes, so the latest snapshot is exactly the state after
     // this commit.
-    let after = n.db.snapshot();
+    notify_at(n, outcome, delta, caller, n.db.snapshot())
+}
+
+/// [`notify`], with the state right after the commit given.
+fn notify_at(
+    n: &Notify<'_>,
+    outcome: Option<&ReducerOutcome>,
+    delta: &Arc<TxDelta>,
+    caller: Option<&CallerInfo>,
+    after: Snapshot,
+) -> Option<Arc<[u8]>> {
+    if delta.is_empty() {
+        return None;
+    }
     let event = CommitEvent {
         delta: Arc::clone(delta),
         after,
         reducer: outcome.map(|o| o.reducer.clone()),
         caller: caller.cloned(),
+        spec: Arc::clone(n.spec),
+        client_epoch: n.hooks.client_epoch(),
     };
     let (caller_update, deliveries) = n.hooks.run(&event);
     if !deliveries.is_empty() {
         // A non-empty delta is in the log under its own offset (mvcc commits append it).
         let ticket = lightcone_wal::Ticket(delta.tx_offset);
-        n.outgoing.send_in_order(Some(ticket), true, Pending::Deliveries(ticket, deliveries));
+        n.outgoing.send_in_order(Some(ticket), n.offload(), Pending::Deliveries(ticket, deliveries));
     }
     let mut ls = n.listeners.lock().unwrap_or_else(|p| p.into_inner());
     ls.retain(|l| l.send(event.clone()).is_ok());
     caller_update
 }
 
-/// Runs the commit hooks for a caller's outcome, keeping the caller's own update in it.
+/// Announces a commit nobody waits an answer for, in sequence.
+fn announce(n: &Notify<'_>, outcome: Option<&ReducerOutcome>, delta: &Arc<TxDelta>) {
+    let _sequence = n.outgoing.sequence();
+    notify(n, outcome, delta, None);
+}
+
+/// Runs the commit hooks for a caller's outcome, keeping the caller's own update in it. The
+/// caller holds [`Notifier::sequence`].
 fn notify_caller(n: &Notify<'_>, outcome: &mut ReducerOutcome, caller: &CallerInfo) {
     let delta = Arc::clone(&outcome.delta);
     outcome.caller_update = notify(n, Some(outcome), &delta, Some(caller));
@@ -826,7 +914,7 @@ enum Pending {
     /// A commit's updates to subscribers (see [`HookOutput::deliver`]).
     Deliveries(lightcone_wal::Ticket, Vec<Delivery>),
     /// Anything else that must follow the commits before it (see
-    /// [`DatabaseHandle::send_after_commit`]).
+    /// [`CommitsHeld::send_after`]).
     Other(lightcone_wal::Ticket, Delivery),
 }
 
@@ -861,41 +949,48 @@ impl Pending {
     }
 }
 
-/// Sends what follows commits — callers' answers, subscribers' updates — in commit order, each
-/// once its commit is durable: straight away when nothing is waiting, else on the
-/// durability notifier's thread (see [`spawn_notifier`]), which waits for the log and sends in
-/// the order things were handed to it. One ordered path is what keeps a subscribed caller's
-/// answer for one commit ahead of another client's later commit.
+/// Sends what follows commits — callers' answers, subscribers' updates, subscription replies —
+/// in commit order, each once its commit is durable: straight away when nothing is waiting,
+/// else on the durability notifier's thread (see [`spawn_notifier`]), which waits for the log
+/// and sends in the order things were handed to it. One per database, across module updates.
+///
+/// Order needs two rules. Whoever passes something on holds [`Notifier::sequence`], and the
+/// database thread holds it from announcing a commit until that commit's answer is passed
+/// on: so everything of one commit is passed on before anything of the next, and a
+/// subscription reply (built under the same lock) sits between the commits it follows and
+/// those it precedes. And nothing is sent directly while anything handed over is still
+/// waiting, so nothing overtakes it.
 #[derive(Clone)]
 struct Notifier {
     tx: Sender<Pending>,
-    /// Items handed over and not yet sent. While any are, everything is handed over, so
-    /// nothing overtakes them.
+    /// Items handed over and not yet sent.
     pending: Arc<AtomicUsize>,
     log: Option<Arc<CommitLog>>,
-    /// Jobs queued for the database thread.
-    queued_jobs: Arc<AtomicUsize>,
+    sequence: Arc<Mutex<()>>,
 }
 
 impl Notifier {
+    /// Held while passing things on (see [`Notifier`]).
+    fn sequence(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.sequence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether what follows the commit of `ticket` goes through the notifier thread rather than
     /// straight out: when its commit is not yet durable in `fsync` mode, when anything handed
-    /// over earlier is still there (so nothing overtakes it), and — with `offload`, from the
-    /// database thread — while more jobs are queued (sending wakes the receiver's task, which
-    /// the database thread then need not pay for).
+    /// over earlier is still there (so nothing overtakes it), and with `offload` (the database
+    /// thread has more jobs queued: sending wakes the receiver's task, which it then need not
+    /// pay for).
     fn must_hand_over(&self, ticket: Option<lightcone_wal::Ticket>, offload: bool) -> bool {
         let must_wait = |t: lightcone_wal::Ticket| {
             self.log.as_ref().is_some_and(|l| {
                 l.durability() == lightcone_wal::Durability::Fsync && l.durable_offset() < t.0
             })
         };
-        self.pending.load(Ordering::Acquire) > 0
-            || (offload && self.queued_jobs.load(Ordering::Relaxed) > 0)
-            || ticket.is_some_and(must_wait)
+        offload || self.pending.load(Ordering::Acquire) > 0 || ticket.is_some_and(must_wait)
     }
 
     /// Sends `item` now if [`Notifier::must_hand_over`] allows, else hands it to the notifier
-    /// thread.
+    /// thread. The caller holds [`Notifier::sequence`].
     fn send_in_order(&self, ticket: Option<lightcone_wal::Ticket>, offload: bool, item: Pending) {
         if self.must_hand_over(ticket, offload) {
             self.hand_over(item);
@@ -908,9 +1003,31 @@ impl Notifier {
     fn hand_over(&self, pending: Pending) {
         self.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(pending)) = self.tx.send(pending) {
+            // The notifier thread is gone (it could not start): wait here instead, so nothing
+            // goes out before it is durable.
+            let waited = wait_for(&self.log, pending.ticket());
+            pending.answer(&waited);
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            pending.answer(&Ok(()));
         }
+    }
+
+    /// Returns once everything handed over so far has been sent (bounded: a notifier stuck on
+    /// a failing disk does not hold up a shutdown for ever).
+    fn drain(&self) {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let marker: Delivery = Box::new(move |_| {
+            let _ = done_tx.send(());
+        });
+        self.hand_over(Pending::Other(lightcone_wal::Ticket(0), marker));
+        let _ = done_rx.recv_timeout(Duration::from_secs(30));
+    }
+}
+
+/// Waits until `ticket`'s commit is durable (at once without a log or a ticket).
+fn wait_for(log: &Option<Arc<CommitLog>>, ticket: Option<lightcone_wal::Ticket>) -> Result<(), HostError> {
+    match (log, ticket) {
+        (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
+        _ => Ok(()),
     }
 }
 
@@ -918,7 +1035,7 @@ impl Notifier {
 /// commits are durable: it waits for the newest ticket among everything queued (one wait
 /// covers many commits: group commit). Under load it also takes the sending itself off the
 /// database thread (see [`Notifier::must_hand_over`]).
-fn spawn_notifier(log: Option<Arc<CommitLog>>, queued_jobs: Arc<AtomicUsize>) -> Notifier {
+fn spawn_notifier(log: Option<Arc<CommitLog>>) -> Notifier {
     let (tx, rx) = mpsc::channel::<Pending>();
     let pending = Arc::new(AtomicUsize::new(0));
     let answered = Arc::clone(&pending);
@@ -927,14 +1044,15 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>, queued_jobs: Arc<AtomicUsize>) ->
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
-            let newest = batch.iter().filter_map(Pending::ticket).max();
-            let waited = match (&wait_log, newest) {
-                (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
-                _ => Ok(()),
-            };
+            let waited = wait_for(&wait_log, batch.iter().filter_map(Pending::ticket).max());
             let count = batch.len();
             for pending in batch {
-                pending.answer(&waited);
+                // A reply that panics (a bug) must not take every later answer with it.
+                if let Err(panic) =
+                    catch_host_panic("sending an answer or update", || pending.answer(&waited))
+                {
+                    tracing::error!("{panic}");
+                }
             }
             // Only after everything is out: the database thread may send directly again.
             answered.fetch_sub(count, Ordering::AcqRel);
@@ -943,7 +1061,7 @@ fn spawn_notifier(log: Option<Arc<CommitLog>>, queued_jobs: Arc<AtomicUsize>) ->
     if let Err(e) = spawned {
         tracing::error!("cannot start the durability notifier: {e}");
     }
-    Notifier { tx, pending, log, queued_jobs }
+    Notifier { tx, pending, log, sequence: Arc::default() }
 }
 
 /// How long the database thread keeps looking for its next job before it sleeps. A client
@@ -998,17 +1116,38 @@ fn run(
     outgoing: Notifier,
 ) {
     let db = Arc::clone(host.database());
+    let spec = Arc::clone(host.spec());
     {
         // A procedure's own commits are announced as they happen, like SQL writes.
         let (db, listeners, hooks) = (Arc::clone(&db), Arc::clone(&listeners), Arc::clone(&hooks));
-        let outgoing = outgoing.clone();
+        let (outgoing, spec, queued) = (outgoing.clone(), Arc::clone(&spec), Arc::clone(&jobs.queued));
         host.set_commit_observer(Arc::new(move |delta: &Arc<TxDelta>| {
-            let n = Notify { db: &db, listeners: &listeners, hooks: &hooks, outgoing: &outgoing };
-            notify(&n, None, delta, None);
+            let n = Notify {
+                db: &db,
+                listeners: &listeners,
+                hooks: &hooks,
+                outgoing: &outgoing,
+                spec: &spec,
+                queued: &queued,
+            };
+            announce(&n, None, delta);
         }));
     }
     host.defer_immediate_calls();
-    let n = Notify { db: &db, listeners: &listeners, hooks: &hooks, outgoing: &outgoing };
+    let n = Notify {
+        db: &db,
+        listeners: &listeners,
+        hooks: &hooks,
+        outgoing: &outgoing,
+        spec: &spec,
+        queued: &jobs.queued,
+    };
+    // What publishing or opening committed (a new version's recomputed views, cleared
+    // sender-bound views) reaches the subscriptions that go on across an update.
+    for (delta, after) in host.take_startup_commits() {
+        let _sequence = outgoing.sequence();
+        notify_at(&n, None, &delta, None, after);
+    }
     loop {
         let timeout = match host.next_scheduled() {
             Some(due) => Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64),
@@ -1025,27 +1164,32 @@ fn run(
             Some(Job::Call { reducer, caller, args, reply }) => {
                 let mut result = host.call_reducer(&reducer, &caller, args);
                 if let Ok(o) = &mut result {
+                    let _sequence = outgoing.sequence();
                     notify_caller(&n, o, &caller);
                 }
                 let _ = reply.send(result);
             }
             Some(Job::CallAsync { reducer, caller, args, reply }) => {
                 let mut result = host.call_reducer(&reducer, &caller, args);
+                // The commit's updates and its answer are passed on together.
+                let _sequence = outgoing.sequence();
                 if let Ok(o) = &mut result {
                     notify_caller(&n, o, &caller);
                 }
                 let ticket = result.as_ref().ok().and_then(|o| o.ticket);
-                outgoing.send_in_order(ticket, true, Pending::Reducer(result, reply));
+                outgoing.send_in_order(ticket, n.offload(), Pending::Reducer(result, reply));
             }
             Some(Job::CallProcedure { procedure, caller, args, reply }) => {
                 // Its commits were announced by the observer as they happened.
                 let result = host.call_procedure(&procedure, &caller, args);
                 let ticket = result.as_ref().ok().and_then(|o| o.ticket);
-                outgoing.send_in_order(ticket, true, Pending::Procedure(result, reply));
+                let _sequence = outgoing.sequence();
+                outgoing.send_in_order(ticket, n.offload(), Pending::Procedure(result, reply));
             }
             Some(Job::Connected { caller, reply }) => {
                 let mut result = host.client_connected(&caller);
                 if let Ok(Some(o)) = &mut result {
+                    let _sequence = outgoing.sequence();
                     notify_caller(&n, o, &caller);
                 }
                 let _ = reply.send(result);
@@ -1053,6 +1197,7 @@ fn run(
             Some(Job::Disconnected { caller, reply }) => {
                 let mut result = host.client_disconnected(&caller);
                 if let Ok(Some(o)) = &mut result {
+                    let _sequence = outgoing.sequence();
                     notify_caller(&n, o, &caller);
                 }
                 let _ = reply.send(result);
@@ -1063,11 +1208,9 @@ fn run(
                 if grant.send(TxTurn::new(done_tx, announced_rx)).is_ok() {
                     // The procedure's transaction runs now; nothing else writes meanwhile.
                     if let Ok(Some((delta, ticket))) = done_rx.recv() {
-                        notify(&n, None, &delta, None);
+                        announce(&n, None, &delta);
                         match host.absorb_procedure_commit(delta, ticket) {
-                            Ok(Some(refresh)) => {
-                                notify(&n, None, &refresh, None);
-                            }
+                            Ok(Some(refresh)) => announce(&n, None, &refresh),
                             Ok(None) => {}
                             Err(e) => host.logs().host(
                                 crate::logs::LogLevel::Error,
@@ -1086,7 +1229,7 @@ fn run(
                     host.release_views(sender, &views)
                 };
                 let result = result.map(|(delta, _)| {
-                    notify(&n, None, &delta, None);
+                    announce(&n, None, &delta);
                     delta
                 });
                 let _ = reply.send(result);
@@ -1094,21 +1237,16 @@ fn run(
             Some(Job::Write { f, reply }) => {
                 let result = host.write(f);
                 if let Ok((delta, _)) = &result {
-                    notify(&n, None, delta, None);
+                    announce(&n, None, delta);
                 }
                 let _ = reply.send(result);
             }
         }
-        host.run_due_with(now_micros(), |o| {
-            notify(&n, Some(&o), &o.delta, None);
-        });
+        host.run_due_with(now_micros(), |o| announce(&n, Some(&o), &o.delta));
         // `schedule_immediate` calls run after the commit that asked was announced, each
         // announced before the next commits (bounded rounds: a call may queue more).
         for _ in 0..MAX_IMMEDIATE_ROUNDS {
-            if host.run_immediate_calls(|o| {
-                notify(&n, Some(&o), &o.delta, None);
-            }) == 0
-            {
+            if host.run_immediate_calls(|o| announce(&n, Some(&o), &o.delta)) == 0 {
                 break;
             }
         }
@@ -1127,10 +1265,11 @@ mod tests {
     // then gets instead of a dropped reply), and a normal result passes through untouched.
     #[test]
     fn a_host_panic_becomes_an_error_message() {
-        assert_eq!(catch_host_panic(|| 7), Ok(7));
-        let err = catch_host_panic(|| -> u32 { panic!("row {} vanished", 3) }).unwrap_err();
+        assert_eq!(catch_host_panic("adding", || 7), Ok(7));
+        let err =
+            catch_host_panic("the procedure host", || -> u32 { panic!("row {} vanished", 3) }).unwrap_err();
         assert!(err.contains("procedure host panicked (row 3 vanished)"), "{err}");
-        let err = catch_host_panic(|| -> u32 { std::panic::panic_any(5u8) }).unwrap_err();
+        let err = catch_host_panic("x", || -> u32 { std::panic::panic_any(5u8) }).unwrap_err();
         assert!(err.contains("no message"), "{err}");
     }
 }

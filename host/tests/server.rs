@@ -645,6 +645,38 @@ fn procedures_answer_over_http_and_websocket_and_their_commits_reach_subscribers
     assert_eq!(&result[6..10], &3u32.to_le_bytes());
 }
 
+// Proves a subscribed caller of a procedure receives the updates of the procedure's own
+// commit before its `ProcedureResult` (the procedure thread answers; the updates go out on the
+// database's ordered path once durable), call after call.
+#[test]
+fn a_procedure_answers_after_the_updates_of_its_own_commits() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "pord", &owner, "abi_exerciser").status, 200);
+    let mut caller = connect_ready(&s, "pord", Some(&owner), "v2.bsatn.spacetimedb");
+    caller.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM event_log"]).into())).unwrap();
+    assert_eq!(next(&mut caller)[0], 1, "SubscribeApplied");
+    for i in 0..40u32 {
+        let text = format!("ordered-proc-{i:03}");
+        caller
+            .send(Message::Binary(call_procedure_msg(i, "proc_with_tx", &str_bsatn(&text)).into()))
+            .unwrap();
+        let mut seen_update = false;
+        loop {
+            let msg = next(&mut caller);
+            match msg[0] {
+                4 => seen_update |= contains(&msg, text.as_bytes()),
+                7 => {
+                    assert!(seen_update, "call {i}: ProcedureResult before the update of its own commit");
+                    break;
+                }
+                other => panic!("unexpected message tag {other}"),
+            }
+        }
+    }
+}
+
 /// An identity's little-endian bytes (the BSATN form) from its hex (big-endian) form.
 fn identity_le(hex_be: &str) -> Vec<u8> {
     let mut b = hex::decode(hex_be).unwrap();

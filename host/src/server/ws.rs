@@ -23,7 +23,7 @@ use super::registry::HostedDb;
 use crate::codec::encode_value;
 use crate::module_def::ModuleSpec;
 use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
-use crate::worker::{CommitEvent, Delivery, HookOutput};
+use crate::worker::{CommitEvent, CommitsHeld, Delivery, HookOutput};
 
 /// Messages queued for one client before it counts as too slow and is disconnected.
 pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
@@ -44,12 +44,20 @@ struct ClientEntry {
 struct Kick {
     notify: tokio::sync::Notify,
     reason: Mutex<Option<String>>,
+    /// Set by the first kick: nothing more is queued for the client (after a dropped update,
+    /// a later one would leave its cache wrong).
+    kicked: std::sync::atomic::AtomicBool,
 }
 
 impl Kick {
     fn kick(&self, reason: &str) {
+        self.kicked.store(true, Ordering::Release);
         self.reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.to_string());
         self.notify.notify_one();
+    }
+
+    fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
     }
 }
 
@@ -75,11 +83,13 @@ struct HubInner {
     /// are waiting for this lock).
     starts: HashMap<(ClientId, u32), Snapshot>,
     clients: HashMap<ClientId, ClientEntry>,
-    /// The module version whose RLS and view filters the registry holds (and whose codecs
-    /// encode rows). An update that keeps clients is adopted; after any other, the hub is
-    /// replaced and its clients asked to reconnect (filters cannot be swapped under live
-    /// subscriptions).
+    /// The module version whose codecs encode rows: the one that made the last commit.
     spec: Arc<ModuleSpec>,
+    /// [`CommitHooks::client_epoch`](crate::worker::CommitHooks::client_epoch) when the hub
+    /// was made: the registry's RLS and view filters and its queries' tables hold for every
+    /// version published since, until an update that breaks clients. Then the hub is replaced
+    /// and its clients asked to reconnect (filters cannot be swapped under live subscriptions).
+    epoch: u64,
     /// Set once an update broke this hub's clients: it serves nobody from then on.
     retired: bool,
 }
@@ -135,27 +145,17 @@ pub struct Hub {
 const MODULE_UPDATED: &str = "the module was updated: reconnect";
 
 impl HubInner {
-    /// Whether this hub suits the module running now. An update that keeps clients
-    /// ([`crate::module_host::update_keeps_clients`]) is adopted; after any other, every
+    /// Whether this hub suits the module versions published since it was made: none broke
+    /// clients ([`crate::module_host::update_keeps_clients`]). After one that did, every
     /// client is asked to reconnect (to a hub made for the new version) and this says no.
-    /// While an update swaps the module, nothing newer runs: the hub stays as it is.
-    fn follow_update(&mut self, db: &HostedDb) -> bool {
-        if self.retired {
-            return false;
+    fn follow_update(&mut self, client_epoch: u64) -> bool {
+        if !self.retired && client_epoch != self.epoch {
+            for client in self.clients.values() {
+                client.kick.kick(MODULE_UPDATED);
+            }
+            self.retired = true;
         }
-        let Some(current) = spec_of(db) else { return true };
-        if Arc::ptr_eq(&current, &self.spec) {
-            return true;
-        }
-        if crate::module_host::update_keeps_clients(&self.spec, &current) {
-            self.spec = current;
-            return true;
-        }
-        for client in self.clients.values() {
-            client.kick.kick(MODULE_UPDATED);
-        }
-        self.retired = true;
-        false
+        !self.retired
     }
 }
 
@@ -201,6 +201,9 @@ fn encode_delta_rows(spec: &ModuleSpec, d: &QueryDelta) -> Vec<u8> {
 
 impl Hub {
     fn new(db: Arc<HostedDb>) -> Result<Arc<Hub>, String> {
+        // Read before the module: an update in between then retires this hub at once, rather
+        // than leave it with filters of the version before.
+        let epoch = db.hooks.client_epoch();
         let handle = db.handle().ok_or("the database is being updated")?;
         let now = handle.snapshot();
         let spec = Arc::clone(handle.spec());
@@ -212,6 +215,7 @@ impl Hub {
             starts: HashMap::new(),
             clients: HashMap::new(),
             spec,
+            epoch,
             retired: false,
         };
         drop(now);
@@ -233,10 +237,13 @@ impl Hub {
     /// in commit order with the callers' answers, once the commit is durable).
     fn on_commit(&self, event: &CommitEvent) -> HookOutput {
         let mut inner = self.lock();
-        if !inner.follow_update(&self.db) {
+        if !inner.follow_update(event.client_epoch) {
             // The module was updated under these clients in a way that breaks them (their
             // queries may name a reshaped view; filters changed): they reconnect.
             return HookOutput::default();
+        }
+        if !Arc::ptr_eq(&inner.spec, &event.spec) {
+            inner.spec = Arc::clone(&event.spec);
         }
         let offset = event.after.tx_offset();
         if offset <= inner.last_offset {
@@ -254,8 +261,13 @@ impl Hub {
         let caller_conn = event.caller.as_ref().map(|c| c.connection_id).filter(|c| *c != [0; 16]);
         let mut caller_update = None;
         let mut frames = Vec::new();
+        let mut kicked = Vec::new();
         for cu in updates.clients() {
             let Some(client) = inner.clients.get(&cu.client) else { continue };
+            if client.kick.is_kicked() {
+                kicked.push(cu.client);
+                continue;
+            }
             let mut w = W::new();
             let mut sets = cu.query_sets();
             sets.retain(|(qs, _)| inner.starts.get(&(cu.client, *qs)).is_none_or(|s| s.tx_offset() < offset));
@@ -290,18 +302,24 @@ impl Hub {
             msg.extend_from_slice(&w.0);
             frames.push((client.out.clone(), Arc::clone(&client.kick), protocol::frame(&msg)));
         }
+        for c in kicked {
+            // Its session is ending; stop evaluating for it now.
+            inner.clients.remove(&c);
+            inner.subs.remove_client(c);
+        }
         inner.starts.retain(|_, start| start.tx_offset() > offset);
         let deliver = (!frames.is_empty()).then(|| -> Delivery {
             Box::new(move |durable: Result<(), &crate::HostError>| {
                 for (out, kick, frame) in frames {
                     match durable {
+                        Ok(()) if kick.is_kicked() => {}
                         // A full queue: the client is too slow; its session ends and leaves the hub.
                         Ok(()) => {
                             if out.try_send(Outbound::Frame(frame)).is_err() {
                                 kick.kick(TOO_SLOW);
                             }
                         }
-                        Err(e) => kick.kick(&format!("the database could not make a commit durable: {e}")),
+                        Err(e) => kick.kick(&durability_lost(e)),
                     }
                 }
             })
@@ -319,7 +337,7 @@ fn hub_for(db: &Arc<HostedDb>) -> Result<Arc<Hub>, String> {
     let key = Arc::as_ptr(db) as usize;
     hubs.retain(|_, h| Arc::strong_count(&h.db) > 1 || Arc::ptr_eq(&h.db, db));
     if let Some(h) = hubs.get(&key) {
-        if h.lock().follow_update(db) {
+        if h.lock().follow_update(db.hooks.client_epoch()) {
             return Ok(Arc::clone(h));
         }
         hubs.remove(&key);
@@ -612,15 +630,22 @@ impl Session {
         queue_message(out, &self.kick, bytes);
     }
 
-    /// Queues a reply built from the state at `tx_offset` once that state is durable and
-    /// behind every update of the commits up to it (see `DatabaseHandle::send_after_commit`).
-    fn send_after_commit(&self, tx_offset: u64, out: &mpsc::Sender<Outbound>, reply: Vec<u8>) {
+    /// Queues a reply built from the state at `tx_offset` once that state is durable, behind
+    /// every update of the commits up to it and ahead of later ones (see
+    /// `DatabaseHandle::hold_commits`).
+    fn send_after(
+        &self,
+        held: &CommitsHeld<'_>,
+        tx_offset: u64,
+        out: &mpsc::Sender<Outbound>,
+        reply: Vec<u8>,
+    ) {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
-        self.handle().send_after_commit(
+        held.send_after(
             tx_offset,
             Box::new(move |durable| match durable {
                 Ok(()) => queue_message(&out, &kick, &reply),
-                Err(e) => kick.kick(&format!("the database could not make a commit durable: {e}")),
+                Err(e) => kick.kick(&durability_lost(e)),
             }),
         );
     }
@@ -662,7 +687,7 @@ impl Session {
         let handle = self.handle();
         match msg {
             ClientMessage::Subscribe { request_id, query_set_id, queries } => {
-                if !self.hub.lock().follow_update(&self.hub.db) {
+                if !self.hub.lock().follow_update(self.hub.db.hooks.client_epoch()) {
                     // Filters of an old module version: refuse, and have the client reconnect.
                     return Some(protocol::subscription_error(
                         Some(request_id),
@@ -681,6 +706,9 @@ impl Session {
                         &e.to_string(),
                     ));
                 }
+                // Commits wait while the initial rows are computed and their reply queued: it
+                // goes out behind every update of the state it starts from, ahead of the next.
+                let commits = handle.hold_commits();
                 let mut inner = self.hub.lock();
                 let start = inner.start_state(&handle, client, query_set_id);
                 // Views added by a module update since the hub was made need their filters too.
@@ -702,7 +730,7 @@ impl Session {
                                 // The session closed meanwhile: undo, nobody is listening.
                                 drop(held);
                                 inner.subs.remove_client(client);
-                                drop(inner);
+                                drop((inner, commits));
                                 let _ = handle.release_views(self.info.identity, views);
                                 return None;
                             }
@@ -712,7 +740,7 @@ impl Session {
                     }
                     Err(e) => {
                         inner.starts.remove(&(client, query_set_id));
-                        drop(inner);
+                        drop((inner, commits));
                         let _ = handle.release_views(self.info.identity, views);
                         let reply =
                             protocol::subscription_error(Some(request_id), query_set_id, &e.to_string());
@@ -720,13 +748,12 @@ impl Session {
                         return None;
                     }
                 };
-                // Queued before the lock is released: the next commit's update for this query
-                // set (evaluated under the lock) must not overtake its initial rows.
                 let (at, reply) = reply;
-                self.send_after_commit(at, out, reply);
+                self.send_after(&commits, at, out, reply);
                 None
             }
             ClientMessage::Unsubscribe { request_id, query_set_id, send_dropped_rows } => {
+                let commits = handle.hold_commits();
                 let mut inner = self.hub.lock();
                 let held = inner.held_state(&handle, client, query_set_id);
                 let snapshot = send_dropped_rows.then_some(&held);
@@ -740,15 +767,15 @@ impl Session {
                             send_dropped_rows.then_some(&t[..]),
                         );
                         // After the updates this query set still had coming (the dropped rows
-                        // are the state they lead to), queued before the lock is released.
-                        self.send_after_commit(held.tx_offset(), out, reply);
+                        // are the state they lead to).
+                        self.send_after(&commits, held.tx_offset(), out, reply);
                     }
                     Err(e) => self.send(
                         out,
                         &protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
                     ),
                 }
-                drop(inner);
+                drop((inner, commits));
                 let held = self
                     .views
                     .lock()
@@ -819,11 +846,17 @@ async fn send_queued(socket: &mut WebSocket, first: Outbound, out_rx: &mut mpsc:
     matches!(tokio::time::timeout(SEND_TIMEOUT, send_batch).await, Ok(Ok(())))
 }
 
-/// Queues one message for a client; a full queue means the client is too slow.
+/// Queues one message for a client; a full queue means the client is too slow. Nothing more
+/// is queued for a client being disconnected.
 fn queue_message(out: &mpsc::Sender<Outbound>, kick: &Kick, bytes: &[u8]) {
-    if out.try_send(Outbound::Frame(protocol::frame(bytes))).is_err() {
+    if !kick.is_kicked() && out.try_send(Outbound::Frame(protocol::frame(bytes))).is_err() {
         kick.kick(TOO_SLOW);
     }
+}
+
+/// Close reason when a commit a client would be told about could not be made durable.
+fn durability_lost(e: &crate::HostError) -> String {
+    format!("the database could not make a commit durable: {e}")
 }
 
 /// The `ReducerResult` for a call's outcome.
