@@ -73,9 +73,15 @@ pub struct CommitHooks {
     /// Started by the first handle (it needs the log).
     outgoing: std::sync::OnceLock<Notifier>,
     /// Updates published so far that broke clients (see
-    /// [`crate::module_host::update_keeps_clients`]).
+    /// [`crate::module_host::update_keeps_clients`]), and other ends of what clients were
+    /// served (a failed update, a stopped database).
     client_epoch: std::sync::atomic::AtomicU64,
+    /// Told (with a reason) when clients must go: see [`CommitHooks::retire_clients`].
+    on_retire: Mutex<Vec<RetireHook>>,
 }
+
+/// See [`CommitHooks::on_retire`].
+pub type RetireHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl CommitHooks {
     pub fn add(&self, hook: CommitHook) {
@@ -87,6 +93,21 @@ impl CommitHooks {
     /// whatever version runs now.
     pub fn client_epoch(&self) -> u64 {
         self.client_epoch.load(Ordering::Acquire)
+    }
+
+    /// Registers what [`CommitHooks::retire_clients`] calls.
+    pub fn on_retire(&self, hook: RetireHook) {
+        self.on_retire.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
+    }
+
+    /// Ends what clients are served now: bumps the client epoch and tells the retire hooks
+    /// why (a failed update, whose fallback recomputes state they hold; a stopped database).
+    pub fn retire_clients(&self, reason: &str) {
+        self.client_epoch.fetch_add(1, Ordering::AcqRel);
+        let hooks: Vec<RetireHook> = self.on_retire.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for hook in hooks {
+            hook(reason);
+        }
     }
 
     fn outgoing(&self, log: Option<Arc<CommitLog>>) -> Notifier {
@@ -253,9 +274,8 @@ impl DatabaseHandle {
                                 host.set_procedure_dispatch(dispatch);
                             }
                             let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report, seed);
-                            if ready_tx.send(Ok(info)).is_ok() {
-                                run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, outgoing);
-                            }
+                            let ready = move || ready_tx.send(Ok(info)).is_ok();
+                            run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, outgoing, ready);
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -296,10 +316,7 @@ impl DatabaseHandle {
 
     fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, HostError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        // A poisoned lock only means another sender panicked mid-send; the Sender is intact.
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
-        jobs.send(make(tx)).map_err(|_| HostError::Runtime("the database is shut down".into()))?;
+        self.queue(make(tx)).map_err(|_| HostError::Runtime("the database is shut down".into()))?;
         rx.recv().map_err(|_| HostError::Runtime("the database thread stopped".into()))?
     }
 
@@ -365,12 +382,20 @@ impl DatabaseHandle {
     /// Queues `job` without waiting for it; gives it back if the database thread is gone.
     // The job comes back only after shutdown; boxing it would cost an allocation per call.
     #[allow(clippy::result_large_err)]
+    /// Refused once a shutdown has begun: checked under the lock the shutdown queues
+    /// `Job::Shutdown` under, so no job lands behind it (unanswered).
     fn queue(&self, job: Job) -> Result<(), Job> {
-        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
         // Sent under the lock rather than on a clone of the sender, which would be one more
-        // allocation per call.
-        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job);
-        sent.map_err(|mpsc::SendError(job)| job)
+        // allocation per call. A poisoned lock only means another sender panicked mid-send.
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(job);
+        }
+        self.queued_jobs.fetch_add(1, Ordering::Relaxed);
+        jobs.send(job).map_err(|mpsc::SendError(job)| {
+            self.queued_jobs.fetch_sub(1, Ordering::Relaxed);
+            job
+        })
     }
 
     /// Calls a procedure; `reply` gets the outcome once the commits of the procedure's own
@@ -521,21 +546,27 @@ impl DatabaseHandle {
 
     /// Stops the thread after the calls queued before this one, and flushes the log.
     pub fn shutdown(&self) {
-        self.stopped.store(true, Ordering::Release);
         // Procedures first: a running one may still need the database thread for its turn.
         if let Some(p) = &self.procedures {
             p.stop();
         }
-        let _ = self.queue(Job::Shutdown);
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            if !self.stopped.swap(true, Ordering::AcqRel) {
+                self.queued_jobs.fetch_add(1, Ordering::Relaxed);
+                let _ = jobs.send(Job::Shutdown);
+            }
+        }
+        // A second caller waits here (the lock is held while joining) until the thread is gone.
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
+            if let Some(log) = &self.log {
+                let _ = log.flush();
+            }
+            // Every answer and update of this version is out before a next version (or the
+            // process's exit) follows.
+            self.outgoing.drain();
         }
-        if let Some(log) = &self.log {
-            let _ = log.flush();
-        }
-        // Every answer and update of this version is out before a next version (or the
-        // process's exit) follows.
-        self.outgoing.drain();
     }
 }
 
@@ -1114,6 +1145,7 @@ fn run(
     listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
     hooks: Arc<CommitHooks>,
     outgoing: Notifier,
+    ready: impl FnOnce() -> bool,
 ) {
     let db = Arc::clone(host.database());
     let spec = Arc::clone(host.spec());
@@ -1143,10 +1175,14 @@ fn run(
         queued: &jobs.queued,
     };
     // What publishing or opening committed (a new version's recomputed views, cleared
-    // sender-bound views) reaches the subscriptions that go on across an update.
+    // sender-bound views) reaches the subscriptions that go on across an update; before the
+    // handle is out, so listeners it gets never see them.
     for (delta, after) in host.take_startup_commits() {
         let _sequence = outgoing.sequence();
         notify_at(&n, None, &delta, None, after);
+    }
+    if !ready() {
+        return;
     }
     loop {
         let timeout = match host.next_scheduled() {

@@ -817,3 +817,26 @@ fn a_module_update_that_keeps_the_schema_keeps_clients_connected() {
     assert_eq!(result[13], 0, "Ok with the caller's update: {}", String::from_utf8_lossy(&result));
     assert!(contains(&result, b"a's call, new version"));
 }
+
+// Proves deleting a database closes its WebSocket clients with a reason, rather than leave
+// them waiting for updates that will never come.
+#[test]
+fn deleting_a_database_closes_its_clients() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "gone", &owner, "quickstart_chat").status, 200);
+    let mut a = connect_ready(&s, "gone", None, "v2.bsatn.spacetimedb");
+    a.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM message"]).into())).unwrap();
+    assert_eq!(next(&mut a)[0], 1, "SubscribeApplied");
+    let r = http.req("DELETE", &format!("{}/v1/database/gone", s.url), Some(&owner), None, vec![]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let closed = loop {
+        match a.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            Ok(_) => continue,
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(closed.contains("stopped or deleted"), "{closed}");
+}

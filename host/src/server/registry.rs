@@ -77,6 +77,8 @@ impl HostedDb {
             h.shutdown();
         }
         self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Its clients would wait for ever otherwise: no commit will tell them.
+        self.hooks.retire_clients("the database was stopped or deleted");
     }
 }
 
@@ -350,6 +352,10 @@ impl Registry {
                         Ok((Arc::clone(&db), PublishOp::Updated))
                     }
                     Err(e) => {
+                        // The old version reopens: it clears the sender-bound views clients
+                        // held, and a publish that failed after committing may have changed
+                        // what they see. They reconnect.
+                        db.hooks.retire_clients("the module update failed: reconnect");
                         let (handle, _) = DatabaseHandle::start_with_hooks(
                             Arc::clone(&self.engine),
                             Arc::clone(&db.db),

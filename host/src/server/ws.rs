@@ -149,13 +149,18 @@ impl HubInner {
     /// clients ([`crate::module_host::update_keeps_clients`]). After one that did, every
     /// client is asked to reconnect (to a hub made for the new version) and this says no.
     fn follow_update(&mut self, client_epoch: u64) -> bool {
-        if !self.retired && client_epoch != self.epoch {
-            for client in self.clients.values() {
-                client.kick.kick(MODULE_UPDATED);
-            }
-            self.retired = true;
+        if client_epoch != self.epoch {
+            self.retire(MODULE_UPDATED);
         }
         !self.retired
+    }
+
+    /// Closes every client with `reason`; the hub serves nobody from then on.
+    fn retire(&mut self, reason: &str) {
+        for client in self.clients.values() {
+            client.kick.kick(reason);
+        }
+        self.retired = true;
     }
 }
 
@@ -224,6 +229,12 @@ impl Hub {
         let weak = Arc::downgrade(&hub);
         db.hooks.add(Arc::new(move |event: &CommitEvent| {
             weak.upgrade().map(|h| h.on_commit(event)).unwrap_or_default()
+        }));
+        let weak = Arc::downgrade(&hub);
+        db.hooks.on_retire(Arc::new(move |reason: &str| {
+            if let Some(h) = weak.upgrade() {
+                h.lock().retire(reason);
+            }
         }));
         Ok(hub)
     }
@@ -484,14 +495,21 @@ impl Session {
     async fn run(self, mut socket: WebSocket, token: String) {
         let client = ClientId(self.hub.next_client.fetch_add(1, Ordering::Relaxed));
         let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(MAX_QUEUED_MESSAGES);
-        self.hub.lock().clients.insert(
-            client,
-            ClientEntry {
-                out: out_tx.clone(),
-                connection_id: self.info.connection_id,
-                kick: Arc::clone(&self.kick),
-            },
-        );
+        {
+            let mut inner = self.hub.lock();
+            if inner.retired {
+                // Retired between `hub_for` and here: this client reconnects too.
+                self.kick.kick(MODULE_UPDATED);
+            }
+            inner.clients.insert(
+                client,
+                ClientEntry {
+                    out: out_tx.clone(),
+                    connection_id: self.info.connection_id,
+                    kick: Arc::clone(&self.kick),
+                },
+            );
+        }
         let hello = protocol::initial_connection(&self.info.identity, &self.info.connection_id, &token);
         let _ = out_tx.try_send(Outbound::Frame(protocol::frame(&hello)));
         let session = Arc::new(self);
@@ -683,7 +701,20 @@ impl Session {
     /// The reply to one client message (on a blocking thread), or `None` if it was already
     /// queued on `out`.
     fn answer(&self, client: ClientId, msg: ClientMessage, out: &mpsc::Sender<Outbound>) -> Option<Vec<u8>> {
-        let spec = spec_of(&self.hub.db)?;
+        let Some(spec) = spec_of(&self.hub.db) else {
+            // Between two versions of the module (a stopped database's clients are closed).
+            const UNAVAILABLE: &str = "the database is being updated: try again";
+            return match msg {
+                ClientMessage::Subscribe { request_id, query_set_id, .. }
+                | ClientMessage::Unsubscribe { request_id, query_set_id, .. } => {
+                    Some(protocol::subscription_error(Some(request_id), query_set_id, UNAVAILABLE))
+                }
+                ClientMessage::OneOffQuery { request_id, .. } => {
+                    Some(protocol::one_off_result(request_id, Err(UNAVAILABLE)))
+                }
+                ClientMessage::CallReducer { .. } | ClientMessage::CallProcedure { .. } => None,
+            };
+        };
         let handle = self.handle();
         match msg {
             ClientMessage::Subscribe { request_id, query_set_id, queries } => {
@@ -789,19 +820,29 @@ impl Session {
             }
             ClientMessage::OneOffQuery { request_id, query } => {
                 let views = super::rls::sender_bound_views(&spec, &handle.snapshot(), &[&query]);
-                let result = match handle.acquire_views(self.info.identity, views.clone()) {
+                let (at, result) = match handle.acquire_views(self.info.identity, views.clone()) {
                     Ok(()) => {
-                        let result =
-                            one_off(&handle.snapshot(), &spec, &query, &self.auth(), !views.is_empty());
+                        let snapshot = handle.snapshot();
+                        let result = one_off(&snapshot, &spec, &query, &self.auth(), !views.is_empty());
                         let _ = handle.release_views(self.info.identity, views);
-                        result
+                        (Some(snapshot.tx_offset()), result)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => (None, Err(e.to_string())),
                 };
-                Some(match result {
+                let reply = match result {
                     Ok(t) => protocol::one_off_result(request_id, Ok(&t)),
                     Err(e) => protocol::one_off_result(request_id, Err(&e)),
-                })
+                };
+                match at {
+                    // Like an update of that state: once it is durable, behind the updates
+                    // that lead to it.
+                    Some(at) => {
+                        let commits = handle.hold_commits();
+                        self.send_after(&commits, at, out, reply);
+                        None
+                    }
+                    None => Some(reply),
+                }
             }
             // Invariant: `handle_message` answers calls itself (asynchronously, pipelined) and
             // never passes them here.
