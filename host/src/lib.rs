@@ -35,7 +35,7 @@ pub use module_host::{
     ReducerStatus,
 };
 pub use runtime::WasmEngine;
-pub use worker::{CommitEvent, CommitHook, CommitHooks, DatabaseHandle, Delivery, HookOutput, Start};
+pub use worker::{CommitEvent, CommitHook, CommitHooks, DatabaseHandle, Delivery, HookId, HookOutput, Start};
 
 /// What can go wrong hosting a module. Failures *inside* a reducer (its `Err`, a panic, a trap,
 /// running out of fuel) are not errors of this type: they are a [`ReducerStatus`].

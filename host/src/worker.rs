@@ -69,7 +69,9 @@ pub type Delivery = Box<dyn FnOnce(Result<(), &HostError>) + Send>;
 /// commit hooks, and the one ordered path their output and the callers' answers take.
 #[derive(Default)]
 pub struct CommitHooks {
-    hooks: Mutex<Vec<CommitHook>>,
+    /// Replaced, not mutated, when hooks come or go: a commit takes the list without copying.
+    hooks: Mutex<Arc<Vec<(HookId, CommitHook)>>>,
+    next_id: std::sync::atomic::AtomicU64,
     /// Started by the first handle (it needs the log).
     outgoing: std::sync::OnceLock<Notifier>,
     /// Updates published so far that broke clients (see
@@ -77,15 +79,34 @@ pub struct CommitHooks {
     /// served (a failed update, a stopped database).
     client_epoch: std::sync::atomic::AtomicU64,
     /// Told (with a reason) when clients must go: see [`CommitHooks::retire_clients`].
-    on_retire: Mutex<Vec<RetireHook>>,
+    on_retire: Mutex<Vec<(HookId, RetireHook)>>,
 }
 
 /// See [`CommitHooks::on_retire`].
 pub type RetireHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Names a registered hook, for [`CommitHooks::remove`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookId(u64);
+
 impl CommitHooks {
-    pub fn add(&self, hook: CommitHook) {
-        self.hooks.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
+    pub fn add(&self, hook: CommitHook) -> HookId {
+        let id = HookId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = Vec::clone(&hooks);
+        list.push((id, hook));
+        *hooks = Arc::new(list);
+        id
+    }
+
+    /// Unregisters a commit or retire hook (its owner is gone).
+    pub fn remove(&self, id: HookId) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        if hooks.iter().any(|(h, _)| *h == id) {
+            *hooks = Arc::new(hooks.iter().filter(|(h, _)| *h != id).cloned().collect());
+        }
+        drop(hooks);
+        self.on_retire.lock().unwrap_or_else(|p| p.into_inner()).retain(|(h, _)| *h != id);
     }
 
     /// How many published updates so far broke clients: a subscription made under an earlier
@@ -96,15 +117,23 @@ impl CommitHooks {
     }
 
     /// Registers what [`CommitHooks::retire_clients`] calls.
-    pub fn on_retire(&self, hook: RetireHook) {
-        self.on_retire.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
+    pub fn on_retire(&self, hook: RetireHook) -> HookId {
+        let id = HookId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.on_retire.lock().unwrap_or_else(|p| p.into_inner()).push((id, hook));
+        id
     }
 
     /// Ends what clients are served now: bumps the client epoch and tells the retire hooks
     /// why (a failed update, whose fallback recomputes state they hold; a stopped database).
     pub fn retire_clients(&self, reason: &str) {
         self.client_epoch.fetch_add(1, Ordering::AcqRel);
-        let hooks: Vec<RetireHook> = self.on_retire.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let hooks: Vec<RetireHook> = self
+            .on_retire
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, h)| Arc::clone(h))
+            .collect();
         for hook in hooks {
             hook(reason);
         }
@@ -116,10 +145,10 @@ impl CommitHooks {
 
     /// Runs every hook: the caller's update (if a hook made one) and the deliveries.
     fn run(&self, event: &CommitEvent) -> (Option<Arc<[u8]>>, Vec<Delivery>) {
-        let hooks: Vec<CommitHook> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let hooks = Arc::clone(&self.hooks.lock().unwrap_or_else(|p| p.into_inner()));
         let mut caller_update = None;
         let mut deliveries = Vec::new();
-        for h in hooks {
+        for (_, h) in hooks.iter() {
             let out = h(event);
             if out.caller_update.is_some() {
                 caller_update = out.caller_update;
@@ -972,7 +1001,10 @@ impl Pending {
             Pending::Procedure(o, reply) => reply(merge(waited, o)),
             Pending::Deliveries(_, deliveries) => {
                 for deliver in deliveries {
-                    deliver(waited.as_ref().copied());
+                    // One failing (a bug) must not cost the other clients their update.
+                    if let Err(panic) = catch_host_panic("an update", || deliver(waited.as_ref().copied())) {
+                        tracing::error!("{panic}");
+                    }
                 }
             }
             Pending::Other(_, deliver) => deliver(waited.as_ref().copied()),
@@ -1296,6 +1328,33 @@ const MAX_IMMEDIATE_ROUNDS: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves hooks can be unregistered (a retired subscription hub removes its own), each by
+    // its id, from both the commit and the retire lists.
+    #[test]
+    fn hooks_are_removed_by_id() {
+        let hooks = CommitHooks::default();
+        let a = hooks.add(Arc::new(|_: &CommitEvent| HookOutput::default()));
+        let b = hooks.add(Arc::new(|_: &CommitEvent| HookOutput::default()));
+        let retired = Arc::new(AtomicUsize::new(0));
+        let r = {
+            let retired = Arc::clone(&retired);
+            hooks.on_retire(Arc::new(move |_: &str| {
+                retired.fetch_add(1, Ordering::Relaxed);
+            }))
+        };
+        let ids = |h: &CommitHooks| h.hooks.lock().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>();
+        assert_eq!(ids(&hooks), [a, b]);
+        hooks.remove(a);
+        assert_eq!(ids(&hooks), [b]);
+        hooks.retire_clients("first");
+        assert_eq!(retired.load(Ordering::Relaxed), 1);
+        assert_eq!(hooks.client_epoch(), 1);
+        hooks.remove(r);
+        hooks.retire_clients("second");
+        assert_eq!(retired.load(Ordering::Relaxed), 1, "a removed retire hook is not called");
+        assert_eq!(hooks.client_epoch(), 2);
+    }
 
     // Proves a panic in the host's procedure path becomes an error naming it (what the caller
     // then gets instead of a dropped reply), and a normal result passes through untouched.

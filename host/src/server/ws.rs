@@ -139,6 +139,17 @@ pub struct Hub {
     inner: Mutex<HubInner>,
     db: Arc<HostedDb>,
     next_client: AtomicU64,
+    /// Its commit and retire hooks, unregistered when the hub goes (a retired hub is
+    /// dropped once its last session ends).
+    hooks: Mutex<Vec<crate::worker::HookId>>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        for id in self.hooks.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            self.db.hooks.remove(id);
+        }
+    }
 }
 
 /// Close reason for the clients of a hub replaced by a module update.
@@ -224,18 +235,23 @@ impl Hub {
             retired: false,
         };
         drop(now);
-        let hub =
-            Arc::new(Hub { inner: Mutex::new(inner), db: Arc::clone(&db), next_client: AtomicU64::new(1) });
+        let hub = Arc::new(Hub {
+            inner: Mutex::new(inner),
+            db: Arc::clone(&db),
+            next_client: AtomicU64::new(1),
+            hooks: Mutex::default(),
+        });
         let weak = Arc::downgrade(&hub);
-        db.hooks.add(Arc::new(move |event: &CommitEvent| {
+        let on_commit = db.hooks.add(Arc::new(move |event: &CommitEvent| {
             weak.upgrade().map(|h| h.on_commit(event)).unwrap_or_default()
         }));
         let weak = Arc::downgrade(&hub);
-        db.hooks.on_retire(Arc::new(move |reason: &str| {
+        let on_retire = db.hooks.on_retire(Arc::new(move |reason: &str| {
             if let Some(h) = weak.upgrade() {
                 h.lock().retire(reason);
             }
         }));
+        hub.hooks.lock().unwrap_or_else(|p| p.into_inner()).extend([on_commit, on_retire]);
         Ok(hub)
     }
 
