@@ -235,6 +235,7 @@ pub struct DatabaseHandle {
     /// Sends answers and updates in commit order (shared with the database thread).
     outgoing: Notifier,
     stopped: std::sync::atomic::AtomicBool,
+    id: u64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -338,6 +339,10 @@ impl DatabaseHandle {
             hooks,
             outgoing,
             stopped: std::sync::atomic::AtomicBool::new(false),
+            id: {
+                static NEXT_HANDLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT_HANDLE.fetch_add(1, Ordering::Relaxed)
+            },
             thread: Mutex::new(Some(thread)),
         };
         Ok((Arc::new(handle), report))
@@ -566,6 +571,11 @@ impl DatabaseHandle {
     pub fn answers_promptly(&self) -> bool {
         self.queued_jobs.load(Ordering::Relaxed) <= 1
             && self.log.as_ref().is_none_or(|l| l.durability() != lightcone_wal::Durability::Fsync)
+    }
+
+    /// Unique among the handles of this process (a new module version gets a new one).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether [`DatabaseHandle::shutdown`] has begun (calls queued after it are refused).
@@ -1057,8 +1067,9 @@ impl Notifier {
     fn send_in_order(&self, ticket: Option<lightcone_wal::Ticket>, offload: bool, item: Pending) {
         if self.must_hand_over(ticket, offload) {
             self.hand_over(item);
-        } else {
-            item.answer(&Ok(()));
+        } else if let Err(panic) = catch_host_panic("sending an answer", || item.answer(&Ok(()))) {
+            // A reply that panics (a bug) must not take the database thread with it.
+            tracing::error!("{panic}");
         }
     }
 

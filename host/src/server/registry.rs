@@ -66,6 +66,11 @@ impl HostedDb {
         Identity::from_hex(&self.meta.owner).expect("stored owner is valid hex")
     }
 
+    /// Whether the database was stopped (deleted, or the server is shutting down).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn stop(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
         // Not under the lock: the shutdown waits for the database thread's queued jobs, whose

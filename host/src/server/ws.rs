@@ -90,8 +90,9 @@ struct HubInner {
     /// version published since, until an update that breaks clients. Then the hub is replaced
     /// and its clients asked to reconnect (filters cannot be swapped under live subscriptions).
     epoch: u64,
-    /// Set once an update broke this hub's clients: it serves nobody from then on.
-    retired: bool,
+    /// Why the hub was retired (an update broke its clients, the database stopped): it
+    /// serves nobody from then on.
+    retired: Option<String>,
 }
 
 impl HubInner {
@@ -152,6 +153,10 @@ impl Drop for Hub {
     }
 }
 
+/// Longest a closing session waits for a module update to finish before it runs the
+/// disconnect lifecycle on whatever handle it has.
+const UPDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Close reason for the clients of a hub replaced by a module update.
 const MODULE_UPDATED: &str = "the module was updated: reconnect";
 
@@ -160,18 +165,21 @@ impl HubInner {
     /// clients ([`crate::module_host::update_keeps_clients`]). After one that did, every
     /// client is asked to reconnect (to a hub made for the new version) and this says no.
     fn follow_update(&mut self, client_epoch: u64) -> bool {
-        if client_epoch != self.epoch {
+        if self.retired.is_none() && client_epoch != self.epoch {
             self.retire(MODULE_UPDATED);
         }
-        !self.retired
+        self.retired.is_none()
     }
 
     /// Closes every client with `reason`; the hub serves nobody from then on.
     fn retire(&mut self, reason: &str) {
+        if self.retired.is_some() {
+            return;
+        }
         for client in self.clients.values() {
             client.kick.kick(reason);
         }
-        self.retired = true;
+        self.retired = Some(reason.to_string());
     }
 }
 
@@ -232,7 +240,7 @@ impl Hub {
             clients: HashMap::new(),
             spec,
             epoch,
-            retired: false,
+            retired: None,
         };
         drop(now);
         let hub = Arc::new(Hub {
@@ -488,8 +496,14 @@ struct Session {
     kick: Arc<Kick>,
     /// The sender-bound views each query set holds materialized for this identity; `None`
     /// once the session closed (a subscribe finishing after that releases at once).
-    views: Mutex<Option<HashMap<u32, Vec<usize>>>>,
+    /// Each entry remembers the handle (by id) it was acquired on: after a module update the
+    /// new version starts with no readers, so views held on the old one are not released there.
+    views: Mutex<Option<HashMap<u32, HeldViews>>>,
 }
+
+/// Sender-bound views a query set holds: the id of the handle they were acquired on, and the
+/// views (indexes into the spec's views).
+type HeldViews = (u64, Vec<usize>);
 
 impl Session {
     /// The running module's handle: after an update that kept this client connected, the new
@@ -504,6 +518,20 @@ impl Session {
         Arc::clone(&handle)
     }
 
+    /// [`Session::handle`], waiting (up to `limit`) while a module update is between two
+    /// versions: blocks, so only for blocking threads.
+    fn settled_handle(&self, limit: std::time::Duration) -> Arc<crate::worker::DatabaseHandle> {
+        let start = std::time::Instant::now();
+        loop {
+            let handle = self.handle();
+            let stopped_for_good = self.hub.db.is_stopped();
+            if !handle.is_stopped() || stopped_for_good || start.elapsed() >= limit {
+                return handle;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     fn auth(&self) -> ClientAuth {
         ClientAuth { sender: U256::from_le_bytes(self.info.identity), is_owner: self.is_owner }
     }
@@ -513,9 +541,9 @@ impl Session {
         let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(MAX_QUEUED_MESSAGES);
         {
             let mut inner = self.hub.lock();
-            if inner.retired {
-                // Retired between `hub_for` and here: this client reconnects too.
-                self.kick.kick(MODULE_UPDATED);
+            if let Some(reason) = &inner.retired {
+                // Retired between `hub_for` and here: this client goes too.
+                self.kick.kick(reason);
             }
             inner.clients.insert(
                 client,
@@ -619,19 +647,21 @@ impl Session {
             inner.clients.remove(&client);
             inner.subs.remove_client(client);
         }
-        let held: Vec<usize> = session
+        let held: Vec<HeldViews> = session
             .views
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .into_iter()
-            .flatten()
-            .flat_map(|(_, v)| v)
+            .flat_map(|m| m.into_values())
             .collect();
-        let (handle, info) = (session.handle(), session.info.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            let _ = handle.release_views(info.identity, held);
-            handle.client_disconnected(&info)
+            // A client closed by a module update disconnects from the version that follows.
+            let handle = session.settled_handle(UPDATE_WAIT);
+            let held: Vec<usize> =
+                held.into_iter().filter(|(on, _)| *on == handle.id()).flat_map(|(_, v)| v).collect();
+            let _ = handle.release_views(session.info.identity, held);
+            handle.client_disconnected(&session.info)
         })
         .await;
     }
@@ -771,7 +801,7 @@ impl Session {
                         let mut held = self.views.lock().unwrap_or_else(|p| p.into_inner());
                         match held.as_mut() {
                             Some(held) => {
-                                held.insert(query_set_id, views);
+                                held.insert(query_set_id, (handle.id(), views));
                             }
                             None => {
                                 // The session closed meanwhile: undo, nobody is listening.
@@ -829,8 +859,10 @@ impl Session {
                     .unwrap_or_else(|p| p.into_inner())
                     .as_mut()
                     .and_then(|m| m.remove(&query_set_id));
-                if let Some(views) = held {
-                    let _ = handle.release_views(self.info.identity, views);
+                if let Some((on, views)) = held {
+                    if on == handle.id() {
+                        let _ = handle.release_views(self.info.identity, views);
+                    }
                 }
                 None
             }
