@@ -355,10 +355,7 @@ impl DatabaseHandle {
     }
 
     fn wait_durable(&self, ticket: Option<lightcone_wal::Ticket>) -> Result<(), HostError> {
-        match (&self.log, ticket) {
-            (Some(log), Some(t)) => log.wait(t).map_err(|e| HostError::Durability(e.to_string())),
-            _ => Ok(()),
-        }
+        wait_for(&self.log, ticket)
     }
 
     /// Calls a reducer; returns once its commit is durable (in the log's durability mode).
@@ -900,18 +897,19 @@ fn scheduled_procedure_dispatch(
 }
 
 /// What announcing a commit needs (on the database thread).
-struct Notify<'a> {
-    db: &'a Database,
-    listeners: &'a Mutex<Vec<Sender<CommitEvent>>>,
-    hooks: &'a CommitHooks,
-    outgoing: &'a Notifier,
-    spec: &'a Arc<ModuleSpec>,
+#[derive(Clone)]
+struct Notify {
+    db: Arc<Database>,
+    listeners: Arc<Mutex<Vec<Sender<CommitEvent>>>>,
+    hooks: Arc<CommitHooks>,
+    outgoing: Notifier,
+    spec: Arc<ModuleSpec>,
     /// Jobs queued for the database thread: while there are more, sending is left to the
     /// notifier thread.
-    queued: &'a AtomicUsize,
+    queued: Arc<AtomicUsize>,
 }
 
-impl Notify<'_> {
+impl Notify {
     fn offload(&self) -> bool {
         self.queued.load(Ordering::Relaxed) > 0
     }
@@ -921,7 +919,7 @@ impl Notify<'_> {
 /// returns the caller's update from the hooks. The caller holds [`Notifier::sequence`] (and
 /// keeps holding it while it sends the commit's answer).
 fn notify(
-    n: &Notify<'_>,
+    n: &Notify,
     outcome: Option<&ReducerOutcome>,
     delta: &Arc<TxDelta>,
     caller: Option<&CallerInfo>,
@@ -936,7 +934,7 @@ fn notify(
 
 /// [`notify`], with the state right after the commit given.
 fn notify_at(
-    n: &Notify<'_>,
+    n: &Notify,
     outcome: Option<&ReducerOutcome>,
     delta: &Arc<TxDelta>,
     caller: Option<&CallerInfo>,
@@ -950,7 +948,7 @@ fn notify_at(
         after,
         reducer: outcome.map(|o| o.reducer.clone()),
         caller: caller.cloned(),
-        spec: Arc::clone(n.spec),
+        spec: Arc::clone(&n.spec),
         client_epoch: n.hooks.client_epoch(),
     };
     let (caller_update, deliveries) = n.hooks.run(&event);
@@ -965,14 +963,14 @@ fn notify_at(
 }
 
 /// Announces a commit nobody waits an answer for, in sequence.
-fn announce(n: &Notify<'_>, outcome: Option<&ReducerOutcome>, delta: &Arc<TxDelta>) {
+fn announce(n: &Notify, outcome: Option<&ReducerOutcome>, delta: &Arc<TxDelta>) {
     let _sequence = n.outgoing.sequence();
     notify(n, outcome, delta, None);
 }
 
 /// Runs the commit hooks for a caller's outcome, keeping the caller's own update in it. The
 /// caller holds [`Notifier::sequence`].
-fn notify_caller(n: &Notify<'_>, outcome: &mut ReducerOutcome, caller: &CallerInfo) {
+fn notify_caller(n: &Notify, outcome: &mut ReducerOutcome, caller: &CallerInfo) {
     let delta = Arc::clone(&outcome.delta);
     outcome.caller_update = notify(n, Some(outcome), &delta, Some(caller));
 }
@@ -1190,33 +1188,21 @@ fn run(
     outgoing: Notifier,
     ready: impl FnOnce() -> bool,
 ) {
-    let db = Arc::clone(host.database());
-    let spec = Arc::clone(host.spec());
+    let n = Notify {
+        db: Arc::clone(host.database()),
+        listeners,
+        hooks,
+        outgoing,
+        spec: Arc::clone(host.spec()),
+        queued: Arc::clone(&jobs.queued),
+    };
     {
         // A procedure's own commits are announced as they happen, like SQL writes.
-        let (db, listeners, hooks) = (Arc::clone(&db), Arc::clone(&listeners), Arc::clone(&hooks));
-        let (outgoing, spec, queued) = (outgoing.clone(), Arc::clone(&spec), Arc::clone(&jobs.queued));
-        host.set_commit_observer(Arc::new(move |delta: &Arc<TxDelta>| {
-            let n = Notify {
-                db: &db,
-                listeners: &listeners,
-                hooks: &hooks,
-                outgoing: &outgoing,
-                spec: &spec,
-                queued: &queued,
-            };
-            announce(&n, None, delta);
-        }));
+        let n = n.clone();
+        host.set_commit_observer(Arc::new(move |delta: &Arc<TxDelta>| announce(&n, None, delta)));
     }
     host.defer_immediate_calls();
-    let n = Notify {
-        db: &db,
-        listeners: &listeners,
-        hooks: &hooks,
-        outgoing: &outgoing,
-        spec: &spec,
-        queued: &jobs.queued,
-    };
+    let outgoing = &n.outgoing;
     // What publishing or opening committed (a new version's recomputed views, cleared
     // sender-bound views) reaches the subscriptions that go on across an update; before the
     // handle is out, so listeners it gets never see them.

@@ -272,6 +272,18 @@ fn call_msg(request_id: u32, reducer: &str, args: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Reads until the server closes the connection: the close frame's reason (or the read
+/// error, if the connection ended without one).
+fn close_reason(ws: &mut Ws) -> String {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            Ok(_) => continue,
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -776,13 +788,7 @@ fn a_module_update_retires_the_old_subscription_filters() {
     // The next commit closes Alice's session of the old hub with a reason to reconnect (no
     // new subscription needed to notice the update).
     assert_eq!(call(&http, &s, "upd", "whoami", Some(&alice), "[]").status, 200);
-    let closed = loop {
-        match a.read() {
-            Ok(Message::Close(frame)) => break frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-            Ok(_) => continue,
-            Err(e) => break e.to_string(),
-        }
-    };
+    let closed = close_reason(&mut a);
     assert!(closed.contains("module was updated"), "{closed}");
     let mut b = connect_ready(&s, "upd", Some(&bob), "v2.bsatn.spacetimedb");
     b.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM caller_info"]).into())).unwrap();
@@ -831,12 +837,6 @@ fn deleting_a_database_closes_its_clients() {
     assert_eq!(next(&mut a)[0], 1, "SubscribeApplied");
     let r = http.req("DELETE", &format!("{}/v1/database/gone", s.url), Some(&owner), None, vec![]);
     assert_eq!(r.status, 200, "{}", r.body);
-    let closed = loop {
-        match a.read() {
-            Ok(Message::Close(frame)) => break frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-            Ok(_) => continue,
-            Err(e) => break e.to_string(),
-        }
-    };
+    let closed = close_reason(&mut a);
     assert!(closed.contains("stopped or deleted"), "{closed}");
 }
