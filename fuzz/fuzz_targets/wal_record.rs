@@ -1,4 +1,4 @@
-//! Fuzzes the commit-log record decoder: framing and payload decoding must return a typed
+//! Fuzzes the commit-log record decoder: framing, durability marks and payload decoding must return a typed
 //! error, never panic or allocate wildly, on any bytes; whatever decodes must re-encode to a
 //! payload that decodes to the same delta.
 //!
@@ -7,11 +7,16 @@
 
 use libfuzzer_sys::fuzz_target;
 use lightcone_wal::codec::{decode_delta, encode_delta};
-use lightcone_wal::frame::decode_frame;
+use lightcone_wal::frame::{decode_frame, decode_mark, write_mark, MARK_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = decode_frame(data) {
         let _ = decode_delta(frame.payload, frame.tx_offset);
+    }
+    if let Ok(durable) = decode_mark(data) {
+        let mut again = [0u8; MARK_BYTES];
+        write_mark(&mut again, durable);
+        assert_eq!(&again[..], &data[..MARK_BYTES]);
     }
     if let Ok(delta) = decode_delta(data, 7) {
         let mut again = Vec::new();

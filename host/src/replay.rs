@@ -128,10 +128,14 @@ impl ReplayReport {
         if let Some(torn) = &v.torn_tail {
             let _ = writeln!(
                 out,
-                "torn tail: {} from byte {} ({} bytes of an unfinished record; opening the database truncates them)",
+                "torn tail: {} from byte {} ({} bytes of an unfinished or lost write{}; opening the database truncates them)",
                 torn.segment.display(),
                 torn.valid_bytes,
-                torn.file_bytes - torn.valid_bytes
+                torn.file_bytes - torn.valid_bytes,
+                match torn.records_after {
+                    0 => String::new(),
+                    n => format!(", then {n} whole records that were never durable"),
+                }
             );
         }
         let r = &self.replay;

@@ -32,6 +32,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backend::{open_backend, BackendChoice, SegmentIo};
+use crate::frame::{write_mark, MARK_BYTES};
 use crate::log::{Durability, LogOptions};
 use crate::segment::{segment_file_name, segment_header, SEGMENT_HEADER_BYTES};
 use crate::WalError;
@@ -54,7 +55,8 @@ const PREALLOCATE_MAX_BYTES: u64 = 4 << 20;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 pub(crate) struct Queue {
-    /// Encoded records not yet taken by a worker.
+    /// Encoded records not yet taken by a worker, after a slot for the durability mark the
+    /// batch will start with (empty, or starting with that slot: see [`Queue::start_record`]).
     pub pending: Vec<u8>,
     /// (tx offset, end position in `pending`) per pending record.
     pub records: Vec<(u64, usize)>,
@@ -86,6 +88,16 @@ pub(crate) struct Queue {
     finished: BTreeMap<u64, u64>,
     /// First tx offsets of the batches whose write has not completed (nor failed) yet.
     writing: BTreeSet<u64>,
+}
+
+impl Queue {
+    /// Call before encoding a record into `pending`: a batch starts with a slot for its
+    /// durability mark, filled in when a worker takes it (see [`crate::frame`]).
+    pub fn start_record(&mut self) {
+        if self.pending.is_empty() {
+            self.pending.extend_from_slice(&[0; MARK_BYTES]);
+        }
+    }
 }
 
 /// The shared state of the segment being appended to. Each worker opens its own backend on a
@@ -514,17 +526,23 @@ fn take_batch(q: &mut Queue, options: &LogOptions, spare: &mut Vec<u8>, have: Op
     }
     let end = q.records[count - 1].1;
     let (first, last) = (q.records[0].0, q.records[count - 1].0);
-    let batch = if count == q.records.len() {
+    let mut batch = if count == q.records.len() {
         q.records.clear();
         std::mem::replace(&mut q.pending, std::mem::take(spare))
     } else {
-        let rest = q.pending.split_off(end);
+        // The rest becomes the next batch: it needs a mark slot of its own.
+        let mut rest = Vec::with_capacity(MARK_BYTES + q.pending.len() - end);
+        rest.extend_from_slice(&[0; MARK_BYTES]);
+        rest.extend_from_slice(&q.pending[end..]);
+        q.pending.truncate(end);
         q.records.drain(..count);
         for r in q.records.iter_mut() {
-            r.1 -= end;
+            r.1 = r.1 - end + MARK_BYTES;
         }
         std::mem::replace(&mut q.pending, rest)
     };
+    // What is synced now stays synced: the mark is true whenever this batch reaches the disk.
+    write_mark(&mut batch[..MARK_BYTES], q.synced);
     let segment = q.segment.as_mut().expect("checked above");
     let at = segment.bytes;
     segment.bytes += batch.len() as u64;
@@ -591,6 +609,7 @@ mod tests {
     use super::*;
 
     fn queue_record(q: &mut Queue, offset: u64, bytes: &[u8]) {
+        q.start_record();
         q.pending.extend_from_slice(bytes);
         let end = q.pending.len();
         q.records.push((offset, end));

@@ -14,7 +14,7 @@ use crate::codec::encode_delta;
 use crate::disk::{lock, worker, Queue, Shared, SYNC_WORKERS};
 use crate::frame::{encode_frame_with, MAX_PAYLOAD_BYTES};
 use crate::read::{replay_into, ReplayProgress, ReplayStats};
-use crate::segment::{list_segments, SEGMENT_HEADER_BYTES};
+use crate::segment::{list_segments, parse_header, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC};
 use crate::WalError;
 
 /// When a committer is answered.
@@ -82,7 +82,8 @@ impl CommitLog {
                 segment = %torn.segment.display(),
                 offset = torn.valid_bytes,
                 dropped_bytes = torn.file_bytes - torn.valid_bytes,
-                "commit log ends in a torn record; truncating it"
+                unsynced_records_after_it = torn.records_after,
+                "commit log ends in a torn or lost write; truncating it"
             );
             let f = OpenOptions::new()
                 .write(true)
@@ -115,6 +116,7 @@ impl CommitLog {
                     .open(&path)
                     .map_err(|e| WalError::io(&path, e))?;
                 let len = file.metadata().map_err(|e| WalError::io(&path, e))?.len();
+                upgrade_segment_format(&file, &path)?;
                 // Appending resumes after the last whole record; zeros after it are space the
                 // writer had preallocated.
                 let data = replay.scan.last_segment_data_bytes.max(SEGMENT_HEADER_BYTES as u64);
@@ -167,6 +169,7 @@ impl CommitLog {
         if delta.tx_offset != q.last_appended + 1 {
             return Err(WalError::OutOfOrder { expected: q.last_appended + 1, got: delta.tx_offset });
         }
+        q.start_record();
         // Encoded in place: no buffer per transaction. The writer lock serialises appends
         // anyway, so encoding under the queue lock only delays the disk workers' next take.
         encode_frame_with(&mut q.pending, delta.tx_offset, now_micros(), |out| encode_delta(out, delta))
@@ -247,6 +250,21 @@ fn stop_workers(shared: &Shared, workers: Vec<JoinHandle<()>>) {
     for worker in workers {
         let _ = worker.join();
     }
+}
+
+/// New batches carry durability marks, which a format-1 segment may not hold: the last
+/// segment, which appending continues, is relabelled format 2 (a superset of 1) first.
+fn upgrade_segment_format(file: &std::fs::File, path: &Path) -> Result<(), WalError> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    file.read_exact_at(&mut header, 0).map_err(|e| WalError::io(path, e))?;
+    if !parse_header(path, &header)?.has_marks {
+        tracing::info!(segment = %path.display(), "relabelling the last log segment as format 2");
+        file.write_all_at(&SEGMENT_MAGIC, 0)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| WalError::io(path, e))?;
+    }
+    Ok(())
 }
 
 fn now_micros() -> i64 {

@@ -7,17 +7,22 @@ use std::time::{Duration, Instant};
 use lightcone_mvcc::{Database, ReadTx, TxDelta};
 
 use crate::codec::decode_delta;
-use crate::frame::{decode_frame, Frame, FRAME_HEADER_BYTES};
+use crate::frame::{decode_frame, decode_mark, starts_mark, Frame, FRAME_HEADER_BYTES, MARK_BYTES};
 use crate::segment::{list_segments, parse_header, SEGMENT_HEADER_BYTES};
 use crate::WalError;
 
-/// Where the readable log ends early because the last write was cut short.
+/// Where the readable log ends early: the last write was cut short, or (after a power cut) a
+/// part of the unsynced tail never reached the disk while a later part did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
     pub segment: PathBuf,
     /// Bytes of the segment that hold whole, valid records (the header included).
     pub valid_bytes: u64,
     pub file_bytes: u64,
+    /// Whole records found after the damage. They were never durable — no later durability
+    /// mark covers the damaged record, and durability is a prefix — so nobody was answered
+    /// for them; recovery drops them with the damage.
+    pub records_after: u64,
 }
 
 /// What a full pass over the log found.
@@ -38,6 +43,12 @@ pub struct ScanReport {
 /// the pass early. A torn or corrupt tail of the *last* segment ends the log (reported in
 /// [`ScanReport::torn_tail`], nothing is changed on disk); anything wrong before it — a bad
 /// header, a corrupt record, a gap in the offsets — is an error naming file and byte offset.
+///
+/// Where the tail starts: in a format-2 segment, after the last record a later durability
+/// mark proves durable (see [`crate::frame`]) — a damaged record no mark covers was never
+/// acknowledged, even if whole records follow it (a power cut can keep a later unsynced page
+/// and lose an earlier one). In a format-1 segment, which has no marks, only damage with no
+/// valid record after it is a tail.
 pub fn scan(
     dir: &Path,
     mut visit: impl FnMut(&Path, u64, Frame<'_>) -> Result<ControlFlow<()>, WalError>,
@@ -49,7 +60,8 @@ pub fn scan(
         let last_segment = i + 1 == segments.len();
         let bytes = std::fs::read(path).map_err(|e| WalError::io(path, e))?;
         report.bytes += bytes.len() as u64;
-        let first = parse_header(path, &bytes)?;
+        let header = parse_header(path, &bytes)?;
+        let first = header.first_offset;
         if first != *named_first {
             return Err(WalError::Corrupt {
                 segment: path.clone(),
@@ -69,29 +81,53 @@ pub fn scan(
                 // Preallocated space the writer had not reached yet: the segment's data ends here.
                 break;
             }
-            let frame = match decode_frame(&bytes[pos..]) {
-                Ok(frame) if frame.tx_offset == next => frame,
-                Ok(frame) => {
+            let decoded = if starts_mark(&bytes[pos..]) {
+                decode_mark(&bytes[pos..]).map(|_| None)
+            } else {
+                decode_frame(&bytes[pos..]).map(Some)
+            };
+            let frame = match decoded {
+                Ok(None) => {
+                    pos += MARK_BYTES;
+                    continue;
+                }
+                Ok(Some(frame)) if frame.tx_offset == next => frame,
+                Ok(Some(frame)) => {
                     return Err(WalError::Corrupt {
                         segment: path.clone(),
                         offset: pos as u64,
                         reason: format!("record for tx {} where tx {next} was expected", frame.tx_offset),
                     });
                 }
-                Err(_) if last_segment && !valid_record_after(&bytes, pos + 1, next) => {
+                Err(_) => {
+                    let proof = if !last_segment {
+                        // Segments are synced whole before the next one is created.
+                        Some("it is not in the last segment".to_string())
+                    } else if header.has_marks {
+                        mark_covering(&bytes, pos + 1, next).map(|(at, durable)| {
+                            format!("the mark at byte {at} says tx {durable} was durable")
+                        })
+                    } else {
+                        valid_record_after(&bytes, pos + 1, next)
+                            .then(|| "valid records follow it".to_string())
+                    };
+                    if let Some(proof) = proof {
+                        return Err(WalError::Corrupt {
+                            segment: path.clone(),
+                            offset: pos as u64,
+                            reason: format!(
+                                "damaged bytes where tx {next} (or the durability mark before it) \
+                                 should start, and {proof}"
+                            ),
+                        });
+                    }
                     report.torn_tail = Some(TornTail {
                         segment: path.clone(),
                         valid_bytes: pos as u64,
                         file_bytes: bytes.len() as u64,
+                        records_after: records_in(&bytes[pos + 1..]),
                     });
                     break;
-                }
-                Err(_) => {
-                    return Err(WalError::Corrupt {
-                        segment: path.clone(),
-                        offset: pos as u64,
-                        reason: "record fails its checksum or length, and valid records follow it".into(),
-                    });
                 }
             };
             report.records += 1;
@@ -109,11 +145,37 @@ pub fn scan(
     Ok(report)
 }
 
-/// Whether a record for tx `at_least` or later starts anywhere at or after `from`: if so, a bad
-/// record before it is corruption in the middle of the log, not a torn tail.
+/// Whether a record for tx `at_least` or later starts anywhere at or after `from`: in a
+/// format-1 segment, a bad record before it is then corruption in the middle of the log.
 fn valid_record_after(bytes: &[u8], from: usize, at_least: u64) -> bool {
     (from..bytes.len().saturating_sub(FRAME_HEADER_BYTES - 1))
         .any(|p| decode_frame(&bytes[p..]).is_ok_and(|f| f.tx_offset >= at_least))
+}
+
+/// The first durability mark at or after `from` saying tx `damaged` was durable: its byte
+/// position and the offset it names. Such a mark makes damage to that record corruption of
+/// acknowledged data, not a lost unsynced write.
+fn mark_covering(bytes: &[u8], from: usize, damaged: u64) -> Option<(usize, u64)> {
+    (from..bytes.len().saturating_sub(MARK_BYTES - 1)).find_map(|p| match decode_mark(&bytes[p..]) {
+        Ok(durable) if durable >= damaged => Some((p, durable)),
+        _ => None,
+    })
+}
+
+/// Whole records in `bytes`, found by trying every position that does not fall inside one
+/// already found (for the report of what a damaged tail drops).
+fn records_in(bytes: &[u8]) -> u64 {
+    let (mut count, mut p) = (0, 0);
+    while p + FRAME_HEADER_BYTES <= bytes.len() {
+        match decode_frame(&bytes[p..]) {
+            Ok(frame) => {
+                count += 1;
+                p += frame.encoded_len();
+            }
+            Err(_) => p += 1,
+        }
+    }
+    count
 }
 
 /// Decoded transactions waiting to be applied during a replay.

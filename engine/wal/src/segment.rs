@@ -1,11 +1,16 @@
 //! Segment files: a 16-byte header (magic, first tx offset) followed by records.
+//!
+//! Format versions: 1 holds records only; 2 (written since 2026-11-24) also holds a durability
+//! mark at the start of every batch (see [`crate::frame`]). Both are read.
 
 use std::path::{Path, PathBuf};
 
 use crate::WalError;
 
-/// Identifies a Lightcone log segment, format version 1.
-pub const SEGMENT_MAGIC: [u8; 8] = *b"LCWAL01\n";
+/// Identifies a Lightcone log segment of the format version written now (2).
+pub const SEGMENT_MAGIC: [u8; 8] = *b"LCWAL02\n";
+/// Version 1: records without durability marks.
+const SEGMENT_MAGIC_V1: [u8; 8] = *b"LCWAL01\n";
 /// Magic plus the first tx offset.
 pub const SEGMENT_HEADER_BYTES: usize = 16;
 const SUFFIX: &str = ".wal";
@@ -22,14 +27,26 @@ pub fn segment_header(first_offset: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     h
 }
 
-/// The first tx offset a segment's header declares.
-pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<u64, WalError> {
-    if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..8] != SEGMENT_MAGIC {
+/// What a segment's header declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub first_offset: u64,
+    /// Format version 2: batches start with durability marks.
+    pub has_marks: bool,
+}
+
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<SegmentHeader, WalError> {
+    let has_marks = match bytes.get(..8) {
+        Some(magic) if magic == SEGMENT_MAGIC => true,
+        Some(magic) if magic == SEGMENT_MAGIC_V1 => false,
+        _ => return Err(WalError::BadSegmentHeader { segment: path.to_path_buf() }),
+    };
+    if bytes.len() < SEGMENT_HEADER_BYTES {
         return Err(WalError::BadSegmentHeader { segment: path.to_path_buf() });
     }
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes[8..16]);
-    Ok(u64::from_le_bytes(first))
+    Ok(SegmentHeader { first_offset: u64::from_le_bytes(first), has_marks })
 }
 
 /// The segments in `dir`, ordered by the first offset in their names. Other files are ignored.

@@ -151,6 +151,196 @@ fn record_ends(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
     ends
 }
 
+/// One durability mark or record of a segment, as laid out on disk.
+#[derive(Debug, Clone)]
+struct Item {
+    /// The offset a mark says was durable; `None` for a record.
+    mark: Option<u64>,
+    /// The record's tx offset (for a mark: the next record's).
+    tx: u64,
+    start: u64,
+    end: u64,
+}
+
+/// The marks and records of a segment's bytes, in order, up to the first that does not read.
+fn items(segment: &[u8]) -> Vec<Item> {
+    use lightcone_wal::frame::{decode_frame, decode_mark, MARK_BYTES};
+    let mut items = Vec::new();
+    let mut pos = 16usize;
+    let mut next = u64::from_le_bytes(segment[8..16].try_into().unwrap());
+    loop {
+        if let Ok(durable) = decode_mark(&segment[pos..]) {
+            items.push(Item {
+                mark: Some(durable),
+                tx: next,
+                start: pos as u64,
+                end: (pos + MARK_BYTES) as u64,
+            });
+            pos += MARK_BYTES;
+        } else if let Ok(frame) = decode_frame(&segment[pos..]) {
+            let end = pos + frame.encoded_len();
+            items.push(Item { mark: None, tx: frame.tx_offset, start: pos as u64, end: end as u64 });
+            next = frame.tx_offset + 1;
+            pos = end;
+        } else {
+            return items;
+        }
+    }
+}
+
+/// A segment holding the records of `segment` with durability marks where `marks` says:
+/// `(before tx, says durable up to)`. Format version 2 if any mark is given, else 1.
+fn relabel(segment: &[u8], marks: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = segment[..16].to_vec();
+    out[..8].copy_from_slice(if marks.is_empty() { b"LCWAL01\n" } else { b"LCWAL02\n" });
+    for item in items(segment).iter().filter(|i| i.mark.is_none()) {
+        if let Some(&(_, durable)) = marks.iter().find(|(before, _)| *before == item.tx) {
+            let at = out.len();
+            out.resize(at + lightcone_wal::frame::MARK_BYTES, 0);
+            lightcone_wal::frame::write_mark(&mut out[at..], durable);
+        }
+        out.extend_from_slice(&segment[item.start as usize..item.end as usize]);
+    }
+    out
+}
+
+/// Where tx `tx`'s record starts and ends in `segment`.
+fn record_span(segment: &[u8], tx: u64) -> (usize, usize) {
+    let item = items(segment).into_iter().find(|i| i.mark.is_none() && i.tx == tx).unwrap();
+    (item.start as usize, item.end as usize)
+}
+
+// Proves the writer starts every batch with a durability mark that is true: it names a
+// transaction before the batch's first, and marks never go backwards.
+#[test]
+fn every_batch_starts_with_a_true_durability_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, log) = open(dir.path(), 1 << 20);
+    let t = create_table(&db, &log);
+    std::thread::scope(|s| {
+        for w in 0..8u64 {
+            let (db, log) = (&db, &log);
+            s.spawn(move || {
+                for i in 0..100u64 {
+                    let mut tx = db.begin();
+                    tx.insert(t, vec![Value::U64(w * 1000 + i + 1), Value::String("x".into())]).unwrap();
+                    let (_, ticket) = tx.commit_with(|d| log.append(d));
+                    log.wait(ticket.unwrap()).unwrap();
+                }
+            });
+        }
+    });
+    drop(log);
+    let segment = lightcone_wal::segment::list_segments(dir.path()).unwrap().pop().unwrap().1;
+    let bytes = std::fs::read(&segment).unwrap();
+    assert_eq!(&bytes[..8], b"LCWAL02\n");
+    let items = items(&bytes);
+    assert_eq!(items.iter().filter(|i| i.mark.is_none()).count(), 801);
+    assert!(items[0].mark.is_some(), "the first batch starts with a mark");
+    let marks: Vec<(u64, u64)> = items.iter().filter_map(|i| i.mark.map(|m| (m, i.tx))).collect();
+    assert!(marks.len() < 801, "801 commits from 8 threads made {} batches: no group commit", marks.len());
+    for pair in marks.windows(2) {
+        assert!(pair[0].0 <= pair[1].0, "marks went backwards: {marks:?}");
+    }
+    for (durable, before) in marks {
+        assert!(durable < before, "a mark says tx {durable} was durable before tx {before} was written");
+    }
+}
+
+// Proves a power cut that kept a later unsynced write but lost an earlier one (a hole with
+// whole records after it) is a lost tail when no durability mark covers the hole: the log is
+// cut before it and the database opens at the last transaction before it. With a later mark
+// saying the damaged transaction was durable, the same damage is corruption of acknowledged
+// data: a typed error naming the byte.
+#[test]
+fn a_hole_in_the_unsynced_tail_is_cut_off_unless_a_mark_covers_it() {
+    let template = tempfile::tempdir().unwrap();
+    // tx 1 creates the table; some commits change nothing and are not logged.
+    let states = write_log(template.path(), 20, 1 << 20);
+    let last = *states.keys().last().unwrap();
+    assert!(last >= 13, "only {last} transactions logged");
+    let (name, original) = {
+        let path = lightcone_wal::segment::list_segments(template.path()).unwrap().pop().unwrap().1;
+        (path.file_name().unwrap().to_owned(), std::fs::read(&path).unwrap())
+    };
+    // Batches as two disk workers lay them out: each of tx 1..=9 synced before the next was
+    // taken; then batch {10, 11} taken with 9 durable, and batch {12, ..} taken while {10, 11}
+    // was still syncing (mark 9) or after it had synced (mark 11).
+    let synced_in_turn: Vec<(u64, u64)> = (1..=10).map(|tx| (tx, tx - 1)).collect();
+    for (later_mark, covered) in [(9, false), (11, true)] {
+        let mut marks = synced_in_turn.clone();
+        marks.push((12, later_mark));
+        let mut segment = relabel(&original, &marks);
+        // The power cut lost tx 11's page (zeros: the preallocated space shows through).
+        let (start, end) = record_span(&segment, 11);
+        segment[start..end].fill(0);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(&name), &segment).unwrap();
+        let db = Database::new();
+        let opened = CommitLog::open(dir.path(), &db, options(1 << 20), |_| {});
+        if covered {
+            match opened {
+                Err(WalError::Corrupt { offset, reason, .. }) => {
+                    assert_eq!(offset, start as u64);
+                    assert!(reason.contains("says tx 11 was durable"), "{reason}");
+                }
+                other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+            }
+            continue;
+        }
+        let (log, recovery) = opened.expect("a hole no mark covers is a lost tail");
+        let torn = recovery.replay.scan.torn_tail.clone().expect("the hole is reported");
+        assert_eq!(torn.valid_bytes, start as u64);
+        assert_eq!(torn.records_after, last - 11, "tx 12 and later were whole but never durable");
+        assert_eq!(db.snapshot().tx_offset(), 10);
+        assert_eq!(rows(&db, 0), states[&10]);
+        // The log carries on after tx 10, and reopens to the same state plus the new commit.
+        commit_many(&db, &log, 0, 1, 77);
+        let (expected, at) = (rows(&db, 0), db.snapshot().tx_offset());
+        drop(log);
+        let (db2, _log2) = open(dir.path(), 1 << 20);
+        assert_eq!(db2.snapshot().tx_offset(), at);
+        assert_eq!(rows(&db2, 0), expected);
+    }
+
+    // A format-1 segment has no marks to tell: whole records after damage make it corruption.
+    let mut old = relabel(&original, &[]);
+    let (start, end) = record_span(&old, 11);
+    old[start..end].fill(0);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(&name), &old).unwrap();
+    match CommitLog::open(dir.path(), &Database::new(), options(1 << 20), |_| {}) {
+        Err(WalError::Corrupt { offset, .. }) => assert_eq!(offset, start as u64),
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+}
+
+// Proves a log written before durability marks existed (format 1) opens, and the segment it
+// carries on appending to is relabelled format 2 so the marks of new batches are read.
+#[test]
+fn a_format_1_log_opens_and_carries_on_as_format_2() {
+    let template = tempfile::tempdir().unwrap();
+    let states = write_log(template.path(), 8, 1 << 20);
+    let last = *states.keys().last().unwrap();
+    let path = lightcone_wal::segment::list_segments(template.path()).unwrap().pop().unwrap().1;
+    let old = relabel(&std::fs::read(&path).unwrap(), &[]);
+    assert!(items(&old).iter().all(|i| i.mark.is_none()));
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join(path.file_name().unwrap());
+    std::fs::write(&segment, &old).unwrap();
+    let (db, log) = open(dir.path(), 1 << 20);
+    assert_eq!(rows(&db, 0), states[&last]);
+    commit_many(&db, &log, 0, 3, 5);
+    let (expected, at) = (rows(&db, 0), db.snapshot().tx_offset());
+    drop(log);
+    let bytes = std::fs::read(&segment).unwrap();
+    assert_eq!(&bytes[..8], b"LCWAL02\n");
+    assert!(items(&bytes).iter().any(|i| i.mark.is_some()), "new batches carry marks");
+    let (db2, _log2) = open(dir.path(), 1 << 20);
+    assert_eq!(db2.snapshot().tx_offset(), at);
+    assert_eq!(rows(&db2, 0), expected);
+}
+
 // Proves cutting the last segment anywhere loses only the torn record: reopening truncates it
 // and recovers exactly the transactions whose records were whole.
 #[test]
@@ -159,8 +349,8 @@ fn truncated_tail_recovers_a_prefix() {
     let states = write_log(template.path(), 40, 1 << 20);
     let segment = lightcone_wal::segment::list_segments(template.path()).unwrap().pop().unwrap().1;
     let full = std::fs::read(&segment).unwrap();
-    let mut boundaries = vec![16u64];
-    boundaries.extend(record_ends(template.path()).into_iter().map(|(_, end)| end));
+    // A cut after a whole durability mark or record loses nothing that was there.
+    let boundaries: Vec<u64> = std::iter::once(16).chain(items(&full).into_iter().map(|i| i.end)).collect();
     // After the last record the segment holds preallocated zeros; a cut there loses nothing.
     let data_end = *boundaries.last().unwrap();
     assert!(data_end < full.len() as u64, "the writer preallocates ahead of its records");
