@@ -77,4 +77,8 @@ pub enum HostError {
     Durability(String),
     #[error("wasm runtime: {0}")]
     Runtime(String),
+    /// The call was refused, unrun: this version of the module is shutting down (a module
+    /// update swaps versions, or the database stopped).
+    #[error("the database is shut down")]
+    ShutDown,
 }

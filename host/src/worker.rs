@@ -219,6 +219,50 @@ enum Job {
     Shutdown,
 }
 
+/// A client's reducer or procedure call that a database refused, unanswered, because it is
+/// shutting down — for a module update, between two versions, or for good. A server queues it
+/// again on the next version ([`RefusedCall::requeue`]), as upstream holds calls during an
+/// update, or answers it with the error ([`RefusedCall::refuse`]).
+// Boxed: a refusal is rare, and `Result<(), RefusedCall>` stays small on every call's path.
+pub struct RefusedCall(Box<RefusedJob>);
+
+enum RefusedJob {
+    /// `Job::CallAsync` or `Job::CallProcedure`.
+    Job(Job),
+    /// A client's procedure call for the procedure threads.
+    Procedure(ProcedureJob),
+}
+
+impl RefusedCall {
+    /// Queues the call on `on` (the next version), or gives it back if that one refuses too.
+    pub fn requeue(self, on: &DatabaseHandle) -> Result<(), RefusedCall> {
+        match *self.0 {
+            RefusedJob::Job(Job::CallAsync { reducer, caller, args, reply }) => {
+                on.try_call_reducer_then(&reducer, &caller, args, reply)
+            }
+            RefusedJob::Job(Job::CallProcedure { procedure, caller, args, reply })
+            | RefusedJob::Procedure(ProcedureJob {
+                target: ProcedureTarget::Call { procedure, args },
+                caller,
+                reply,
+            }) => on.try_call_procedure_then(&procedure, &caller, args, reply),
+            other => Err(RefusedCall(Box::new(other))),
+        }
+    }
+
+    /// Answers the call with "the database is shut down".
+    pub fn refuse(self) {
+        let error = || HostError::ShutDown;
+        match *self.0 {
+            RefusedJob::Job(Job::CallAsync { reply, .. }) => reply(Err(error())),
+            RefusedJob::Job(Job::CallProcedure { reply, .. })
+            | RefusedJob::Procedure(ProcedureJob { reply, .. }) => reply(Err(error())),
+            // Invariant: only the two calls above are ever wrapped (see the `try_call_*` methods).
+            RefusedJob::Job(_) => debug_assert!(false, "a refused call holds a call"),
+        }
+    }
+}
+
 /// A handle on a running database. Cheap to share (`Arc`) between server tasks.
 pub struct DatabaseHandle {
     /// Runs client-called procedures beside the database thread (modules with procedures).
@@ -350,7 +394,7 @@ impl DatabaseHandle {
 
     fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, HostError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.queue(make(tx)).map_err(|_| HostError::Runtime("the database is shut down".into()))?;
+        self.queue(make(tx)).map_err(|_| HostError::ShutDown)?;
         rx.recv().map_err(|_| HostError::Runtime("the database thread stopped".into()))?
     }
 
@@ -399,17 +443,24 @@ impl DatabaseHandle {
         args: ReducerArgs,
         reply: impl FnOnce(Result<ReducerOutcome, HostError>) + Send + 'static,
     ) {
-        let job = Job::CallAsync {
-            reducer: reducer.to_string(),
-            caller: caller.clone(),
-            args,
-            reply: Box::new(reply),
-        };
-        if let Err(Job::CallAsync { reply, .. }) = self.queue(job) {
-            reply(Err(HostError::Runtime("the database is shut down".into())));
+        if let Err(refused) = self.try_call_reducer_then(reducer, caller, args, Box::new(reply)) {
+            refused.refuse();
         }
     }
 
+    /// [`DatabaseHandle::call_reducer_then`], giving the call back unanswered if this version
+    /// of the module is shutting down, so it can be queued on the next one
+    /// ([`RefusedCall::requeue`]).
+    pub fn try_call_reducer_then(
+        &self,
+        reducer: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+        reply: AsyncReply,
+    ) -> Result<(), RefusedCall> {
+        let job = Job::CallAsync { reducer: reducer.to_string(), caller: caller.clone(), args, reply };
+        self.queue(job).map_err(|job| RefusedCall(Box::new(RefusedJob::Job(job))))
+    }
     /// Queues `job` without waiting for it; gives it back if the database thread is gone.
     // The job comes back only after shutdown; boxing it would cost an allocation per call.
     #[allow(clippy::result_large_err)]
@@ -441,28 +492,39 @@ impl DatabaseHandle {
         args: ReducerArgs,
         reply: impl FnOnce(Result<ProcedureOutcome, HostError>) + Send + 'static,
     ) {
+        if let Err(refused) = self.try_call_procedure_then(procedure, caller, args, Box::new(reply)) {
+            refused.refuse();
+        }
+    }
+
+    /// [`DatabaseHandle::call_procedure_then`], giving the call back unanswered if this
+    /// version of the module is shutting down (see [`RefusedCall`]).
+    pub fn try_call_procedure_then(
+        &self,
+        procedure: &str,
+        caller: &CallerInfo,
+        args: ReducerArgs,
+        reply: ProcedureReply,
+    ) -> Result<(), RefusedCall> {
         if let Some(p) = &self.procedures {
             let job = ProcedureJob {
                 target: ProcedureTarget::Call { procedure: procedure.to_string(), args },
                 caller: caller.clone(),
-                reply: Box::new(reply),
+                reply,
             };
-            if let Err(mpsc::SendError(Some(job))) =
-                p.pool.sender.lock().unwrap_or_else(|e| e.into_inner()).send(Some(job))
-            {
-                (job.reply)(Err(HostError::Runtime("the database is shut down".into())));
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(RefusedCall(Box::new(RefusedJob::Procedure(job))));
             }
-            return;
+            return match p.pool.sender.lock().unwrap_or_else(|e| e.into_inner()).send(Some(job)) {
+                Ok(()) => Ok(()),
+                Err(mpsc::SendError(Some(job))) => Err(RefusedCall(Box::new(RefusedJob::Procedure(job)))),
+                // Invariant: what was sent is what comes back, and it was `Some`.
+                Err(mpsc::SendError(None)) => unreachable!("a refused send gives back the job sent"),
+            };
         }
-        let job = Job::CallProcedure {
-            procedure: procedure.to_string(),
-            caller: caller.clone(),
-            args,
-            reply: Box::new(reply),
-        };
-        if let Err(Job::CallProcedure { reply, .. }) = self.queue(job) {
-            reply(Err(HostError::Runtime("the database is shut down".into())));
-        }
+        let job =
+            Job::CallProcedure { procedure: procedure.to_string(), caller: caller.clone(), args, reply };
+        self.queue(job).map_err(|job| RefusedCall(Box::new(RefusedJob::Job(job))))
     }
 
     /// Calls a procedure; returns once its commits are durable.

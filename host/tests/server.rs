@@ -824,6 +824,63 @@ fn a_module_update_that_keeps_the_schema_keeps_clients_connected() {
     assert!(contains(&result, b"a's call, new version"));
 }
 
+// Proves calls a client makes while a module update swaps versions are held for the new
+// version and run there, in order, instead of failing with "the database is shut down".
+#[test]
+fn calls_during_a_module_update_wait_for_the_new_version() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "hold", &owner, "quickstart_chat").status, 200);
+    let mut a = connect_ready(&s, "hold", None, "v2.bsatn.spacetimedb");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut sent = 0u32;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..3 {
+                let r = publish(&Http::new(), &s, "hold", &owner, "quickstart_chat");
+                assert_eq!(r.status, 200, "{}", r.body);
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        // And over HTTP, one call at a time.
+        scope.spawn(|| {
+            let http = Http::new();
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                n += 1;
+                let r = call(&http, &s, "hold", "send_message", Some(&owner), &format!(r#"["http {n}"]"#));
+                assert_eq!(r.status, 200, "HTTP call {n}: {}", r.body);
+            }
+        });
+        // Pipelined rounds of calls until every update is done, and one round after.
+        let mut last_round = false;
+        while !last_round {
+            last_round = done.load(std::sync::atomic::Ordering::Acquire);
+            let first = sent;
+            for _ in 0..100 {
+                sent += 1;
+                let text = str_bsatn(&format!("held {sent:05}"));
+                a.send(Message::Binary(call_msg(sent, "send_message", &text).into())).unwrap();
+            }
+            for expected in first + 1..=sent {
+                let result = next(&mut a);
+                assert_eq!(result[0], 6, "ReducerResult: {}", String::from_utf8_lossy(&result));
+                let request_id = u32::from_le_bytes(result[1..5].try_into().unwrap());
+                assert_eq!(request_id, expected, "answers in call order");
+                assert!(
+                    result[13] <= 1,
+                    "call {expected} failed (Ok=0, OkEmpty=1): {:?}",
+                    String::from_utf8_lossy(&result)
+                );
+            }
+        }
+    });
+    let r = sql(&http, &s, "hold", &owner, "SELECT * FROM message");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body.matches("held ").count(), sent as usize, "every held call ran once");
+}
+
 // Proves deleting a database closes its WebSocket clients with a reason, rather than leave
 // them waiting for updates that will never come.
 #[test]

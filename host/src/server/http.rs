@@ -19,7 +19,7 @@ use serde_json::json;
 use spacetimedb_sats::AlgebraicType;
 
 use super::auth::{Identity, Keys, Verified};
-use super::registry::{HostedDb, PublishOp, Registry, RegistryError};
+use super::registry::{HostedDb, PublishOp, Registry, RegistryError, UPDATE_WAIT};
 use super::sats_json;
 use crate::logs::LogRecord;
 use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
@@ -322,20 +322,31 @@ async fn call(
         Err(r) => return r,
     };
     let Some(d) = s.registry.resolve(&db) else { return no_database(&db) };
-    let Some(handle) = d.handle() else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the database is being updated");
-    };
     let Ok(args) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "invalid arguments: the body is not UTF-8");
     };
     let info = caller_info(&caller, random_connection_id());
+    // Waits for a module update in progress (as upstream holds calls meanwhile).
+    let waited = {
+        let d = Arc::clone(&d);
+        blocking(move || d.running_handle(UPDATE_WAIT)).await
+    };
+    let handle = match waited {
+        Err(r) => return r,
+        Ok(None) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "the database is shut down or still updating")
+        }
+        Ok(Some(h)) => h,
+    };
     // A name that is not a reducer may be a procedure (SPEC §5): 200 + its JSON return value.
     let spec = Arc::clone(handle.spec());
     if spec.reducer_id(&func).is_none() {
         if let Some(id) = spec.procedure_id(&func) {
             let result = blocking(move || {
-                connected_during(&handle, &info, || {
-                    handle.call_procedure(&func, &info, ReducerArgs::Json(args))
+                on_running_version(&d, handle, |handle| {
+                    connected_during(handle, &info, || {
+                        handle.call_procedure(&func, &info, ReducerArgs::Json(args.clone()))
+                    })
                 })
             })
             .await;
@@ -349,7 +360,11 @@ async fn call(
         }
     }
     let result = blocking(move || {
-        connected_during(&handle, &info, || handle.call_reducer(&func, &info, ReducerArgs::Json(args)))
+        on_running_version(&d, handle, |handle| {
+            connected_during(handle, &info, || {
+                handle.call_reducer(&func, &info, ReducerArgs::Json(args.clone()))
+            })
+        })
     })
     .await;
     let resp = match result {
@@ -399,6 +414,25 @@ fn connected_during<T>(
     r.map(Ok)
 }
 
+/// Runs `call` on `handle`; if that version of the module refused it, unrun, because a module
+/// update is swapping versions, runs it again on the next version (within [`UPDATE_WAIT`]).
+fn on_running_version<T>(
+    d: &HostedDb,
+    mut handle: Arc<crate::DatabaseHandle>,
+    call: impl Fn(&crate::DatabaseHandle) -> Result<T, HostError>,
+) -> Result<T, HostError> {
+    let start = std::time::Instant::now();
+    loop {
+        match call(&handle) {
+            Err(HostError::ShutDown) => match d.running_handle(UPDATE_WAIT.saturating_sub(start.elapsed())) {
+                Some(next) => handle = next,
+                None => return Err(HostError::ShutDown),
+            },
+            other => return other,
+        }
+    }
+}
+
 fn refused_response(refused: &str) -> Response {
     text(StatusCode::FORBIDDEN, format!("the module refused the connection: {refused}"))
 }
@@ -437,6 +471,7 @@ fn host_error_response(e: HostError) -> Response {
         HostError::InvalidArguments { .. } | HostError::NotCallable(_) | HostError::WriteFailed(_) => {
             StatusCode::BAD_REQUEST
         }
+        HostError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     text(status, e.to_string())

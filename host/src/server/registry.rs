@@ -39,6 +39,10 @@ pub struct DbMeta {
     pub created_at_micros: i64,
 }
 
+/// Longest a call, query or closing session waits for a module update in progress to bring
+/// up the next version.
+pub const UPDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One running database.
 pub struct HostedDb {
     pub meta: DbMeta,
@@ -64,6 +68,20 @@ impl HostedDb {
 
     pub fn owner(&self) -> Identity {
         Identity::from_hex(&self.meta.owner).expect("stored owner is valid hex")
+    }
+
+    /// A running module version's handle, waiting (up to `limit`) while a module update swaps
+    /// versions: blocks, so only for blocking threads. `None` if the database stopped for good
+    /// or no version came up in time.
+    pub fn running_handle(&self, limit: std::time::Duration) -> Option<Arc<DatabaseHandle>> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.handle() {
+                Some(h) if !h.is_stopped() => return Some(h),
+                _ if self.is_stopped() || start.elapsed() >= limit => return None,
+                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
     }
 
     /// Whether the database was stopped (deleted, or the server is shutting down).

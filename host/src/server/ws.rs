@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 
 use super::http::{authenticate, caller_info, AppState};
 use super::protocol::{self, ClientMessage, ReducerResultKind, W};
-use super::registry::HostedDb;
+use super::registry::{HostedDb, UPDATE_WAIT};
 use crate::codec::encode_value;
 use crate::module_def::ModuleSpec;
 use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
-use crate::worker::{CommitEvent, CommitsHeld, Delivery, HookOutput};
+use crate::worker::{CommitEvent, CommitsHeld, Delivery, HookOutput, RefusedCall};
 
 /// Messages queued for one client before it counts as too slow and is disconnected.
 pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
@@ -153,9 +153,12 @@ impl Drop for Hub {
     }
 }
 
-/// Longest a closing session waits for a module update to finish before it runs the
-/// disconnect lifecycle on whatever handle it has.
-const UPDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// What a session's ordered message task works through.
+enum Inbound {
+    Message(ClientMessage),
+    /// A call the socket task queued directly and the database refused (a module update).
+    Refused(RefusedCall),
+}
 
 /// Close reason for the clients of a hub replaced by a module update.
 const MODULE_UPDATED: &str = "the module was updated: reconnect";
@@ -532,6 +535,19 @@ impl Session {
         }
     }
 
+    /// The running module's spec, waiting (up to [`UPDATE_WAIT`]) while a module update swaps
+    /// versions: blocks, so only for blocking threads.
+    fn settled_spec(&self) -> Option<Arc<ModuleSpec>> {
+        let start = std::time::Instant::now();
+        loop {
+            let spec = spec_of(&self.hub.db);
+            if spec.is_some() || self.hub.db.is_stopped() || start.elapsed() >= UPDATE_WAIT {
+                return spec;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     fn auth(&self) -> ClientAuth {
         ClientAuth { sender: U256::from_le_bytes(self.info.identity), is_owner: self.is_owner }
     }
@@ -563,13 +579,16 @@ impl Session {
         // worker task. A call arriving while that queue is empty goes to the database thread
         // straight from this task (the common case, and one task hop fewer); otherwise it
         // queues behind the messages before it.
-        let (in_tx, mut in_rx) = mpsc::channel::<ClientMessage>(MAX_QUEUED_MESSAGES);
+        let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(MAX_QUEUED_MESSAGES);
         let queued = Arc::new(AtomicUsize::new(0));
         let worker = {
             let (s, tx, queued) = (Arc::clone(&session), out_tx.clone(), Arc::clone(&queued));
             tokio::spawn(async move {
                 while let Some(m) = in_rx.recv().await {
-                    Arc::clone(&s).handle_message(client, m, tx.clone()).await;
+                    match m {
+                        Inbound::Message(m) => Arc::clone(&s).handle_message(client, m, tx.clone()).await,
+                        Inbound::Refused(call) => s.requeue(call).await,
+                    }
                     queued.fetch_sub(1, Ordering::AcqRel);
                 }
             })
@@ -601,11 +620,16 @@ impl Session {
                                         ClientMessage::CallReducer { request_id, reducer, args }
                                             if queued.load(Ordering::Acquire) == 0 =>
                                         {
-                                            session.call(request_id, &reducer, args, &out_tx);
-                                            direct_calls += 1;
-                                            continue;
+                                            match session.call(request_id, &reducer, args, &out_tx) {
+                                                Ok(()) => {
+                                                    direct_calls += 1;
+                                                    continue;
+                                                }
+                                                // Held for the next module version, in order.
+                                                Err(refused) => Inbound::Refused(refused),
+                                            }
                                         }
-                                        other => other,
+                                        other => Inbound::Message(other),
                                     };
                                     queued.fetch_add(1, Ordering::AcqRel);
                                     if in_tx.send(m).await.is_err() {
@@ -672,21 +696,51 @@ impl Session {
         msg: ClientMessage,
         out: mpsc::Sender<Outbound>,
     ) {
-        match msg {
+        let queued = match msg {
             ClientMessage::CallReducer { request_id, reducer, args } => {
-                self.call(request_id, &reducer, args, &out);
-                return;
+                self.call(request_id, &reducer, args, &out)
             }
             ClientMessage::CallProcedure { request_id, procedure, args } => {
-                self.call_procedure(request_id, &procedure, args, &out);
+                self.call_procedure(request_id, &procedure, args, &out)
+            }
+            msg => {
+                let (s, out2) = (Arc::clone(&self), out.clone());
+                let reply = tokio::task::spawn_blocking(move || s.answer(client, msg, &out2)).await;
+                if let Ok(Some(bytes)) = reply {
+                    self.send(&out, &bytes);
+                }
                 return;
             }
-            _ => {}
+        };
+        if let Err(refused) = queued {
+            // The module is being updated: hold the call for the next version, as upstream
+            // does. This session reads its next message only after, so calls keep their order.
+            self.requeue(refused).await;
         }
-        let (s, out2) = (Arc::clone(&self), out.clone());
-        let reply = tokio::task::spawn_blocking(move || s.answer(client, msg, &out2)).await;
-        if let Ok(Some(bytes)) = reply {
-            self.send(&out, &bytes);
+    }
+
+    /// Queues a call the database refused (its module version is shutting down) on the next
+    /// version once that one runs — or answers it with the error if the database stopped for
+    /// good, this client's connection is closing for the update, or no version came up in
+    /// [`UPDATE_WAIT`].
+    async fn requeue(&self, mut refused: RefusedCall) {
+        let start = std::time::Instant::now();
+        loop {
+            let handle = self.handle();
+            if !handle.is_stopped() {
+                if !self.hub.lock().follow_update(self.hub.db.hooks.client_epoch()) {
+                    // The update closes this client: its calls must not run on the new version.
+                    return refused.refuse();
+                }
+                match refused.requeue(&handle) {
+                    Ok(()) => return,
+                    Err(again) => refused = again, // already stopping again: wait for the next
+                }
+            }
+            if self.hub.db.is_stopped() || start.elapsed() >= UPDATE_WAIT {
+                return refused.refuse();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 
@@ -717,18 +771,32 @@ impl Session {
     /// Queues a reducer call on the database thread (in arrival order). Its result goes onto
     /// the client's outgoing queue from the database thread itself (or the durability
     /// notifier's) once durable, so a client can pipeline calls.
-    fn call(&self, request_id: u32, reducer: &str, args: Vec<u8>, out: &mpsc::Sender<Outbound>) {
+    /// A call refused because the module is being updated comes back (see [`Session::requeue`]).
+    fn call(
+        &self,
+        request_id: u32,
+        reducer: &str,
+        args: Vec<u8>,
+        out: &mpsc::Sender<Outbound>,
+    ) -> Result<(), RefusedCall> {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
-        self.handle().call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
+        let reply: crate::worker::AsyncReply = Box::new(move |outcome| {
             queue_message(&out, &kick, &reducer_result_message(request_id, outcome));
         });
+        self.handle().try_call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), reply)
     }
 
     /// Queues a procedure call on the database thread, like [`Session::call`]; its
     /// `ProcedureResult` follows the updates of the commits it made.
-    fn call_procedure(&self, request_id: u32, procedure: &str, args: Vec<u8>, out: &mpsc::Sender<Outbound>) {
+    fn call_procedure(
+        &self,
+        request_id: u32,
+        procedure: &str,
+        args: Vec<u8>,
+        out: &mpsc::Sender<Outbound>,
+    ) -> Result<(), RefusedCall> {
         let (out, kick) = (out.clone(), Arc::clone(&self.kick));
-        self.handle().call_procedure_then(procedure, &self.info, ReducerArgs::Bsatn(args), move |outcome| {
+        let reply: crate::worker::ProcedureReply = Box::new(move |outcome| {
             let message = match outcome {
                 Ok(o) => protocol::procedure_result(
                     request_id,
@@ -742,13 +810,15 @@ impl Session {
             };
             queue_message(&out, &kick, &message);
         });
+        self.handle().try_call_procedure_then(procedure, &self.info, ReducerArgs::Bsatn(args), reply)
     }
 
     /// The reply to one client message (on a blocking thread), or `None` if it was already
     /// queued on `out`.
     fn answer(&self, client: ClientId, msg: ClientMessage, out: &mpsc::Sender<Outbound>) -> Option<Vec<u8>> {
-        let Some(spec) = spec_of(&self.hub.db) else {
-            // Between two versions of the module (a stopped database's clients are closed).
+        let Some(spec) = self.settled_spec() else {
+            // Still between two versions of the module after waiting (a stopped database's
+            // clients are closed).
             const UNAVAILABLE: &str = "the database is being updated: try again";
             return match msg {
                 ClientMessage::Subscribe { request_id, query_set_id, .. }
