@@ -584,6 +584,92 @@ pub fn update_keeps_clients(old: &ModuleSpec, new: &ModuleSpec) -> bool {
         && plan_migration(old, new).is_ok_and(|plan| plan.drop.is_empty())
 }
 
+/// What publishing a new version over a database's current one would do (the pre-publish
+/// check, as upstream's `pre_publish`): the steps, and whether it breaks connected clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdatePlan {
+    pub steps: Vec<String>,
+    /// Clients connected under the old version will be disconnected (see
+    /// [`update_keeps_clients`]).
+    pub breaks_clients: bool,
+    /// blake3 of the old and the new program.
+    pub old_program_hash: [u8; 32],
+    pub new_program_hash: [u8; 32],
+}
+
+impl UpdatePlan {
+    /// The plan as lines of text for the publisher.
+    pub fn describe(&self) -> String {
+        let mut out = String::from("Planned update:\n");
+        if self.steps.is_empty() {
+            out.push_str("- no schema changes\n");
+        }
+        for step in &self.steps {
+            out.push_str(&format!("- {step}\n"));
+        }
+        out
+    }
+}
+
+/// Plans publishing `program` over the program stored in `db`, changing nothing: `Ok(None)`
+/// if no program is stored yet, `Err(HostError::IncompatibleSchema)` if the data could not be
+/// kept (a manual migration, or deleting the data, is needed).
+pub fn plan_update(
+    engine: &WasmEngine,
+    db: &Arc<Database>,
+    program: &[u8],
+    config: &HostConfig,
+) -> Result<Option<UpdatePlan>, HostError> {
+    let Some(stored) = stored_program(&db.snapshot()) else { return Ok(None) };
+    if program.len() > lightcone_mvcc::MAX_VALUE_BYTES {
+        return Err(HostError::ProgramTooLarge {
+            bytes: program.len(),
+            max: lightcone_mvcc::MAX_VALUE_BYTES,
+        });
+    }
+    let new = instantiate(engine, db, program, config)?.spec;
+    let old = decode_module_def(&stored.module_def)?;
+    let migration = plan_migration(&old, &new)?;
+    let kind = |spec: &ModuleSpec, name: &str| {
+        if spec.table_by_name(name).is_some_and(|t| t.view.is_some()) {
+            "view"
+        } else {
+            "table"
+        }
+    };
+    let mut steps = Vec::new();
+    for name in &migration.drop {
+        match new.table_by_name(name) {
+            Some(_) => steps.push(format!("recreate view `{name}` (its rows are recomputed)")),
+            None => steps.push(format!("remove view `{name}`")),
+        }
+    }
+    for &i in &migration.create {
+        let name = &new.tables[i].name;
+        if !migration.drop.contains(name) {
+            steps.push(format!("create {} `{name}`", kind(&new, name)));
+        }
+    }
+    let sorted = |spec: &ModuleSpec| {
+        let mut rls: Vec<String> = spec.row_level_security.clone();
+        rls.sort();
+        rls
+    };
+    if sorted(&old) != sorted(&new) {
+        steps.push("change the row-level security filters".into());
+    }
+    let breaks_clients = !update_keeps_clients(&old, &new);
+    if breaks_clients {
+        steps.push("disconnect all clients (they must reconnect)".into());
+    }
+    Ok(Some(UpdatePlan {
+        steps,
+        breaks_clients,
+        old_program_hash: *blake3::hash(&stored.program).as_bytes(),
+        new_program_hash: *blake3::hash(program).as_bytes(),
+    }))
+}
+
 /// How version `new` of a table stores its rows differently from version `old`: columns
 /// (names, engine types and full types), indexes, constraints, sequences and visibility. Empty
 /// if the same.

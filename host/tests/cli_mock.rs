@@ -232,6 +232,9 @@ fn publish_uploads_the_wasm() {
     let wasm = dir.path().join("m.wasm");
     std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
     let mock = with_identity(|r| {
+        if r.path.ends_with("/pre_publish") {
+            return (404, "no such database".into()); // a new database: no plan to check
+        }
         let op = if r.path.contains("clear=true") { "updated" } else { "created" };
         (200, format!(r#"{{"Success":{{"domain":"chat","database_identity":"c200cd","op":"{op}"}}}}"#))
     });
@@ -256,6 +259,56 @@ fn publish_uploads_the_wasm() {
         lightcone(dir.path(), &["publish", "-s", &mock.server(), "-b", not_wasm.to_str().unwrap(), "chat"]);
     assert!(!ok);
     assert!(err.contains("is not a wasm module"), "{err}");
+}
+
+// Proves `publish` over an existing database asks the server for the update's plan first:
+// it prints the plan, refuses to break clients unless told to (`--break-clients` or `-y`),
+// then passes the migration token back; an update that cannot keep the data is refused with
+// the server's reason, and nothing is uploaded.
+#[test]
+fn publish_checks_an_update_before_uploading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("m.wasm");
+    std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
+    let w = wasm.to_str().unwrap();
+    let plan = r#"{"AutoMigrate":{"migrate_plan":"Planned update:\n- disconnect all clients (they must reconnect)\n","break_clients":true,"token":"0x1f00ab","major_version_upgrade":false}}"#;
+    let mock = with_identity(move |r| {
+        if r.path.ends_with("/pre_publish") {
+            return (200, plan.to_string());
+        }
+        (200, r#"{"Success":{"domain":"chat","database_identity":"c200cd","op":"updated"}}"#.into())
+    });
+    let (ok, _, err) = lightcone(dir.path(), &["publish", "-s", &mock.server(), "-b", w, "chat"]);
+    assert!(!ok, "breaking clients needs a yes");
+    assert!(err.contains("disconnect all clients") && err.contains("BREAK existing clients"), "{err}");
+    assert!(err.contains("--break-clients"), "{err}");
+    assert!(mock.find("PUT", "/v1/database/chat").is_empty(), "nothing uploaded");
+    let pre = &mock.find("POST", "/v1/database/chat/pre_publish")[0];
+    assert_eq!(pre.body, b"\0asm\x01\0\0\0", "the plan is made for the program to publish");
+
+    for flag in ["--break-clients", "-y"] {
+        let (ok, out, err) = lightcone(dir.path(), &["publish", "-s", &mock.server(), "-b", w, "chat", flag]);
+        assert!(ok, "{flag}: {err}");
+        assert_eq!(out.trim(), "Updated database with name: chat, identity: c200cd");
+    }
+    for put in mock.find("PUT", "/v1/database/chat") {
+        assert_eq!(put.path, "/v1/database/chat?policy=BreakClients&token=0x1f00ab");
+    }
+
+    let manual = with_identity(|r| {
+        if r.path.ends_with("/pre_publish") {
+            return (
+                200,
+                r#"{"ManualMigrate":{"reason":"table `message` was removed","major_version_upgrade":false}}"#
+                    .into(),
+            );
+        }
+        (500, "must not be reached".into())
+    });
+    let (ok, _, err) = lightcone(dir.path(), &["publish", "-s", &manual.server(), "-b", w, "chat", "-y"]);
+    assert!(!ok);
+    assert!(err.contains("table `message` was removed") && err.contains("--delete-data"), "{err}");
+    assert!(manual.find("PUT", "/v1/database/chat").is_empty());
 }
 
 // Proves a server nobody listens on gives the `lightcone start` hint, and a bad -s is refused.

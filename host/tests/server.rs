@@ -101,6 +101,28 @@ fn publish(http: &Http, s: &Server, name: &str, token: &str, wasm: &str) -> Repl
     )
 }
 
+fn pre_publish(http: &Http, s: &Server, name: &str, token: &str, wasm: &str) -> Reply {
+    let url = format!("{}/v1/database/{name}/pre_publish", s.url);
+    http.req("POST", &url, Some(token), Some("application/wasm"), fixture(wasm))
+}
+
+/// Publishes an update that disconnects clients, acknowledged as the `spacetime` CLI does it:
+/// the token from `pre_publish`, passed back with `policy=BreakClients`.
+fn publish_breaking(http: &Http, s: &Server, name: &str, token: &str, wasm: &str) -> Reply {
+    let plan = pre_publish(http, s, name, token, wasm);
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    let plan: serde_json::Value = serde_json::from_str(&plan.body).unwrap();
+    assert_eq!(plan["AutoMigrate"]["break_clients"], true, "{plan}");
+    let migration = plan["AutoMigrate"]["token"].as_str().unwrap().to_string();
+    http.req(
+        "PUT",
+        &format!("{}/v1/database/{name}?policy=BreakClients&token={migration}", s.url),
+        Some(token),
+        Some("application/wasm"),
+        fixture(wasm),
+    )
+}
+
 fn call(http: &Http, s: &Server, db: &str, reducer: &str, token: Option<&str>, args: &str) -> Reply {
     let url = format!("{}/v1/database/{db}/call/{reducer}", s.url);
     http.req("POST", &url, token, Some("application/json"), args.as_bytes().to_vec())
@@ -783,7 +805,7 @@ fn a_module_update_retires_the_old_subscription_filters() {
     assert!(contains(&applied, &alice_le) && contains(&applied, &bob_le), "no RLS yet: both rows");
 
     // The update adds `SELECT * FROM caller_info WHERE sender = :sender` for other identities.
-    let r = publish(&http, &s, "upd", &owner, "abi_exerciser_unstable");
+    let r = publish_breaking(&http, &s, "upd", &owner, "abi_exerciser_unstable");
     assert_eq!(r.status, 200, "{}", r.body);
     // The next commit closes Alice's session of the old hub with a reason to reconnect (no
     // new subscription needed to notice the update).
@@ -795,6 +817,46 @@ fn a_module_update_retires_the_old_subscription_filters() {
     let applied = next(&mut b);
     assert_eq!(applied[0], 1, "SubscribeApplied: {}", String::from_utf8_lossy(&applied));
     assert!(contains(&applied, &bob_le) && !contains(&applied, &alice_le), "the new filter applies");
+}
+
+// Proves an update that would disconnect every client is refused unless the publisher
+// acknowledges it with the token `pre_publish` gave for that update (as upstream's
+// `MigrationPolicy`), leaving the running version and its clients untouched; and that
+// `pre_publish` plans without changing anything: 404 for a new database, 403 for others, the
+// reason for an update that cannot keep the data.
+#[test]
+fn a_client_breaking_update_needs_the_pre_publish_token() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    let (_, other) = new_identity(&http, &s);
+    assert_eq!(pre_publish(&http, &s, "brk", &owner, "abi_exerciser").status, 404, "not created yet");
+    assert_eq!(publish(&http, &s, "brk", &owner, "abi_exerciser").status, 200);
+    let mut a = connect_ready(&s, "brk", Some(&owner), "v2.bsatn.spacetimedb");
+    a.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM caller_info"]).into())).unwrap();
+    assert_eq!(next(&mut a)[0], 1, "SubscribeApplied");
+
+    assert_eq!(pre_publish(&http, &s, "brk", &other, "abi_exerciser_unstable").status, 403);
+    let manual = pre_publish(&http, &s, "brk", &owner, "quickstart_chat");
+    let manual: serde_json::Value = serde_json::from_str(&manual.body).unwrap();
+    assert!(manual["ManualMigrate"]["reason"].as_str().unwrap().contains("removed"), "{manual}");
+
+    let refused = publish(&http, &s, "brk", &owner, "abi_exerciser_unstable");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("disconnect every client"), "{}", refused.body);
+    let url = format!("{}/v1/database/brk?policy=BreakClients&token=0x1234", s.url);
+    let forged =
+        http.req("PUT", &url, Some(&owner), Some("application/wasm"), fixture("abi_exerciser_unstable"));
+    assert_eq!(forged.status, 400, "{}", forged.body);
+    assert!(forged.body.contains("token"), "{}", forged.body);
+    // Still the old version, its client still subscribed: a commit reaches it.
+    assert_eq!(call(&http, &s, "brk", "whoami", Some(&owner), "[]").status, 200);
+    assert_eq!(next(&mut a)[0], 4, "TransactionUpdate, not a close");
+
+    let r = publish_breaking(&http, &s, "brk", &owner, "abi_exerciser_unstable");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(call(&http, &s, "brk", "whoami", Some(&owner), "[]").status, 200);
+    assert!(close_reason(&mut a).contains("module was updated"));
 }
 
 // Proves an update that keeps the schema and the filters keeps clients connected, as

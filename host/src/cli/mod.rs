@@ -90,6 +90,9 @@ pub enum Command {
         /// Delete the database's data before publishing (asks first unless -y).
         #[arg(short = 'c', long = "delete-data")]
         delete_data: bool,
+        /// Allow an update that disconnects every client (skips that question; -y does too).
+        #[arg(long = "break-clients")]
+        break_clients: bool,
         /// Extra options for `cargo build` (one string, split on whitespace).
         #[arg(long = "build-options", value_name = "OPTIONS", allow_hyphen_values = true)]
         build_options: Option<String>,
@@ -291,6 +294,53 @@ fn confirm(question: &str, yes: bool) -> Result<bool, CliError> {
     }
 }
 
+/// The pre-publish check of an update (as the `spacetime` CLI makes it): prints the plan, asks
+/// before an update that disconnects every client, and refuses one that cannot keep the
+/// data. Returns the query that publishes the update as planned ("" for a new database).
+fn check_update(
+    client: &client::Client,
+    name: &str,
+    wasm: &[u8],
+    break_clients: bool,
+) -> Result<String, CliError> {
+    eprintln!("Checking for breaking changes …");
+    let answer = match client.json(
+        "POST",
+        &format!("{}/pre_publish", db_path(name)),
+        Some(Payload::wasm(wasm.to_vec())),
+    ) {
+        Ok(answer) => answer,
+        Err(CliError::Http { status: 404, .. }) => return Ok(String::new()), // a new database
+        Err(e) => return Err(e),
+    };
+    if let Some(manual) = answer.get("ManualMigrate") {
+        let reason = manual.get("reason").and_then(|r| r.as_str()).unwrap_or("(no reason given)");
+        return Err(CliError::Aborted(format!(
+            "aborted: this update cannot keep the data of `{name}`: {reason}\n\
+             Publish with --delete-data to replace the database instead."
+        )));
+    }
+    let auto = answer
+        .get("AutoMigrate")
+        .ok_or_else(|| CliError::BadResponse(format!("unexpected pre-publish answer: {answer}")))?;
+    if let Some(plan) = auto.get("migrate_plan").and_then(|p| p.as_str()) {
+        eprint!("{plan}");
+    }
+    if auto.get("break_clients").and_then(|b| b.as_bool()) != Some(true) {
+        return Ok(String::new());
+    }
+    if !confirm("The above changes will BREAK existing clients. Do you want to proceed?", break_clients)? {
+        return Err(CliError::Aborted(
+            "aborted: nothing was published (pass --break-clients or -y to allow it)".into(),
+        ));
+    }
+    let token = auto
+        .get("token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| CliError::BadResponse("the pre-publish answer has no migration token".into()))?;
+    Ok(format!("?policy=BreakClients&token={}", encode_segment(token)))
+}
+
 fn db_path(db: &str) -> String {
     format!("/database/{}", encode_segment(db))
 }
@@ -318,7 +368,15 @@ pub fn run(command: Command) -> Result<(), CliError> {
 fn run_command(command: Command) -> Result<(), CliError> {
     let mut session = Session::load()?;
     match command {
-        Command::Publish { name, project_path, bin_path, delete_data, build_options, server } => {
+        Command::Publish {
+            name,
+            project_path,
+            bin_path,
+            delete_data,
+            break_clients,
+            build_options,
+            server,
+        } => {
             let wasm_path = match bin_path {
                 Some(p) if p.is_file() && !looks_like_wasm(&p) => {
                     return Err(CliError::InvalidArgument(format!("{} is not a wasm module", p.display())))
@@ -353,7 +411,11 @@ fn run_command(command: Command) -> Result<(), CliError> {
             );
             let answer = match &name {
                 Some(n) => {
-                    let query = if delete_data { "?clear=true" } else { "" };
+                    let query = if delete_data {
+                        "?clear=true".to_string()
+                    } else {
+                        check_update(&client, n, &wasm, break_clients || server.yes)?
+                    };
                     client.json("PUT", &format!("{}{query}", db_path(n)), Some(Payload::wasm(wasm)))?
                 }
                 None => client.json("POST", "/database", Some(Payload::wasm(wasm)))?,

@@ -19,7 +19,9 @@ use serde_json::json;
 use spacetimedb_sats::AlgebraicType;
 
 use super::auth::{Identity, Keys, Verified};
-use super::registry::{HostedDb, PublishOp, Registry, RegistryError, UPDATE_WAIT};
+use super::registry::{
+    HostedDb, MigrationPolicy, PrePublish, PublishOp, Registry, RegistryError, UPDATE_WAIT,
+};
 use super::sats_json;
 use crate::logs::LogRecord;
 use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
@@ -47,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/identity/{id}/databases", get(databases_of))
         .route("/v1/database", post(publish_unnamed))
         .route("/v1/database/{name}", put(publish_named).get(database_info).delete(delete_database))
+        .route("/v1/database/{name}/pre_publish", post(pre_publish))
         .route("/v1/database/{db}/identity", get(database_identity))
         .route("/v1/database/{db}/names", get(database_names))
         .route("/v1/database/{db}/call/{func}", post(call))
@@ -167,7 +170,11 @@ async fn databases_of(State(s): S, Path(id): Path<String>) -> Response {
 #[derive(Debug, Deserialize, Default)]
 struct PublishQuery {
     clear: Option<bool>,
+    /// The migration token from `pre_publish` (as upstream: the caller authenticates with
+    /// the `Authorization` header here).
     token: Option<String>,
+    /// `Compatible` (the default) or `BreakClients`.
+    policy: Option<String>,
 }
 
 async fn publish_unnamed(
@@ -196,9 +203,25 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (caller, minted) = match caller_or_mint(&s, &headers, q.token.as_deref()) {
+    let (caller, minted) = match caller_or_mint(&s, &headers, None) {
         Ok(c) => c,
         Err(r) => return r,
+    };
+    let policy = match (q.policy.as_deref(), q.token) {
+        (None | Some("Compatible"), _) => MigrationPolicy::Compatible,
+        (Some("BreakClients"), Some(token)) => MigrationPolicy::BreakClients(token),
+        (Some("BreakClients"), None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Migration policy is set to `BreakClients`, but no migration token was provided.",
+            )
+        }
+        (Some(other), _) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown migration policy `{other}`: use `Compatible` or `BreakClients`"),
+            )
+        }
     };
     if body.len() > MAX_PROGRAM_BYTES {
         return text(
@@ -209,13 +232,14 @@ async fn publish(
     let registry = Arc::clone(&s.registry);
     let clear = q.clear.unwrap_or(false);
     let name2 = name.clone();
-    let result =
-        match blocking(move || registry.publish(name2.as_deref(), body.to_vec(), caller.identity, clear))
-            .await
-        {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
+    let result = match blocking(move || {
+        registry.publish_with(name2.as_deref(), body.to_vec(), caller.identity, clear, &policy)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let resp = match result {
         Ok((db, op)) => Json(json!({"Success": {
             "domain": db.meta.name,
@@ -230,9 +254,56 @@ async fn publish(
             text(StatusCode::BAD_REQUEST, RegistryError::BadName(n).to_string())
         }
         Err(RegistryError::Host(e)) => text(StatusCode::BAD_REQUEST, format!("publish failed: {e}")),
+        Err(e @ RegistryError::BreaksClients(_)) => {
+            text(StatusCode::BAD_REQUEST, format!("publish failed: {e}"))
+        }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("publish failed: {e}")),
     };
     with_minted(resp, minted)
+}
+
+/// `POST /v1/database/:name/pre_publish`: what publishing the body (a program) over the
+/// database would do, changing nothing — for its owner. 404 for a database that does not
+/// exist (the official CLI then publishes a new one).
+async fn pre_publish(State(s): S, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authenticate(&s, &headers, None) {
+        Ok(Some(v)) => v,
+        Ok(None) => return text(StatusCode::UNAUTHORIZED, "pre_publish needs the owner's token"),
+        Err(r) => return r,
+    };
+    if body.len() > MAX_PROGRAM_BYTES {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the program is {} bytes; the limit is {MAX_PROGRAM_BYTES}", body.len()),
+        );
+    }
+    let registry = Arc::clone(&s.registry);
+    let result = match blocking(move || registry.pre_publish(&name, &body, caller.identity)).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match result {
+        Ok(PrePublish::Auto { plan, token }) => Json(json!({"AutoMigrate": {
+            "migrate_plan": plan.describe(),
+            "break_clients": plan.breaks_clients,
+            "token": token,
+            "major_version_upgrade": false,
+        }}))
+        .into_response(),
+        Ok(PrePublish::Manual { reason }) => Json(json!({"ManualMigrate": {
+            "reason": reason,
+            "major_version_upgrade": false,
+        }}))
+        .into_response(),
+        Err(RegistryError::NotFound(n)) => no_database(&n),
+        Err(RegistryError::PermissionDenied(n)) => {
+            (StatusCode::FORBIDDEN, Json(json!({"PermissionDenied": {"name": n}}))).into_response()
+        }
+        Err(RegistryError::Host(e)) => {
+            text(StatusCode::BAD_REQUEST, format!("pre-publish check failed: {e}"))
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("pre-publish check failed: {e}")),
+    }
 }
 
 async fn database_info(State(s): S, Path(db): Path<String>) -> Response {

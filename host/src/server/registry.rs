@@ -117,6 +117,49 @@ pub enum RegistryError {
     Host(#[from] HostError),
     #[error("{0}")]
     Io(String),
+    /// The update would disconnect every client and the publisher did not acknowledge it
+    /// (upstream's `MigrationPolicyError`).
+    #[error("{0}")]
+    BreaksClients(String),
+}
+
+/// Whether a publish may disconnect clients (upstream's `MigrationPolicy`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MigrationPolicy {
+    /// Refuse an update that would disconnect clients.
+    #[default]
+    Compatible,
+    /// Allow it: the token from [`Registry::pre_publish`] for this exact update.
+    BreakClients(String),
+}
+
+/// What [`Registry::pre_publish`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrePublish {
+    /// The update keeps the data. `token` acknowledges it when it breaks clients.
+    Auto { plan: crate::module_host::UpdatePlan, token: String },
+    /// The data cannot be kept: why.
+    Manual { reason: String },
+}
+
+/// Acknowledges one update (database, old program, new program): a safeguard against
+/// publishing a client-breaking change unawares, not a secret. Shaped like upstream's, a
+/// `0x`-hex u256 with no leading zero, so the official CLI passes it back unchanged.
+fn migration_token(database: &str, plan: &crate::module_host::UpdatePlan) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"lightcone migration token\0");
+    h.update(database.as_bytes());
+    h.update(&plan.old_program_hash);
+    h.update(&plan.new_program_hash);
+    let mut bytes = *h.finalize().as_bytes();
+    bytes[0] |= 0x10; // a leading digit that is never 0
+    format!("0x{}", hex::encode(bytes))
+}
+
+/// Tokens compared as the numbers they are (`0x` and leading zeros aside).
+fn same_token(a: &str, b: &str) -> bool {
+    let norm = |t: &str| t.trim().trim_start_matches("0x").trim_start_matches('0').to_ascii_lowercase();
+    norm(a) == norm(b)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,13 +370,50 @@ impl Registry {
         v
     }
 
-    /// Creates (or, for its owner, updates) a database. `clear` wipes the data first.
+    /// Creates (or, for its owner, updates) a database. `clear` wipes the data first. An
+    /// update that would disconnect clients is refused (see [`Registry::publish_with`]).
     pub fn publish(
         &self,
         name: Option<&str>,
         program: Vec<u8>,
         caller: Identity,
         clear: bool,
+    ) -> Result<(Arc<HostedDb>, PublishOp), RegistryError> {
+        self.publish_with(name, program, caller, clear, &MigrationPolicy::Compatible)
+    }
+
+    /// What publishing `program` over the database `name` would do, changing nothing (the
+    /// owner's check before an update, as upstream's `pre_publish`).
+    pub fn pre_publish(
+        &self,
+        name: &str,
+        program: &[u8],
+        caller: Identity,
+    ) -> Result<PrePublish, RegistryError> {
+        let db = self.resolve(name).ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        if db.meta.owner != caller.to_hex() {
+            return Err(RegistryError::PermissionDenied(name.to_string()));
+        }
+        match crate::module_host::plan_update(&self.engine, &db.db, program, &Self::config(&db.meta)) {
+            Ok(Some(plan)) => Ok(PrePublish::Auto { token: migration_token(&db.meta.identity, &plan), plan }),
+            Ok(None) => Err(RegistryError::NotFound(name.to_string())),
+            Err(HostError::IncompatibleSchema(reason)) => Ok(PrePublish::Manual { reason }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Registry::publish`] under `policy`: an update that would disconnect every client
+    /// goes ahead only with [`MigrationPolicy::BreakClients`] and the token
+    /// [`Registry::pre_publish`] gave for it. The update is planned before the running
+    /// version stops, so a refused one (incompatible, not acknowledged, not a module) leaves
+    /// it running untouched.
+    pub fn publish_with(
+        &self,
+        name: Option<&str>,
+        program: Vec<u8>,
+        caller: Identity,
+        clear: bool,
+        policy: &MigrationPolicy,
     ) -> Result<(Arc<HostedDb>, PublishOp), RegistryError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = name {
@@ -353,6 +433,31 @@ impl Registry {
                 Ok((hosted, PublishOp::Updated))
             }
             Some(db) => {
+                let config = Self::config(&db.meta);
+                if let Some(plan) = crate::module_host::plan_update(&self.engine, &db.db, &program, &config)?
+                {
+                    let acknowledged = match policy {
+                        MigrationPolicy::Compatible => false,
+                        MigrationPolicy::BreakClients(token) => {
+                            if !same_token(token, &migration_token(&db.meta.identity, &plan)) {
+                                return Err(RegistryError::BreaksClients(
+                                    "the migration token is invalid or does not match this update \
+                                     (ask pre_publish again)"
+                                        .into(),
+                                ));
+                            }
+                            true
+                        }
+                    };
+                    if plan.breaks_clients && !acknowledged {
+                        return Err(RegistryError::BreaksClients(format!(
+                            "this update would disconnect every client, which was not acknowledged: \
+                             publish with policy=BreakClients and the token from pre_publish \
+                             (`lightcone publish --break-clients`)\n{}",
+                            plan.describe()
+                        )));
+                    }
+                }
                 // Stop the module, publish the new program over the same data; on refusal put
                 // the old one back.
                 let old = db.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -360,7 +465,6 @@ impl Registry {
                     h.shutdown();
                 }
                 let start = Start::Publish { program, owner: caller.to_le() };
-                let config = Self::config(&db.meta);
                 let started = DatabaseHandle::start_with_hooks(
                     Arc::clone(&self.engine),
                     Arc::clone(&db.db),
