@@ -512,10 +512,11 @@ impl DatabaseHandle {
                 caller: caller.clone(),
                 reply,
             };
-            if self.stopped.load(Ordering::Acquire) {
+            let sender = p.pool.sender.lock().unwrap_or_else(|e| e.into_inner());
+            if p.pool.stopping.load(Ordering::Acquire) || self.stopped.load(Ordering::Acquire) {
                 return Err(RefusedCall(Box::new(RefusedJob::Procedure(job))));
             }
-            return match p.pool.sender.lock().unwrap_or_else(|e| e.into_inner()).send(Some(job)) {
+            return match sender.send(Some(job)) {
                 Ok(()) => Ok(()),
                 Err(mpsc::SendError(Some(job))) => Err(RefusedCall(Box::new(RefusedJob::Procedure(job)))),
                 // Invariant: what was sent is what comes back, and it was `Some`.
@@ -798,8 +799,13 @@ impl ProcedureThread {
     /// answered with an error. (Draining the queue instead could take forever: scheduled
     /// procedures keep arriving until the database thread stops, which comes after this.)
     fn stop(&self) {
-        self.pool.stopping.store(true, Ordering::Release);
-        let _ = self.pool.sender.lock().unwrap_or_else(|p| p.into_inner()).send(None);
+        {
+            // Under the sender's lock: a call sent after this sees `stopping` and is handed
+            // back unrun (see `try_call_procedure_then`), to be queued on the next version.
+            let sender = self.pool.sender.lock().unwrap_or_else(|p| p.into_inner());
+            self.pool.stopping.store(true, Ordering::Release);
+            let _ = sender.send(None);
+        }
         // Threads may still start while the first ones finish their jobs: join until none is left.
         loop {
             let Some(t) = self.pool.threads.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
@@ -812,7 +818,8 @@ impl ProcedureThread {
         if let Some(rx) = jobs.take() {
             while let Ok(job) = rx.try_recv() {
                 if let Some(job) = job {
-                    (job.reply)(Err(HostError::Runtime("the database is shutting down".into())));
+                    // Never started: the caller may try it again on the next version.
+                    (job.reply)(Err(HostError::ShutDown));
                 }
             }
         }

@@ -831,6 +831,9 @@ fn a_client_breaking_update_needs_the_pre_publish_token() {
     let (_, owner) = new_identity(&http, &s);
     let (_, other) = new_identity(&http, &s);
     assert_eq!(pre_publish(&http, &s, "brk", &owner, "abi_exerciser").status, 404, "not created yet");
+    let url = format!("{}/v1/database/brk/pre_publish", s.url);
+    let anonymous = http.req("POST", &url, None, Some("application/wasm"), fixture("abi_exerciser"));
+    assert_eq!(anonymous.status, 404, "a new database, whoever asks: {}", anonymous.body);
     assert_eq!(publish(&http, &s, "brk", &owner, "abi_exerciser").status, 200);
     let mut a = connect_ready(&s, "brk", Some(&owner), "v2.bsatn.spacetimedb");
     a.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM caller_info"]).into())).unwrap();
@@ -892,7 +895,7 @@ fn a_module_update_that_keeps_the_schema_keeps_clients_connected() {
 fn calls_during_a_module_update_wait_for_the_new_version() {
     let s = start();
     let http = Http::new();
-    let (_, owner) = new_identity(&http, &s);
+    let (owner_id, owner) = new_identity(&http, &s);
     assert_eq!(publish(&http, &s, "hold", &owner, "quickstart_chat").status, 200);
     let mut a = connect_ready(&s, "hold", None, "v2.bsatn.spacetimedb");
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -941,6 +944,13 @@ fn calls_during_a_module_update_wait_for_the_new_version() {
     let r = sql(&http, &s, "hold", &owner, "SELECT * FROM message");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body.matches("held ").count(), sent as usize, "every held call ran once");
+    // HTTP calls that straddled an update still ran `client_disconnected` after connecting:
+    // the owner is known, and not left online.
+    let users = sql(&http, &s, "hold", &owner, "SELECT * FROM user");
+    assert!(users.body.contains(owner_id.trim_start_matches("0x")), "{}", users.body);
+    let online = sql(&http, &s, "hold", &owner, "SELECT * FROM user WHERE online = true");
+    assert_eq!(online.status, 200, "{}", online.body);
+    assert!(!online.body.contains(owner_id.trim_start_matches("0x")), "left online: {}", online.body);
 }
 
 // Proves deleting a database closes its WebSocket clients with a reason, rather than leave

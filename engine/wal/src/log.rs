@@ -11,7 +11,7 @@ use lightcone_mvcc::{Database, TxDelta};
 
 use crate::backend::{open_backend, BackendChoice, BackendKind};
 use crate::codec::encode_delta;
-use crate::disk::{lock, worker, Queue, Shared, SYNC_WORKERS};
+use crate::disk::{lock, worker, write_closing_mark, Queue, Shared, SYNC_WORKERS};
 use crate::frame::{encode_frame_with, MAX_PAYLOAD_BYTES};
 use crate::read::{replay_into, ReplayProgress, ReplayStats};
 use crate::segment::{list_segments, parse_header, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC};
@@ -117,6 +117,10 @@ impl CommitLog {
                     .map_err(|e| WalError::io(&path, e))?;
                 let len = file.metadata().map_err(|e| WalError::io(&path, e))?.len();
                 upgrade_segment_format(&file, &path)?;
+                // A process crash leaves the tail in the page cache, unsynced, yet replayed:
+                // sync it now, or the first new batch's durability mark (which says every
+                // record so far is durable) could be on disk before those records.
+                file.sync_data().map_err(|e| WalError::io(&path, e))?;
                 // Appending resumes after the last whole record; zeros after it are space the
                 // writer had preallocated.
                 let data = replay.scan.last_segment_data_bytes.max(SEGMENT_HEADER_BYTES as u64);
@@ -241,6 +245,9 @@ impl Drop for CommitLog {
             tracing::error!("commit log flush at shutdown failed: {e}");
         }
         stop_workers(&self.shared, std::mem::take(&mut self.disk_workers));
+        if let Err(e) = write_closing_mark(&self.shared) {
+            tracing::warn!("commit log: writing the closing durability mark failed: {e}");
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use lightcone_mvcc::{Database, ReadTx, TxDelta};
 
 use crate::codec::decode_delta;
-use crate::frame::{decode_frame, decode_mark, starts_mark, Frame, FRAME_HEADER_BYTES, MARK_BYTES};
+use crate::frame::{
+    decode_frame, decode_mark, starts_mark, Frame, FrameError, FRAME_HEADER_BYTES, MARK_BYTES,
+};
 use crate::segment::{list_segments, parse_header, SEGMENT_HEADER_BYTES};
 use crate::WalError;
 
@@ -82,7 +84,15 @@ pub fn scan(
                 break;
             }
             let decoded = if starts_mark(&bytes[pos..]) {
-                decode_mark(&bytes[pos..]).map(|_| None)
+                // A real mark names a transaction before the next record; one that does not is
+                // damage (or bytes that only look like a mark).
+                decode_mark(&bytes[pos..]).and_then(|durable| {
+                    if durable < next {
+                        Ok(None)
+                    } else {
+                        Err(FrameError::Corrupt)
+                    }
+                })
             } else {
                 decode_frame(&bytes[pos..]).map(Some)
             };
@@ -155,9 +165,19 @@ fn valid_record_after(bytes: &[u8], from: usize, at_least: u64) -> bool {
 /// The first durability mark at or after `from` saying tx `damaged` was durable: its byte
 /// position and the offset it names. Such a mark makes damage to that record corruption of
 /// acknowledged data, not a lost unsynced write.
+///
+/// Only a mark followed by a record it could have been written before, or by the end of the
+/// data (the mark a clean close leaves), counts: a record's payload (client data) may hold
+/// bytes that read as a mark, but not also a whole valid record for a later transaction
+/// right after it.
 fn mark_covering(bytes: &[u8], from: usize, damaged: u64) -> Option<(usize, u64)> {
     (from..bytes.len().saturating_sub(MARK_BYTES - 1)).find_map(|p| match decode_mark(&bytes[p..]) {
-        Ok(durable) if durable >= damaged => Some((p, durable)),
+        Ok(durable) if durable >= damaged => {
+            let after = &bytes[p + MARK_BYTES..];
+            let placed =
+                after.iter().all(|&b| b == 0) || decode_frame(after).is_ok_and(|f| f.tx_offset > durable);
+            placed.then_some((p, durable))
+        }
         _ => None,
     })
 }

@@ -315,6 +315,27 @@ fn a_hole_in_the_unsynced_tail_is_cut_off_unless_a_mark_covers_it() {
     }
 }
 
+// Proves a clean close leaves a last durability mark covering every record, so damage to the
+// last records of a closed log is corruption (an error naming the byte), not a lost write.
+#[test]
+fn damage_after_a_clean_close_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, 1 << 20);
+    let path = lightcone_wal::segment::list_segments(dir.path()).unwrap().pop().unwrap().1;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let all = items(&bytes);
+    let closing = all.last().unwrap().clone();
+    assert!(closing.mark.is_some(), "the log ends with a mark: {all:?}");
+    let last = all.iter().rev().find(|i| i.mark.is_none()).unwrap().clone();
+    assert_eq!(closing.mark, Some(last.tx), "the closing mark covers the last record");
+    bytes[last.start as usize + 30] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    match CommitLog::open(dir.path(), &Database::new(), options(1 << 20), |_| {}) {
+        Err(WalError::Corrupt { offset, .. }) => assert_eq!(offset, last.start),
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+}
+
 // Proves a log written before durability marks existed (format 1) opens, and the segment it
 // carries on appending to is relabelled format 2 so the marks of new batches are read.
 #[test]

@@ -266,6 +266,11 @@ async fn publish(
 /// database would do, changing nothing — for its owner. 404 for a database that does not
 /// exist (the official CLI then publishes a new one).
 async fn pre_publish(State(s): S, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    // A missing database first, as upstream: the CLI takes 404 for "a new database", whoever
+    // asks (an anonymous publish included).
+    if s.registry.resolve(&name).is_none() {
+        return no_database(&name);
+    }
     let caller = match authenticate(&s, &headers, None) {
         Ok(Some(v)) => v,
         Ok(None) => return text(StatusCode::UNAUTHORIZED, "pre_publish needs the owner's token"),
@@ -414,10 +419,13 @@ async fn call(
     if spec.reducer_id(&func).is_none() {
         if let Some(id) = spec.procedure_id(&func) {
             let result = blocking(move || {
-                on_running_version(&d, handle, |handle| {
-                    connected_during(handle, &info, || {
-                        handle.call_procedure(&func, &info, ReducerArgs::Json(args.clone()))
-                    })
+                connected_during(&d, handle, &info, |handle| {
+                    handle.call_procedure(&func, &info, ReducerArgs::Json(args.clone()))
+                })
+                .map(|(r, ran_on)| {
+                    // The version that ran it (an update may have come between) types the answer.
+                    let id = ran_on.spec().procedure_id(&func).unwrap_or(id);
+                    r.map(|outcome| (outcome, Arc::clone(ran_on.spec()), id))
                 })
             })
             .await;
@@ -425,17 +433,16 @@ async fn call(
                 Err(r) => r,
                 Ok(Err(e)) => host_error_response(e),
                 Ok(Ok(Err(refused))) => refused_response(&refused),
-                Ok(Ok(Ok(outcome))) => procedure_response(&spec, id, outcome),
+                Ok(Ok(Ok((outcome, spec, id)))) => procedure_response(&spec, id, outcome),
             };
             return with_minted(resp, minted);
         }
     }
     let result = blocking(move || {
-        on_running_version(&d, handle, |handle| {
-            connected_during(handle, &info, || {
-                handle.call_reducer(&func, &info, ReducerArgs::Json(args.clone()))
-            })
+        connected_during(&d, handle, &info, |handle| {
+            handle.call_reducer(&func, &info, ReducerArgs::Json(args.clone()))
         })
+        .map(|(r, _)| r)
     })
     .await;
     let resp = match result {
@@ -469,29 +476,35 @@ async fn call(
 }
 
 /// Runs `call` with the caller counted as connected (SPEC §5): `client_connected` first (its
-/// `Err` refuses the call: the inner `Err`), `client_disconnected` after.
+/// `Err` refuses the call: the inner `Err`), `client_disconnected` after — each once, each on
+/// whichever module version runs then (an update may come between them). Also returns the
+/// handle of the version that ran `call`.
 fn connected_during<T>(
-    handle: &crate::DatabaseHandle,
+    d: &HostedDb,
+    handle: Arc<crate::DatabaseHandle>,
     info: &CallerInfo,
-    call: impl FnOnce() -> Result<T, HostError>,
-) -> Result<Result<T, String>, HostError> {
-    if let Some(o) = handle.client_connected(info)? {
+    call: impl Fn(&crate::DatabaseHandle) -> Result<T, HostError>,
+) -> Result<(Result<T, String>, Arc<crate::DatabaseHandle>), HostError> {
+    let (connected, handle) = on_running_version(d, handle, |h| h.client_connected(info))?;
+    if let Some(o) = connected {
         if !o.is_committed() {
-            return Ok(Err(o.error().unwrap_or_default()));
+            return Ok((Err(o.error().unwrap_or_default()), handle));
         }
     }
-    let r = call();
-    let _ = handle.client_disconnected(info);
-    r.map(Ok)
+    let ran = on_running_version(d, Arc::clone(&handle), call);
+    let last = ran.as_ref().map_or(handle, |(_, h)| Arc::clone(h));
+    let _ = on_running_version(d, last, |h| h.client_disconnected(info));
+    ran.map(|(r, h)| (Ok(r), h))
 }
 
 /// Runs `call` on `handle`; if that version of the module refused it, unrun, because a module
-/// update is swapping versions, runs it again on the next version (within [`UPDATE_WAIT`]).
+/// update is swapping versions, runs it on the next version (within [`UPDATE_WAIT`]). Returns
+/// the handle of the version that ran it.
 fn on_running_version<T>(
     d: &HostedDb,
     mut handle: Arc<crate::DatabaseHandle>,
     call: impl Fn(&crate::DatabaseHandle) -> Result<T, HostError>,
-) -> Result<T, HostError> {
+) -> Result<(T, Arc<crate::DatabaseHandle>), HostError> {
     let start = std::time::Instant::now();
     loop {
         match call(&handle) {
@@ -499,7 +512,7 @@ fn on_running_version<T>(
                 Some(next) => handle = next,
                 None => return Err(HostError::ShutDown),
             },
-            other => return other,
+            other => return other.map(|r| (r, handle)),
         }
     }
 }
