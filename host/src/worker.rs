@@ -863,7 +863,8 @@ impl ProcedurePool {
                 Ok(Some(job)) if !self.stopping.load(Ordering::Acquire) => job,
                 stop => {
                     if let Ok(Some(job)) = stop {
-                        (job.reply)(Err(HostError::Runtime("the database is shutting down".into())));
+                        // Never started: the caller may run it on the next version.
+                        (job.reply)(Err(HostError::ShutDown));
                     }
                     // Wake the next thread waiting for a job, which stops too.
                     let _ = self.sender.lock().unwrap_or_else(|p| p.into_inner()).send(None);

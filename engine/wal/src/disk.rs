@@ -381,6 +381,10 @@ pub(crate) fn write_closing_mark(shared: &Shared) -> Result<(), WalError> {
     }
     let mut mark = [0u8; MARK_BYTES];
     write_mark(&mut mark, synced);
+    let mut before = [0u8; MARK_BYTES];
+    if segment.file.read_exact_at(&mut before, segment.bytes - MARK_BYTES as u64).is_ok() && before == mark {
+        return Ok(()); // closed before with nothing appended since: already covered
+    }
     segment
         .file
         .write_all_at(&mark, segment.bytes)

@@ -166,16 +166,18 @@ fn valid_record_after(bytes: &[u8], from: usize, at_least: u64) -> bool {
 /// position and the offset it names. Such a mark makes damage to that record corruption of
 /// acknowledged data, not a lost unsynced write.
 ///
-/// Only a mark followed by a record it could have been written before, or by the end of the
-/// data (the mark a clean close leaves), counts: a record's payload (client data) may hold
-/// bytes that read as a mark, but not also a whole valid record for a later transaction
-/// right after it.
+/// Only a mark followed by what the writer puts after one — a record for a later
+/// transaction, another mark, or the end of the data (the mark a clean close leaves) —
+/// counts, which makes bytes inside a record's payload that happen to read as a mark count
+/// even less. (A payload crafted to hold both a mark and a record could still pass: a salt
+/// per segment in the mark's checksum would close that; not done.)
 fn mark_covering(bytes: &[u8], from: usize, damaged: u64) -> Option<(usize, u64)> {
     (from..bytes.len().saturating_sub(MARK_BYTES - 1)).find_map(|p| match decode_mark(&bytes[p..]) {
         Ok(durable) if durable >= damaged => {
             let after = &bytes[p + MARK_BYTES..];
-            let placed =
-                after.iter().all(|&b| b == 0) || decode_frame(after).is_ok_and(|f| f.tx_offset > durable);
+            let placed = after.iter().all(|&b| b == 0)
+                || decode_mark(after).is_ok()
+                || decode_frame(after).is_ok_and(|f| f.tx_offset > durable);
             placed.then_some((p, durable))
         }
         _ => None,

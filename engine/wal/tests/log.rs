@@ -322,7 +322,12 @@ fn damage_after_a_clean_close_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 10, 1 << 20);
     let path = lightcone_wal::segment::list_segments(dir.path()).unwrap().pop().unwrap().1;
+    let closed_once = items(&std::fs::read(&path).unwrap()).len();
+    for _ in 0..2 {
+        drop(open(dir.path(), 1 << 20)); // nothing appended: no second closing mark
+    }
     let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(items(&bytes).len(), closed_once);
     let all = items(&bytes);
     let closing = all.last().unwrap().clone();
     assert!(closing.mark.is_some(), "the log ends with a mark: {all:?}");

@@ -76,9 +76,13 @@ impl HostedDb {
     pub fn running_handle(&self, limit: std::time::Duration) -> Option<Arc<DatabaseHandle>> {
         let start = std::time::Instant::now();
         loop {
+            // Stopped for good first: while a deleted database's handle shuts down it is not
+            // marked stopped yet, and handing it out again would spin a caller it refuses.
+            if self.is_stopped() || start.elapsed() >= limit {
+                return None;
+            }
             match self.handle() {
                 Some(h) if !h.is_stopped() => return Some(h),
-                _ if self.is_stopped() || start.elapsed() >= limit => return None,
                 _ => std::thread::sleep(std::time::Duration::from_millis(2)),
             }
         }
