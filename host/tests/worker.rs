@@ -298,7 +298,8 @@ fn shutdown_finishes_running_procedures_and_refuses_queued_ones() {
         assert!(answer.is_ok(), "running procedure {i} finished: {answer:?}");
     }
     for (i, answer) in &answers[max..] {
-        assert!(answer.as_ref().unwrap_err().contains("shutting down"), "queued procedure {i}: {answer:?}");
+        // Never started: `HostError::ShutDown`, which a server may retry on the next version.
+        assert!(answer.as_ref().unwrap_err().contains("shut down"), "queued procedure {i}: {answer:?}");
     }
     // A call through a handle still held after the shutdown is refused at once.
     let (tx, rx) = std::sync::mpsc::channel();
