@@ -575,13 +575,30 @@ fn plan_migration(old: &ModuleSpec, new: &ModuleSpec) -> Result<Migration, HostE
 /// dropping what readers hold. Otherwise clients are asked to reconnect, as upstream does for
 /// updates that break clients.
 pub fn update_keeps_clients(old: &ModuleSpec, new: &ModuleSpec) -> bool {
-    let mut old_rls: Vec<&String> = old.row_level_security.iter().collect();
-    let mut new_rls: Vec<&String> = new.row_level_security.iter().collect();
-    old_rls.sort();
-    new_rls.sort();
-    old_rls == new_rls
+    same_row_level_security(old, new)
         && old.views.iter().all(|v| v.anonymous)
         && plan_migration(old, new).is_ok_and(|plan| plan.drop.is_empty())
+}
+
+/// Whether two versions filter rows with the same row-level security (in any order).
+fn same_row_level_security(old: &ModuleSpec, new: &ModuleSpec) -> bool {
+    fn sorted(spec: &ModuleSpec) -> Vec<&String> {
+        let mut rls: Vec<&String> = spec.row_level_security.iter().collect();
+        rls.sort();
+        rls
+    }
+    sorted(old) == sorted(new)
+}
+
+/// Refuses a program over the largest value a row may hold (it is stored in `st_module`).
+fn check_program_size(program: &[u8]) -> Result<(), HostError> {
+    if program.len() > lightcone_mvcc::MAX_VALUE_BYTES {
+        return Err(HostError::ProgramTooLarge {
+            bytes: program.len(),
+            max: lightcone_mvcc::MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// What publishing a new version over a database's current one would do (the pre-publish
@@ -621,12 +638,7 @@ pub fn plan_update(
     config: &HostConfig,
 ) -> Result<Option<UpdatePlan>, HostError> {
     let Some(stored) = stored_program(&db.snapshot()) else { return Ok(None) };
-    if program.len() > lightcone_mvcc::MAX_VALUE_BYTES {
-        return Err(HostError::ProgramTooLarge {
-            bytes: program.len(),
-            max: lightcone_mvcc::MAX_VALUE_BYTES,
-        });
-    }
+    check_program_size(program)?;
     let new = instantiate(engine, db, program, config)?.spec;
     let old = decode_module_def(&stored.module_def)?;
     let migration = plan_migration(&old, &new)?;
@@ -650,12 +662,7 @@ pub fn plan_update(
             steps.push(format!("create {} `{name}`", kind(&new, name)));
         }
     }
-    let sorted = |spec: &ModuleSpec| {
-        let mut rls: Vec<String> = spec.row_level_security.clone();
-        rls.sort();
-        rls
-    };
-    if sorted(&old) != sorted(&new) {
+    if !same_row_level_security(&old, &new) {
         steps.push("change the row-level security filters".into());
     }
     let breaks_clients = !update_keeps_clients(&old, &new);
@@ -715,12 +722,7 @@ impl ModuleHost {
         owner: [u8; 32],
         config: HostConfig,
     ) -> Result<(ModuleHost, PublishReport), HostError> {
-        if program.len() > lightcone_mvcc::MAX_VALUE_BYTES {
-            return Err(HostError::ProgramTooLarge {
-                bytes: program.len(),
-                max: lightcone_mvcc::MAX_VALUE_BYTES,
-            });
-        }
+        check_program_size(program)?;
         let Instantiated { mut instance, def_bytes, spec, logs } =
             instantiate(engine, &db, program, &config)?;
         let old = stored_program(&db.snapshot());

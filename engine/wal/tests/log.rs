@@ -70,6 +70,22 @@ fn commit_many(db: &Database, log: &CommitLog, t: TableId, n: u64, seed: u64) {
     }
 }
 
+/// `threads` threads each commit `each` one-row inserts, waiting for each to be durable.
+fn commit_from_threads(db: &Database, log: &CommitLog, t: TableId, threads: u64, each: u64) {
+    std::thread::scope(|s| {
+        for w in 0..threads {
+            s.spawn(move || {
+                for i in 0..each {
+                    let mut tx = db.begin();
+                    tx.insert(t, vec![Value::U64(w * 1000 + i + 1), Value::String("x".into())]).unwrap();
+                    let (_, ticket) = tx.commit_with(|d| log.append(d));
+                    log.wait(ticket.unwrap()).unwrap();
+                }
+            });
+        }
+    });
+}
+
 // Proves committed transactions survive a close and reopen, across several segments, with the
 // same rows, offsets and sequence state.
 #[test]
@@ -107,19 +123,7 @@ fn concurrent_committers_are_all_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (db, log) = open(dir.path(), 1 << 20);
     let t = create_table(&db, &log);
-    std::thread::scope(|s| {
-        for w in 0..8u64 {
-            let (db, log) = (&db, &log);
-            s.spawn(move || {
-                for i in 0..200u64 {
-                    let mut tx = db.begin();
-                    tx.insert(t, vec![Value::U64(w * 1000 + i + 1), Value::String("x".into())]).unwrap();
-                    let (_, ticket) = tx.commit_with(|d| log.append(d));
-                    log.wait(ticket.unwrap()).unwrap();
-                }
-            });
-        }
-    });
+    commit_from_threads(&db, &log, t, 8, 200);
     let expected = rows(&db, t);
     assert_eq!(expected.len(), 1600);
     drop(log);
@@ -217,19 +221,7 @@ fn every_batch_starts_with_a_true_durability_mark() {
     let dir = tempfile::tempdir().unwrap();
     let (db, log) = open(dir.path(), 1 << 20);
     let t = create_table(&db, &log);
-    std::thread::scope(|s| {
-        for w in 0..8u64 {
-            let (db, log) = (&db, &log);
-            s.spawn(move || {
-                for i in 0..100u64 {
-                    let mut tx = db.begin();
-                    tx.insert(t, vec![Value::U64(w * 1000 + i + 1), Value::String("x".into())]).unwrap();
-                    let (_, ticket) = tx.commit_with(|d| log.append(d));
-                    log.wait(ticket.unwrap()).unwrap();
-                }
-            });
-        }
-    });
+    commit_from_threads(&db, &log, t, 8, 100);
     drop(log);
     let segment = lightcone_wal::segment::list_segments(dir.path()).unwrap().pop().unwrap().1;
     let bytes = std::fs::read(&segment).unwrap();

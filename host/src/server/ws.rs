@@ -524,28 +524,15 @@ impl Session {
     /// [`Session::handle`], waiting (up to `limit`) while a module update is between two
     /// versions: blocks, so only for blocking threads.
     fn settled_handle(&self, limit: std::time::Duration) -> Arc<crate::worker::DatabaseHandle> {
-        let start = std::time::Instant::now();
-        loop {
-            let handle = self.handle();
-            let stopped_for_good = self.hub.db.is_stopped();
-            if !handle.is_stopped() || stopped_for_good || start.elapsed() >= limit {
-                return handle;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let _ = self.hub.db.running_handle(limit);
+        self.handle()
     }
 
     /// The running module's spec, waiting (up to [`UPDATE_WAIT`]) while a module update swaps
     /// versions: blocks, so only for blocking threads.
     fn settled_spec(&self) -> Option<Arc<ModuleSpec>> {
-        let start = std::time::Instant::now();
-        loop {
-            let spec = spec_of(&self.hub.db);
-            if spec.is_some() || self.hub.db.is_stopped() || start.elapsed() >= UPDATE_WAIT {
-                return spec;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        let _ = self.hub.db.running_handle(UPDATE_WAIT);
+        spec_of(&self.hub.db)
     }
 
     fn auth(&self) -> ClientAuth {
