@@ -1,12 +1,14 @@
 //! Durability benchmarks (a load generator, not criterion: throughput under concurrency):
 //! - durable 1-row insert transactions/s with 1, 8 and 64 concurrent committers, group commit,
-//!   io_uring vs pwrite+fdatasync, and SQLite in WAL mode with `synchronous=FULL` (one
+//!   the default direct-I/O writer + flusher vs the page-cache workers with io_uring and with
+//!   pwrite+fdatasync, and SQLite in WAL mode with `synchronous=FULL` (one
 //!   transaction per insert) in the same run;
 //! - replay rows/s and restart time of a 10M-row log.
 //!
 //! Run: `cargo bench -p lightcone-benches --bench durability`
 //! (`LIGHTCONE_BENCH_SECS` per configuration, default 3; `LIGHTCONE_REPLAY_ROWS`, default 10M;
-//! data goes to `LIGHTCONE_BENCH_DIR` or the system temp dir.)
+//! data goes to `LIGHTCONE_BENCH_DIR` or the system temp dir; `LIGHTCONE_BENCH_ONLY=pipelined`
+//! stops after the first table.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,11 +46,50 @@ fn create(db: &Database, log: &CommitLog) -> TableId {
     t
 }
 
+/// The log's three write paths in `Fsync` mode.
+#[derive(Clone, Copy)]
+enum LogPath {
+    /// The default: an `O_DIRECT` writer thread and an fdatasync flusher thread.
+    Direct,
+    /// Two disk workers writing through the page cache, each write and sync linked in io_uring.
+    PageCacheUring,
+    /// The same with `pwrite` + `fdatasync`.
+    PageCachePwrite,
+}
+
+impl LogPath {
+    const ALL: [LogPath; 3] = [LogPath::Direct, LogPath::PageCacheUring, LogPath::PageCachePwrite];
+
+    fn options(self) -> LogOptions {
+        let (backend, direct_io) = match self {
+            LogPath::Direct => (BackendChoice::Auto, true),
+            LogPath::PageCacheUring => (BackendChoice::Auto, false),
+            LogPath::PageCachePwrite => (BackendChoice::Pwrite, false),
+        };
+        LogOptions { durability: Durability::Fsync, backend, direct_io, ..LogOptions::default() }
+    }
+}
+
+/// A throughput cell, marked when the log fell back to another path than the column's.
+fn cell(tps: f64, kind: lightcone_wal::BackendKind, path: LogPath) -> String {
+    use lightcone_wal::BackendKind;
+    let expected = match path {
+        LogPath::Direct => BackendKind::DirectPwrite,
+        LogPath::PageCacheUring => BackendKind::IoUring,
+        LogPath::PageCachePwrite => BackendKind::Pwrite,
+    };
+    if kind == expected {
+        format!("{tps:.0}")
+    } else {
+        format!("{tps:.0} ({kind:?})")
+    }
+}
+
 /// Durable 1-row transactions per second with `committers` threads.
-fn lightcone_tps(backend: BackendChoice, committers: u64, secs: u64) -> (f64, lightcone_wal::BackendKind) {
+fn lightcone_tps(path: LogPath, committers: u64, secs: u64) -> (f64, lightcone_wal::BackendKind) {
     let dir = bench_dir("tps");
     let db = Database::new();
-    let options = LogOptions { durability: Durability::Fsync, backend, ..LogOptions::default() };
+    let options = path.options();
     let (log, _) = CommitLog::open(&dir, &db, options, |_| {}).expect("open log");
     let table = create(&db, &log);
     let done = AtomicU64::new(0);
@@ -81,10 +122,10 @@ fn lightcone_tps(backend: BackendChoice, committers: u64, secs: u64) -> (f64, li
 /// transactions back to back (reducers are serialised anyway) while up to `in_flight` callers
 /// wait for their commit to become durable; a caller is answered once its transaction is
 /// fdatasync'd. No OS thread per caller, so 2 cores are not spent on context switches.
-fn lightcone_pipelined_tps(backend: BackendChoice, in_flight: u64, secs: u64) -> f64 {
+fn lightcone_pipelined_tps(path: LogPath, in_flight: u64, secs: u64) -> (f64, lightcone_wal::BackendKind) {
     let dir = bench_dir("pipelined");
     let db = Database::new();
-    let options = LogOptions { durability: Durability::Fsync, backend, ..LogOptions::default() };
+    let options = path.options();
     let (log, _) = CommitLog::open(&dir, &db, options, |_| {}).expect("open log");
     let table = create(&db, &log);
     let mut pending = std::collections::VecDeque::new();
@@ -110,9 +151,10 @@ fn lightcone_pipelined_tps(backend: BackendChoice, in_flight: u64, secs: u64) ->
         pending.push_back(ticket.expect("log accepts"));
     }
     let tps = answered as f64 / start.elapsed().as_secs_f64();
+    let kind = log.backend();
     drop(log);
     let _ = std::fs::remove_dir_all(&dir);
-    tps
+    (tps, kind)
 }
 
 /// The same workload on SQLite: WAL journal, synchronous=FULL, one transaction per insert,
@@ -189,36 +231,51 @@ fn main() {
 
     println!("durable 1-row insert transactions per second ({secs} s each; fdatasync before each answer)");
     println!("\nserver shape: one database thread, N callers in flight");
-    println!(
-        "{:<12} {:>16} {:>16} {:>16} {:>10}",
-        "in flight", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite"
-    );
+    let header = |first: &str| {
+        println!(
+            "{first:<12} {:>16} {:>16} {:>16} {:>16} {:>12}",
+            "direct (default)", "cache io_uring", "cache pwrite", "sqlite WAL FULL", "direct/sqlite"
+        )
+    };
+    header("in flight");
+    let only_pipelined = std::env::var("LIGHTCONE_BENCH_ONLY").is_ok_and(|v| v == "pipelined");
     for in_flight in [1u64, 8, 64] {
-        let uring = lightcone_pipelined_tps(BackendChoice::Auto, in_flight, secs);
-        let pwrite = lightcone_pipelined_tps(BackendChoice::Pwrite, in_flight, secs);
+        let cells: Vec<(f64, String)> = LogPath::ALL
+            .iter()
+            .map(|&path| {
+                let (tps, kind) = lightcone_pipelined_tps(path, in_flight, secs);
+                (tps, cell(tps, kind, path))
+            })
+            .collect();
         let sqlite = sqlite_tps(in_flight, secs);
         println!(
-            "{in_flight:<12} {uring:>16.0} {pwrite:>16.0} {sqlite:>16.0} {:>9.1}x",
-            uring.max(pwrite) / sqlite.max(1e-9)
+            "{in_flight:<12} {:>16} {:>16} {:>16} {sqlite:>16.0} {:>11.1}x",
+            cells[0].1,
+            cells[1].1,
+            cells[2].1,
+            cells[0].0 / sqlite.max(1e-9)
         );
     }
+    if only_pipelined {
+        return;
+    }
     println!("\nthread per committer (each blocks on its own commit)");
-    println!(
-        "{:<12} {:>16} {:>16} {:>16} {:>10}",
-        "committers", "io_uring", "pwrite", "sqlite WAL FULL", "best/sqlite"
-    );
+    header("committers");
     for committers in [1u64, 8, 64] {
-        let (uring, kind) = lightcone_tps(BackendChoice::Auto, committers, secs);
-        let (pwrite, _) = lightcone_tps(BackendChoice::Pwrite, committers, secs);
+        let cells: Vec<(f64, String)> = LogPath::ALL
+            .iter()
+            .map(|&path| {
+                let (tps, kind) = lightcone_tps(path, committers, secs);
+                (tps, cell(tps, kind, path))
+            })
+            .collect();
         let sqlite = sqlite_tps(committers, secs);
-        let uring_label = if kind == lightcone_wal::BackendKind::IoUring {
-            format!("{uring:.0}")
-        } else {
-            format!("{uring:.0} (pwrite)")
-        };
         println!(
-            "{committers:<12} {uring_label:>16} {pwrite:>16.0} {sqlite:>16.0} {:>9.1}x",
-            uring.max(pwrite) / sqlite.max(1e-9)
+            "{committers:<12} {:>16} {:>16} {:>16} {sqlite:>16.0} {:>11.1}x",
+            cells[0].1,
+            cells[1].1,
+            cells[2].1,
+            cells[0].0 / sqlite.max(1e-9)
         );
     }
 

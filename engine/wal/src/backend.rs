@@ -36,6 +36,9 @@ pub enum BackendChoice {
 pub enum BackendKind {
     IoUring,
     Pwrite,
+    /// `Fsync` mode's direct-I/O path: an `O_DIRECT` writer thread and an fdatasync flusher
+    /// thread, both with plain system calls (see `LogOptions::direct_io`).
+    DirectPwrite,
 }
 
 /// Opens the backend for `file`: io_uring when `choice` allows and the kernel agrees.

@@ -31,6 +31,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod direct;
+
+pub(crate) use direct::{direct_io_supported, disk_thread as direct_disk_thread};
+
 use crate::backend::{open_backend, BackendChoice, SegmentIo};
 use crate::frame::{write_mark, MARK_BYTES};
 use crate::log::{Durability, LogOptions};
@@ -63,6 +67,14 @@ pub(crate) struct Queue {
     pub last_appended: u64,
     /// Every transaction at or below this offset is durable (or written, in `None` mode).
     pub durable: u64,
+    /// Direct-I/O path: every transaction at or below this offset is written (the flusher's
+    /// next sync makes it durable).
+    written: u64,
+    /// Direct-I/O path: a write (with `direct`, taken out) or a sync is running.
+    direct_writing: bool,
+    direct_syncing: bool,
+    /// Direct-I/O path: the handle writes go through, when no write holds it.
+    direct: Option<direct::DirectFile>,
     /// Every transaction at or below this offset is written and synced (equals `durable` in
     /// `Fsync` mode; in `None` mode it moves only when `flush` asks for a sync).
     pub synced: u64,
@@ -137,6 +149,10 @@ impl Shared {
                 records: Vec::new(),
                 last_appended: last,
                 durable: last,
+                written: last,
+                direct_writing: false,
+                direct_syncing: false,
+                direct: None,
                 synced: last,
                 sync_requested: false,
                 failed: None,

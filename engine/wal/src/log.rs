@@ -11,7 +11,9 @@ use lightcone_mvcc::{Database, TxDelta};
 
 use crate::backend::{open_backend, BackendChoice, BackendKind};
 use crate::codec::encode_delta;
-use crate::disk::{lock, worker, write_closing_mark, Queue, Shared, SYNC_WORKERS};
+use crate::disk::{
+    direct_disk_thread, direct_io_supported, lock, worker, write_closing_mark, Queue, Shared, SYNC_WORKERS,
+};
 use crate::frame::{encode_frame_with, MAX_PAYLOAD_BYTES};
 use crate::read::{replay_into, ReplayProgress, ReplayStats};
 use crate::segment::{list_segments, parse_header, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC};
@@ -34,6 +36,10 @@ pub struct LogOptions {
     pub backend: BackendChoice,
     /// A new segment starts once the current one would grow past this.
     pub segment_bytes_max: u64,
+    /// In `Fsync` mode, write through `O_DIRECT` with a separate flusher thread where the
+    /// file system allows it (see `disk/direct.rs`); otherwise, or if `false`, two disk
+    /// workers each write through the page cache and sync.
+    pub direct_io: bool,
 }
 
 impl Default for LogOptions {
@@ -42,6 +48,7 @@ impl Default for LogOptions {
             durability: Durability::Fsync,
             backend: BackendChoice::Auto,
             segment_bytes_max: 64 << 20,
+            direct_io: true,
         }
     }
 }
@@ -129,18 +136,29 @@ impl CommitLog {
             }
             None => None,
         };
-        let backend =
-            if options.backend == BackendChoice::Pwrite { BackendKind::Pwrite } else { probe_backend(dir) };
+        let durability = options.durability;
+        let direct = durability == Durability::Fsync && options.direct_io && direct_io_supported(dir);
+        let backend = if direct {
+            BackendKind::DirectPwrite
+        } else if options.backend == BackendChoice::Pwrite {
+            BackendKind::Pwrite
+        } else {
+            probe_backend(dir)
+        };
         tracing::info!(?backend, dir = %dir.display(), "commit log open");
         let shared = Arc::new(Shared::new(last, tail));
-        let durability = options.durability;
-        let workers = if durability == Durability::Fsync { SYNC_WORKERS } else { 1 };
+        let workers = match (direct, durability) {
+            (true, _) => 2, // one writes while the other syncs
+            (false, Durability::Fsync) => SYNC_WORKERS,
+            (false, Durability::None) => 1,
+        };
         let mut disk_workers = Vec::with_capacity(workers);
         for i in 0..workers {
             let (mine, dir_owned, options) = (Arc::clone(&shared), dir.to_path_buf(), options.clone());
+            let run: fn(&Shared, &Path, &LogOptions) = if direct { direct_disk_thread } else { worker };
             let spawned = std::thread::Builder::new()
                 .name(format!("lightcone-wal-{i}"))
-                .spawn(move || worker(&mine, &dir_owned, &options));
+                .spawn(move || run(&mine, &dir_owned, &options));
             match spawned {
                 Ok(handle) => disk_workers.push(handle),
                 Err(e) => {

@@ -18,6 +18,8 @@ use lightcone_wal::{CommitLog, LogOptions};
 
 const CHILD_DIR_ENV: &str = "LIGHTCONE_CRASH_CHILD_DIR";
 const CHILD_BASE_ENV: &str = "LIGHTCONE_CRASH_CHILD_BASE";
+/// `0` makes the child use the page-cache write path instead of direct I/O.
+const CHILD_DIRECT_ENV: &str = "LIGHTCONE_CRASH_CHILD_DIRECT";
 
 fn open(dir: &Path) -> (Database, CommitLog) {
     let db = Database::new();
@@ -31,7 +33,13 @@ fn open(dir: &Path) -> (Database, CommitLog) {
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else { return };
     let base: u64 = std::env::var(CHILD_BASE_ENV).ok().and_then(|b| b.parse().ok()).unwrap_or(0);
-    common::commit_pairs_forever(Path::new(&dir), base, LogOptions::default(), |_| {});
+    let direct_io = std::env::var(CHILD_DIRECT_ENV).as_deref() != Ok("0");
+    common::commit_pairs_forever(
+        Path::new(&dir),
+        base,
+        LogOptions { direct_io, ..LogOptions::default() },
+        |_| {},
+    );
 }
 
 // Proves that across repeated SIGKILLs under concurrent commits, every acknowledged
@@ -48,6 +56,7 @@ fn sigkill_during_commits_loses_no_acknowledged_transaction() {
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR_ENV, dir.path())
             .env(CHILD_BASE_ENV, ((cycle + 1) * 1_000_000_000).to_string())
+            .env(CHILD_DIRECT_ENV, if cycle % 2 == 0 { "1" } else { "0" }) // both write paths
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

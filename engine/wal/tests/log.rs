@@ -8,7 +8,12 @@ use lightcone_wal::{BackendChoice, CommitLog, Durability, LogOptions, WalError};
 use proptest::prelude::*;
 
 fn options(segment_bytes_max: u64) -> LogOptions {
-    LogOptions { durability: Durability::Fsync, backend: BackendChoice::Auto, segment_bytes_max }
+    LogOptions {
+        durability: Durability::Fsync,
+        backend: BackendChoice::Auto,
+        segment_bytes_max,
+        direct_io: true,
+    }
 }
 
 fn open(dir: &Path, segment_bytes_max: u64) -> (Database, CommitLog) {
@@ -120,15 +125,19 @@ fn reopen_replays_everything_across_segments() {
 // transaction is in the log.
 #[test]
 fn concurrent_committers_are_all_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, log) = open(dir.path(), 1 << 20);
-    let t = create_table(&db, &log);
-    commit_from_threads(&db, &log, t, 8, 200);
-    let expected = rows(&db, t);
-    assert_eq!(expected.len(), 1600);
-    drop(log);
-    let (db2, _log2) = open(dir.path(), 1 << 20);
-    assert_eq!(rows(&db2, t), expected);
+    for direct_io in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        // Small segments, so the threads also rotate while batches are written and synced.
+        let (db, log) = open_with(dir.path(), LogOptions { direct_io, ..options(16 << 10) });
+        let t = create_table(&db, &log);
+        commit_from_threads(&db, &log, t, 8, 200);
+        let expected = rows(&db, t);
+        assert_eq!(expected.len(), 1600);
+        drop(log);
+        assert!(lightcone_wal::segment::list_segments(dir.path()).unwrap().len() > 3, "segments rotated");
+        let (db2, _log2) = open(dir.path(), 1 << 20);
+        assert_eq!(rows(&db2, t), expected, "direct_io: {direct_io}");
+    }
 }
 
 /// Writes a log of `n` commits; returns the table's rows as of each logged tx offset.
@@ -218,8 +227,14 @@ fn record_span(segment: &[u8], tx: u64) -> (usize, usize) {
 // transaction before the batch's first, and marks never go backwards.
 #[test]
 fn every_batch_starts_with_a_true_durability_mark() {
+    for direct_io in [true, false] {
+        every_batch_starts_with_a_true_durability_mark_on(direct_io);
+    }
+}
+
+fn every_batch_starts_with_a_true_durability_mark_on(direct_io: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let (db, log) = open(dir.path(), 1 << 20);
+    let (db, log) = open_with(dir.path(), LogOptions { direct_io, ..options(1 << 20) });
     let t = create_table(&db, &log);
     commit_from_threads(&db, &log, t, 8, 100);
     drop(log);
@@ -467,11 +482,12 @@ proptest! {
     // the log to exactly the in-memory state.
     #[test]
     fn log_replay_equals_memory(ops in proptest::collection::vec((0u8..4, 1u64..30, "[a-z]{0,6}"), 1..120),
-                                segment in 512u64..8192, pwrite in any::<bool>(), sync in any::<bool>()) {
+                                segment in 512u64..8192, pwrite in any::<bool>(), sync in any::<bool>(),
+                                direct_io in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
         let backend = if pwrite { BackendChoice::Pwrite } else { BackendChoice::Auto };
         let durability = if sync { Durability::Fsync } else { Durability::None };
-        let (db, log) = open_with(dir.path(), LogOptions { durability, backend, segment_bytes_max: segment });
+        let (db, log) = open_with(dir.path(), LogOptions { durability, backend, segment_bytes_max: segment, direct_io });
         let t = create_table(&db, &log);
         let pk = db.snapshot().index_id("kv_k_idx_btree").unwrap();
         let mut tx = db.begin();

@@ -44,8 +44,10 @@ fn powerloss_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else { return };
     let base: u64 = std::env::var(CHILD_BASE_ENV).ok().and_then(|b| b.parse().ok()).unwrap_or(0);
     let mut options = LogOptions::default();
-    if std::env::var(CHILD_BACKEND_ENV).as_deref() == Ok("pwrite") {
-        options.backend = BackendChoice::Pwrite;
+    match std::env::var(CHILD_BACKEND_ENV).as_deref() {
+        Ok("cache-pwrite") => (options.backend, options.direct_io) = (BackendChoice::Pwrite, false),
+        Ok("cache-auto") => options.direct_io = false,
+        _ => {} // the default: direct I/O where the mount allows it
     }
     common::commit_pairs_forever(Path::new(&dir), base, options, |log| {
         println!("backend {:?}", log.backend())
@@ -196,7 +198,8 @@ fn power_cut_loses_no_acknowledged_transaction() {
         .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64)
         | 1;
     for cycle in 0..cycles {
-        let backend = if cycle % 2 == 0 { "auto" } else { "pwrite" };
+        // Every write path in turn: direct I/O, then the page-cache workers on each backend.
+        let backend = ["direct", "cache-auto", "cache-pwrite"][cycle as usize % 3];
         let mut child = ChildGuard(
             Command::new(&exe)
                 .args(["--exact", "powerloss_child", "--nocapture", "--test-threads=1"])
