@@ -1,6 +1,9 @@
 //! The disk side of the commit log: the queue committers append to, and the disk workers that
 //! write it to the current segment, sync it and answer the waiters.
 //!
+//! `Fsync` mode uses the direct-I/O threads of [`direct`] where the file system takes
+//! `O_DIRECT`; the page-cache workers below serve `None` mode, and `Fsync` mode otherwise.
+//!
 //! **Two syncs in flight** ([`SYNC_WORKERS`]). On the disks we measured, one write + fdatasync
 //! takes 110–210 µs whatever its size, and the database thread needs ~1.5 µs per transaction.
 //! With one sync at a time, a group of committers is answered, produces its next transactions
@@ -316,19 +319,25 @@ pub(crate) fn worker(shared: &Shared, dir: &Path, options: &LogOptions) {
                 shared.work.notify_all();
             }
             Job::Preallocate { from, to, generation, file } => {
-                let result = segment_io(&mut io, generation, file, options.backend).and_then(|io| {
+                let mut synced = Ok(());
+                let zeroed = segment_io(&mut io, generation, file, options.backend).and_then(|io| {
                     let mut at = from;
                     while at < to {
                         let n = (to - at).min(ZEROS.len() as u64) as usize;
                         io.write_at(&ZEROS[..n], at)?;
                         at += n as u64;
                     }
-                    io.sync()
+                    synced = io.sync();
+                    Ok(())
                 });
                 let mut q = lock(&shared.queue);
                 q.preallocating = None;
-                if let Some(segment) = q.segment.as_mut().filter(|s| s.generation == generation) {
-                    match result {
+                if let Err(e) = synced {
+                    // The sync also covers other batches' completed writes: its failure is the
+                    // log's (a later successful fdatasync may not report lost writeback again).
+                    fail(&mut q, WalError::io(dir, e));
+                } else if let Some(segment) = q.segment.as_mut().filter(|s| s.generation == generation) {
+                    match zeroed {
                         Ok(()) => segment.prepared = to,
                         Err(e) => {
                             tracing::warn!(
@@ -340,6 +349,7 @@ pub(crate) fn worker(shared: &Shared, dir: &Path, options: &LogOptions) {
                     }
                 }
                 drop(q);
+                shared.done.notify_all();
                 shared.work.notify_all();
             }
             Job::SyncTail { written, generation, file } => {

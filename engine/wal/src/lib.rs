@@ -3,7 +3,8 @@
 //! Owns: the segmented on-disk log written from each commit's [`TxDelta`]; record framing
 //! (`[len][crc32c][tx offset][timestamp µs][payload]`, see [`frame`]); the payload encoding
 //! ([`codec`]); the io_uring and portable `pwrite`/`fdatasync` backends ([`backend`]); group
-//! commit ([`CommitLog`]: one fdatasync answers every transaction queued since the last);
+//! commit ([`CommitLog`]: one fdatasync answers every transaction queued since the last), with
+//! an `O_DIRECT` writer and a back-to-back syncer where the file system allows;
 //! recovery (a torn tail is truncated, corruption before it is an error naming file and offset)
 //! and replay into a [`lightcone_mvcc::Database`] ([`replay_into`], [`scan`]).
 //!

@@ -90,6 +90,14 @@ impl AlignedBuf {
         Ok(&mut self.raw[start..start + len])
     }
 
+    /// Lets go of a buffer grown for an unusually large batch.
+    fn trim(&mut self) {
+        const RETAINED_BYTES: usize = 1 << 20;
+        if self.raw.len() > RETAINED_BYTES {
+            self.raw = Vec::new();
+        }
+    }
+
     fn zeroed(&mut self, len: usize) -> std::io::Result<&mut [u8]> {
         let slice = self.slice(len)?;
         slice.fill(0);
@@ -155,28 +163,35 @@ impl DirectFile {
         self.end = Some(end);
         Ok(())
     }
+}
 
-    /// Writes zeros over `[from, to)` (both aligned) and syncs them: preallocation, so later
-    /// syncs flush data only, not a new file size and block allocation.
-    fn write_zeros(&mut self, from: u64, to: u64, buf: &mut AlignedBuf) -> std::io::Result<()> {
-        const CHUNK: u64 = 256 << 10;
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(CHUNK) as usize;
-            let zeros = buf.zeroed(n)?;
-            self.io.write_at(zeros, at)?;
-            at += n as u64;
-        }
-        self.io.sync()
+/// Zeroes `[from, to)` (both aligned) through a direct handle of its own, so writes below
+/// `from` go on meanwhile. The zeros are synced by the caller.
+fn write_zeros(
+    dir: &Path,
+    generation: u64,
+    from: u64,
+    to: u64,
+    buf: &mut AlignedBuf,
+) -> std::io::Result<File> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 256 << 10;
+    let file = open_direct(&dir.join(segment_file_name(generation)), false)?;
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK) as usize;
+        file.write_all_at(buf.zeroed(n)?, at)?;
+        at += n as u64;
     }
+    Ok(file)
 }
 
 /// What a disk thread does next (decided under the queue lock, done without it).
 enum Step {
     /// Write a batch (`Job::Write`) with the shared direct handle, taken out of the queue.
     Write(Job, Option<DirectFile>),
-    /// Zero space ahead (`Job::Preallocate`), also with the direct handle.
-    Preallocate(Job, Option<DirectFile>),
+    /// Zero space ahead (`Job::Preallocate`) while writes go on below it.
+    Preallocate(Job),
     Rotate(Job),
     /// fdatasync, making every transaction up to `target` durable.
     Sync {
@@ -219,27 +234,36 @@ pub(crate) fn disk_thread(shared: &Shared, dir: &Path, options: &LogOptions) {
                 shared.done.notify_all();
                 shared.work.notify_all();
             }
-            Step::Preallocate(Job::Preallocate { from, to, generation, file }, mut direct) => {
-                let result = handle(&mut direct, dir, generation, file)
-                    .and_then(|d| d.write_zeros(from, to, &mut buf));
+            Step::Preallocate(Job::Preallocate { from, to, generation, .. }) => {
+                let zeroed = write_zeros(dir, generation, from, to, &mut buf);
+                // The sync also covers data writes completed before it: its failure is the
+                // log's (a later successful fdatasync may not report lost writeback again).
+                let synced = zeroed.as_ref().map(|f| f.sync_data());
                 let mut q = lock(&shared.queue);
                 q.preallocating = None;
-                q.direct_writing = false;
-                q.direct = direct;
-                if let Some(segment) = q.segment.as_mut().filter(|s| s.generation == generation) {
-                    match result {
-                        Ok(()) => segment.prepared = segment.prepared.max(to),
-                        Err(e) => {
-                            tracing::warn!(dir = %dir.display(), "commit log preallocation failed, appending without it: {e}");
+                match synced {
+                    Ok(Ok(())) => {
+                        if let Some(segment) = q.segment.as_mut().filter(|s| s.generation == generation) {
+                            segment.prepared = segment.prepared.max(to);
+                        }
+                    }
+                    Ok(Err(e)) => fail(&mut q, WalError::io(dir, e)),
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), "commit log preallocation failed, appending without it: {e}");
+                        if let Some(segment) = q.segment.as_mut().filter(|s| s.generation == generation) {
                             segment.preallocation_failed = true;
                         }
                     }
                 }
+                drop(q);
+                shared.done.notify_all();
+                shared.work.notify_all(); // a batch may wait for room beyond the zeroed range
             }
             Step::Write(Job::Write { mut batch, at, first, last, generation, file, .. }, mut direct) => {
                 let result = handle(&mut direct, dir, generation, file)
                     .and_then(|d| d.append(&batch, at, &mut buf))
                     .map_err(|e| WalError::io(dir, e));
+                buf.trim();
                 batch.clear();
                 spare = batch;
                 let mut q = lock(&shared.queue);
@@ -274,7 +298,7 @@ pub(crate) fn disk_thread(shared: &Shared, dir: &Path, options: &LogOptions) {
                 drop(q);
                 shared.done.notify_all();
             }
-            Step::Rotate(_) | Step::Preallocate(..) | Step::Write(..) => {
+            Step::Rotate(_) | Step::Preallocate(_) | Step::Write(..) => {
                 unreachable!("steps carry the job they are named after")
             }
         }
@@ -303,8 +327,11 @@ fn handle<'a>(
 fn next_step(shared: &Shared, options: &LogOptions, spare: &mut Vec<u8>, sync_have: Option<u64>) -> Step {
     let mut q = lock(&shared.queue);
     loop {
+        let in_flight = q.direct_writing || q.direct_syncing || q.preallocating.is_some();
         if q.failed.is_some() {
-            if q.closing && !q.direct_writing && !q.direct_syncing {
+            if q.closing && !in_flight {
+                drop(q);
+                shared.work.notify_all(); // the other thread may wait for this one's step
                 return Step::Exit;
             }
             q = shared.wait_work(q);
@@ -333,8 +360,8 @@ fn next_step(shared: &Shared, options: &LogOptions, spare: &mut Vec<u8>, sync_ha
                     && s.bytes + first_end as u64 > options.segment_bytes_max
             });
             if needs_new_segment {
-                if q.direct_syncing || q.durable < q.written {
-                    // The old segment is still being synced; rotate once it is.
+                if q.direct_syncing || q.durable < q.written || q.preallocating.is_some() {
+                    // The old segment is still being synced or zeroed; rotate once it is not.
                     q = shared.wait_work(q);
                     continue;
                 }
@@ -343,22 +370,26 @@ fn next_step(shared: &Shared, options: &LogOptions, spare: &mut Vec<u8>, sync_ha
                 let old = q.segment.take().map(|s| (s.bytes, s.file));
                 return Step::Rotate(Job::Rotate { first_offset, old });
             }
+            if let Some(job) = preallocation_job(&mut q, options) {
+                let other_idle = q.idle_workers > 0;
+                drop(q);
+                if other_idle {
+                    shared.work.notify_one(); // the other thread writes below the zeroed range
+                }
+                return Step::Preallocate(job);
+            }
             let have = q.direct.as_ref().map(|d| d.generation);
-            let job = preallocation_job(&mut q, options, have);
-            let job = job.or_else(|| take_batch(&mut q, options, spare, have));
-            if let Some(job) = job {
+            if let Some(job) = take_batch(&mut q, options, spare, have) {
                 q.direct_writing = true;
                 let direct = q.direct.take();
-                return match job {
-                    Job::Preallocate { .. } => Step::Preallocate(job, direct),
-                    _ => Step::Write(job, direct),
-                };
+                return Step::Write(job, direct);
             }
         }
         // Everything written gets synced without being asked: a `flush` needs nothing more.
         q.sync_requested = false;
-        let busy = q.direct_writing || q.direct_syncing || !q.records.is_empty();
-        if q.closing && !busy {
+        if q.closing && !in_flight && q.records.is_empty() {
+            drop(q);
+            shared.work.notify_all(); // the other thread may wait for this one's step
             return Step::Exit;
         }
         q = shared.wait_work(q);
@@ -377,11 +408,11 @@ fn take_sync(q: &mut Queue, sync_have: Option<u64>) -> Step {
     }
 }
 
-/// Zeroes aligned space ahead of the data when less than half a chunk is left (with the
-/// direct handle, so no other write runs meanwhile).
-fn preallocation_job(q: &mut Queue, options: &LogOptions, have: Option<u64>) -> Option<Job> {
+/// Zeroes aligned space ahead of the data when less than half a chunk is left; batches are
+/// taken only below it meanwhile (see `take_batch`).
+fn preallocation_job(q: &mut Queue, options: &LogOptions) -> Option<Job> {
     let segment = q.segment.as_ref()?;
-    if segment.preallocation_failed {
+    if segment.preallocation_failed || q.preallocating.is_some() {
         return None;
     }
     let chunk = segment.bytes.clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_MAX_BYTES);
@@ -394,7 +425,6 @@ fn preallocation_job(q: &mut Queue, options: &LogOptions, have: Option<u64>) -> 
         return None;
     }
     let generation = segment.generation;
-    let file = clone_if_needed(segment, have);
     q.preallocating = Some(from);
-    Some(Job::Preallocate { from, to, generation, file })
+    Some(Job::Preallocate { from, to, generation, file: None })
 }
