@@ -297,27 +297,7 @@ pub(crate) fn worker(shared: &Shared, dir: &Path, options: &LogOptions) {
                 shared.done.notify_all();
                 shared.work.notify_all();
             }
-            Job::Rotate { first_offset, old } => {
-                let result = rotate(dir, first_offset, old, options);
-                let mut q = lock(&shared.queue);
-                q.rotating = false;
-                match result {
-                    Ok(file) => {
-                        let header = SEGMENT_HEADER_BYTES as u64;
-                        q.segment = Some(Segment {
-                            file,
-                            generation: first_offset,
-                            bytes: header,
-                            prepared: header,
-                            preallocation_failed: false,
-                        });
-                    }
-                    Err(e) => fail(&mut q, e),
-                }
-                drop(q);
-                shared.done.notify_all();
-                shared.work.notify_all();
-            }
+            Job::Rotate { first_offset, old } => rotate_and_install(shared, dir, first_offset, old, options),
             Job::Preallocate { from, to, generation, file } => {
                 let mut synced = Ok(());
                 let zeroed = segment_io(&mut io, generation, file, options.backend).and_then(|io| {
@@ -629,6 +609,36 @@ fn preallocation_job(q: &mut Queue, options: &LogOptions, have: Option<u64>) -> 
     let file = clone_if_needed(segment, have);
     q.preallocating = Some(from);
     Some(Job::Preallocate { from, to, generation, file })
+}
+
+/// A rotation job, in either write path: [`rotate`], then the new segment becomes the one
+/// appended to (or the log fails), and waiting workers and committers are woken.
+fn rotate_and_install(
+    shared: &Shared,
+    dir: &Path,
+    first_offset: u64,
+    old: Option<(u64, File)>,
+    options: &LogOptions,
+) {
+    let result = rotate(dir, first_offset, old, options);
+    let mut q = lock(&shared.queue);
+    q.rotating = false;
+    match result {
+        Ok(file) => {
+            let header = SEGMENT_HEADER_BYTES as u64;
+            q.segment = Some(Segment {
+                file,
+                generation: first_offset,
+                bytes: header,
+                prepared: header,
+                preallocation_failed: false,
+            });
+        }
+        Err(e) => fail(&mut q, e),
+    }
+    drop(q);
+    shared.done.notify_all();
+    shared.work.notify_all();
 }
 
 /// Closes the old segment (cut to its data, synced) and creates the next one, durable in its

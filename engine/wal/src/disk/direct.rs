@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use super::{
-    clone_if_needed, fail, lock, rotate, segment_io, take_batch, Job, Queue, Segment, Shared,
+    clone_if_needed, fail, lock, rotate_and_install, segment_io, take_batch, Job, Queue, Shared,
     PREALLOCATE_MAX_BYTES, PREALLOCATE_MIN_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::backend::{open_backend, BackendChoice, SegmentIo};
@@ -214,25 +214,7 @@ pub(crate) fn disk_thread(shared: &Shared, dir: &Path, options: &LogOptions) {
         match next_step(shared, options, &mut spare, sync_have) {
             Step::Exit => return,
             Step::Rotate(Job::Rotate { first_offset, old }) => {
-                let result = rotate(dir, first_offset, old, options);
-                let mut q = lock(&shared.queue);
-                q.rotating = false;
-                match result {
-                    Ok(file) => {
-                        let header = SEGMENT_HEADER_BYTES as u64;
-                        q.segment = Some(Segment {
-                            file,
-                            generation: first_offset,
-                            bytes: header,
-                            prepared: header,
-                            preallocation_failed: false,
-                        });
-                    }
-                    Err(e) => fail(&mut q, e),
-                }
-                drop(q);
-                shared.done.notify_all();
-                shared.work.notify_all();
+                rotate_and_install(shared, dir, first_offset, old, options)
             }
             Step::Preallocate(Job::Preallocate { from, to, generation, .. }) => {
                 let zeroed = write_zeros(dir, generation, from, to, &mut buf);
