@@ -223,6 +223,32 @@ fn dir_bytes(dir: &Path) -> u64 {
         .map_or(0, |entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
 }
 
+/// One table: each write path and SQLite at 1, 8 and 64 callers (`label` names them), measured
+/// by `run(path, callers, secs)`.
+fn print_table(label: &str, secs: u64, run: fn(LogPath, u64, u64) -> (f64, lightcone_wal::BackendKind)) {
+    println!(
+        "{label:<12} {:>16} {:>16} {:>16} {:>16} {:>12}",
+        "direct (default)", "cache io_uring", "cache pwrite", "sqlite WAL FULL", "direct/sqlite"
+    );
+    for callers in [1u64, 8, 64] {
+        let cells: Vec<(f64, String)> = LogPath::ALL
+            .iter()
+            .map(|&path| {
+                let (tps, kind) = run(path, callers, secs);
+                (tps, cell(tps, kind, path))
+            })
+            .collect();
+        let sqlite = sqlite_tps(callers, secs);
+        println!(
+            "{callers:<12} {:>16} {:>16} {:>16} {sqlite:>16.0} {:>11.1}x",
+            cells[0].1,
+            cells[1].1,
+            cells[2].1,
+            cells[0].0 / sqlite.max(1e-9)
+        );
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs bench targets with no `--bench` flag: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -231,53 +257,13 @@ fn main() {
 
     println!("durable 1-row insert transactions per second ({secs} s each; fdatasync before each answer)");
     println!("\nserver shape: one database thread, N callers in flight");
-    let header = |first: &str| {
-        println!(
-            "{first:<12} {:>16} {:>16} {:>16} {:>16} {:>12}",
-            "direct (default)", "cache io_uring", "cache pwrite", "sqlite WAL FULL", "direct/sqlite"
-        )
-    };
-    header("in flight");
     let only_pipelined = std::env::var("LIGHTCONE_BENCH_ONLY").is_ok_and(|v| v == "pipelined");
-    for in_flight in [1u64, 8, 64] {
-        let cells: Vec<(f64, String)> = LogPath::ALL
-            .iter()
-            .map(|&path| {
-                let (tps, kind) = lightcone_pipelined_tps(path, in_flight, secs);
-                (tps, cell(tps, kind, path))
-            })
-            .collect();
-        let sqlite = sqlite_tps(in_flight, secs);
-        println!(
-            "{in_flight:<12} {:>16} {:>16} {:>16} {sqlite:>16.0} {:>11.1}x",
-            cells[0].1,
-            cells[1].1,
-            cells[2].1,
-            cells[0].0 / sqlite.max(1e-9)
-        );
-    }
+    print_table("in flight", secs, lightcone_pipelined_tps);
     if only_pipelined {
         return;
     }
     println!("\nthread per committer (each blocks on its own commit)");
-    header("committers");
-    for committers in [1u64, 8, 64] {
-        let cells: Vec<(f64, String)> = LogPath::ALL
-            .iter()
-            .map(|&path| {
-                let (tps, kind) = lightcone_tps(path, committers, secs);
-                (tps, cell(tps, kind, path))
-            })
-            .collect();
-        let sqlite = sqlite_tps(committers, secs);
-        println!(
-            "{committers:<12} {:>16} {:>16} {:>16} {sqlite:>16.0} {:>11.1}x",
-            cells[0].1,
-            cells[1].1,
-            cells[2].1,
-            cells[0].0 / sqlite.max(1e-9)
-        );
-    }
+    print_table("committers", secs, lightcone_tps);
 
     println!("\nrestart of a {replay_rows}-row database (10k rows per transaction)");
     let dir = write_replay_log(replay_rows);
