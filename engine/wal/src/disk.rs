@@ -91,6 +91,10 @@ pub(crate) struct Queue {
     /// Workers waiting on `Shared::work`. `append` notifies only when one is: a notify is a
     /// futex system call even with nobody to wake, and it ran on every commit.
     pub idle_workers: usize,
+    /// Of those, how many an `append` already notified and have not woken yet: notifying them
+    /// again is a wasted system call, and under load it was one on nearly every commit
+    /// (appends run faster than a notified worker gets a core).
+    pub wakes_pending: usize,
     /// The segment being appended to (`None` before the first record of a new log).
     segment: Option<Segment>,
     /// Batches taken by workers and not yet finished.
@@ -106,6 +110,14 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
+    /// An idle worker woke (notified, timed out or spuriously). Any wake settles one pending
+    /// notify: undercounting only costs a spare notify, and overcounting cannot happen, since
+    /// a notified worker always wakes and calls this.
+    fn woke(&mut self) {
+        self.idle_workers -= 1;
+        self.wakes_pending = self.wakes_pending.saturating_sub(1);
+    }
+
     /// Call before encoding a record into `pending`: a batch starts with a slot for its
     /// durability mark, filled in when a worker takes it (see [`crate::frame`]).
     pub fn start_record(&mut self) {
@@ -162,6 +174,7 @@ impl Shared {
                 closing: false,
                 wake_at_records: 1,
                 idle_workers: 0,
+                wakes_pending: 0,
                 segment: segment.map(|(file, generation, bytes, len)| Segment {
                     file,
                     generation,
@@ -184,7 +197,7 @@ impl Shared {
     fn wait_work<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
         q.idle_workers += 1;
         let mut q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
-        q.idle_workers -= 1;
+        q.woke();
         q
     }
 
@@ -537,7 +550,7 @@ fn wait_for_batch<'a>(
         }
         q.idle_workers += 1;
         q = shared.work.wait_timeout(q, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        q.idle_workers -= 1;
+        q.woke();
     }
     q.wake_at_records = 1;
     q

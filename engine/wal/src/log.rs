@@ -199,7 +199,10 @@ impl CommitLog {
         let end = q.pending.len();
         q.records.push((delta.tx_offset, end));
         q.last_appended = delta.tx_offset;
-        let wake = q.idle_workers > 0 && q.records.len() >= q.wake_at_records;
+        let wake = q.idle_workers > q.wakes_pending && q.records.len() >= q.wake_at_records;
+        if wake {
+            q.wakes_pending += 1;
+        }
         drop(q);
         if wake {
             self.shared.work.notify_one();
