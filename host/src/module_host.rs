@@ -19,7 +19,7 @@ use crate::abi::{CallContext, Catalog, ProcedureCommit, ProcedureEnv};
 use crate::codec::{resolve, skip_value, Reader};
 use crate::logs::{now_micros, LogLevel, ModuleLogs};
 use crate::module_def::{decode_module_def, ModuleSpec, ScheduledFunction, TableSpec};
-use crate::runtime::{GuestFailure, GuestOutcome, Instance, WasmEngine};
+use crate::runtime::{CompiledModule, GuestFailure, GuestOutcome, Instance, WasmEngine};
 use crate::tx_slot::TxSlot;
 use crate::views::{RefreshEnv, ViewStates};
 use crate::HostError;
@@ -445,10 +445,18 @@ fn instantiate(
     program: &[u8],
     config: &HostConfig,
 ) -> Result<Instantiated, HostError> {
-    let compiled = engine.compile(program)?;
+    instantiate_compiled(&engine.compile(program)?, db, config)
+}
+
+/// [`instantiate`] for a program compiled already.
+fn instantiate_compiled(
+    compiled: &CompiledModule,
+    db: &Arc<Database>,
+    config: &HostConfig,
+) -> Result<Instantiated, HostError> {
     let logs = Arc::new(ModuleLogs::new());
     let (instance, def_bytes) =
-        Instance::new(&compiled, TxSlot::new(Arc::clone(db)), config.database_identity, Arc::clone(&logs))?;
+        Instance::new(compiled, TxSlot::new(Arc::clone(db)), config.database_identity, Arc::clone(&logs))?;
     let spec = Arc::new(decode_module_def(&def_bytes)?);
     Ok(Instantiated { instance, def_bytes, spec, logs })
 }
@@ -637,9 +645,24 @@ pub fn plan_update(
     program: &[u8],
     config: &HostConfig,
 ) -> Result<Option<UpdatePlan>, HostError> {
+    Ok(prepare_update(engine, db, program, config)?.map(|(plan, _)| plan))
+}
+
+/// [`plan_update`], also giving back `program` compiled, for [`Start::PublishCompiled`]: a
+/// server plans an update before stopping the running version, and compiling only then would
+/// hold every call for the compilation (0.1–0.5 s for the test modules; more for big ones).
+///
+/// [`Start::PublishCompiled`]: crate::worker::Start::PublishCompiled
+pub fn prepare_update(
+    engine: &WasmEngine,
+    db: &Arc<Database>,
+    program: &[u8],
+    config: &HostConfig,
+) -> Result<Option<(UpdatePlan, CompiledModule)>, HostError> {
     let Some(stored) = stored_program(&db.snapshot()) else { return Ok(None) };
     check_program_size(program)?;
-    let new = instantiate(engine, db, program, config)?.spec;
+    let compiled = engine.compile(program)?;
+    let new = instantiate_compiled(&compiled, db, config)?.spec;
     let old = decode_module_def(&stored.module_def)?;
     let migration = plan_migration(&old, &new)?;
     let kind = |spec: &ModuleSpec, name: &str| {
@@ -669,12 +692,13 @@ pub fn plan_update(
     if breaks_clients {
         steps.push("disconnect all clients (they must reconnect)".into());
     }
-    Ok(Some(UpdatePlan {
+    let plan = UpdatePlan {
         steps,
         breaks_clients,
         old_program_hash: *blake3::hash(&stored.program).as_bytes(),
         new_program_hash: *blake3::hash(program).as_bytes(),
-    }))
+    };
+    Ok(Some((plan, compiled)))
 }
 
 /// How version `new` of a table stores its rows differently from version `old`: columns
@@ -722,9 +746,25 @@ impl ModuleHost {
         owner: [u8; 32],
         config: HostConfig,
     ) -> Result<(ModuleHost, PublishReport), HostError> {
+        Self::publish_compiled(engine, db, log, program, None, owner, config)
+    }
+
+    /// [`ModuleHost::publish`] with `program` compiled already, if `compiled` is given (by
+    /// [`prepare_update`], from these same bytes).
+    pub(crate) fn publish_compiled(
+        engine: &WasmEngine,
+        db: Arc<Database>,
+        log: Option<Arc<CommitLog>>,
+        program: &[u8],
+        compiled: Option<&CompiledModule>,
+        owner: [u8; 32],
+        config: HostConfig,
+    ) -> Result<(ModuleHost, PublishReport), HostError> {
         check_program_size(program)?;
-        let Instantiated { mut instance, def_bytes, spec, logs } =
-            instantiate(engine, &db, program, &config)?;
+        let Instantiated { mut instance, def_bytes, spec, logs } = match compiled {
+            Some(compiled) => instantiate_compiled(compiled, &db, &config)?,
+            None => instantiate(engine, &db, program, &config)?,
+        };
         let old = stored_program(&db.snapshot());
         let state = instance.state();
         state.slot.begin();

@@ -287,6 +287,9 @@ pub struct DatabaseHandle {
 pub enum Start {
     /// Publish this program (first publish or compatible update).
     Publish { program: Vec<u8>, owner: [u8; 32] },
+    /// [`Start::Publish`] with `compiled` made from `program` by
+    /// [`prepare_update`](crate::module_host::prepare_update).
+    PublishCompiled { program: Vec<u8>, compiled: crate::runtime::CompiledModule, owner: [u8; 32] },
     /// Open the program already in the database.
     Open,
 }
@@ -332,6 +335,16 @@ impl DatabaseHandle {
                             ModuleHost::publish(&engine, db, log, &program, owner, config)
                                 .map(|(h, r)| (h, Some(r)))
                         }
+                        Start::PublishCompiled { program, compiled, owner } => ModuleHost::publish_compiled(
+                            &engine,
+                            db,
+                            log,
+                            &program,
+                            Some(&compiled),
+                            owner,
+                            config,
+                        )
+                        .map(|(h, r)| (h, Some(r))),
                         Start::Open => ModuleHost::open(&engine, db, log, config).map(|h| (h, None)),
                     };
                     match started {

@@ -156,6 +156,12 @@ fn quickstart_through_the_cli() {
     let (ok, out, err) = run(&["sql", "quickstart-chat", "SELECT * FROM message"]);
     assert!(ok, "sql after restart: {err}\nserver:\n{}", server.output());
     assert!(out.contains("\"Hello, World!\""), "{out}");
+    // The server logs each database's recovery and which write path its log took.
+    let log = server.output();
+    assert!(
+        log.contains("recovered in") && log.contains("commit log open") && log.contains("backend="),
+        "{log}"
+    );
 
     let (ok, out, err) = run(&["list"]);
     assert!(ok, "list: {err}");

@@ -35,8 +35,32 @@ enum Command {
     Client(cli::Command),
 }
 
+/// What is logged (to stderr) unless `RUST_LOG` says otherwise: for the server, Lightcone's own
+/// `info` lines — each database's recovery and the log's I/O path, snapshots, module updates —
+/// and every crate's warnings; for the other commands, warnings only.
+const SERVER_LOG_FILTER: &str =
+    "warn,lightcone=info,lightcone_host=info,lightcone_wal=info,lightcone_snapshot=info";
+const CLIENT_LOG_FILTER: &str = "warn";
+
+fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // `try_init` fails only if a subscriber is installed already: then that one logs.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(if matches!(cli.command, Command::Start(_)) {
+        SERVER_LOG_FILTER
+    } else {
+        CLIENT_LOG_FILTER
+    });
     let result = match cli.command {
         Command::Replay { data_dir, until } => replay(&data_dir, until),
         Command::Start(args) => cli::run_start(args).map_err(|e| e.to_string()),

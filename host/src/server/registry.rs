@@ -438,8 +438,8 @@ impl Registry {
             }
             Some(db) => {
                 let config = Self::config(&db.meta);
-                if let Some(plan) = crate::module_host::plan_update(&self.engine, &db.db, &program, &config)?
-                {
+                let prepared = crate::module_host::prepare_update(&self.engine, &db.db, &program, &config)?;
+                if let Some((plan, _)) = &prepared {
                     let acknowledged = match policy {
                         MigrationPolicy::Compatible => false,
                         MigrationPolicy::BreakClients(token) => {
@@ -462,13 +462,18 @@ impl Registry {
                         )));
                     }
                 }
-                // Stop the module, publish the new program over the same data; on refusal put
-                // the old one back.
+                // Stop the module, publish the new program (compiled above) over the same data;
+                // on refusal put the old one back. Calls wait meanwhile.
+                let held_from = std::time::Instant::now();
                 let old = db.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(h) = old {
                     h.shutdown();
                 }
-                let start = Start::Publish { program, owner: caller.to_le() };
+                let owner = caller.to_le();
+                let start = match prepared {
+                    Some((_, compiled)) => Start::PublishCompiled { program, compiled, owner },
+                    None => Start::Publish { program, owner },
+                };
                 let started = DatabaseHandle::start_with_hooks(
                     Arc::clone(&self.engine),
                     Arc::clone(&db.db),
@@ -480,6 +485,11 @@ impl Registry {
                 let result = match started {
                     Ok((handle, _)) => {
                         *db.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                        tracing::info!(
+                            database = %db.meta.identity,
+                            held_ms = held_from.elapsed().as_secs_f64() * 1e3,
+                            "module updated; calls were held while the versions swapped"
+                        );
                         Ok((Arc::clone(&db), PublishOp::Updated))
                     }
                     Err(e) => {
