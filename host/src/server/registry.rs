@@ -443,7 +443,7 @@ impl Registry {
                     let acknowledged = match policy {
                         MigrationPolicy::Compatible => false,
                         MigrationPolicy::BreakClients(token) => {
-                            if !same_token(token, &migration_token(&db.meta.identity, &plan)) {
+                            if !same_token(token, &migration_token(&db.meta.identity, plan)) {
                                 return Err(RegistryError::BreaksClients(
                                     "the migration token is invalid or does not match this update \
                                      (ask pre_publish again)"
