@@ -21,7 +21,7 @@ use crate::logs::{now_micros, LogLevel, ModuleLogs};
 use crate::module_def::{decode_module_def, ModuleSpec, ScheduledFunction, TableSpec};
 use crate::runtime::{CompiledModule, GuestFailure, GuestOutcome, Instance, WasmEngine};
 use crate::tx_slot::TxSlot;
-use crate::views::{RefreshEnv, ViewStates};
+use crate::views::{RefreshEnv, ViewReaders, ViewStates};
 use crate::HostError;
 
 /// The system table holding the published program and its definition.
@@ -579,13 +579,12 @@ fn plan_migration(old: &ModuleSpec, new: &ModuleSpec) -> Result<Migration, HostE
 /// Whether clients connected under version `old` can go on under `new` (its update was
 /// published over `old`'s data): every table and view they may have subscribed to keeps its
 /// engine table and shape, and what each identity may see is filtered the same way (same
-/// row-level security). Sender-bound views break it: an update recomputes them from scratch,
-/// dropping what readers hold. Otherwise clients are asked to reconnect, as upstream does for
-/// updates that break clients.
+/// row-level security). Views are recomputed by the new version in the update's commit — the
+/// sender-bound ones for the readers it takes over ([`ViewStates::adopt`]) — as upstream
+/// re-evaluates subscribed views. Otherwise clients are asked to reconnect, as upstream does
+/// for updates that break clients.
 pub fn update_keeps_clients(old: &ModuleSpec, new: &ModuleSpec) -> bool {
-    same_row_level_security(old, new)
-        && old.views.iter().all(|v| v.anonymous)
-        && plan_migration(old, new).is_ok_and(|plan| plan.drop.is_empty())
+    same_row_level_security(old, new) && plan_migration(old, new).is_ok_and(|plan| plan.drop.is_empty())
 }
 
 /// Whether two versions filter rows with the same row-level security (in any order).
@@ -746,17 +745,22 @@ impl ModuleHost {
         owner: [u8; 32],
         config: HostConfig,
     ) -> Result<(ModuleHost, PublishReport), HostError> {
-        Self::publish_compiled(engine, db, log, program, None, owner, config)
+        Self::publish_compiled(engine, db, log, program, None, ViewReaders::default(), owner, config)
     }
 
     /// [`ModuleHost::publish`] with `program` compiled already, if `compiled` is given (by
-    /// [`prepare_update`], from these same bytes).
+    /// [`prepare_update`], from these same bytes). An update that keeps clients connected
+    /// takes over `readers`, the previous version's readers of sender-bound views
+    /// ([`ModuleHost::view_readers`]): their rows are recomputed by this version in the
+    /// update's commit, and the clients' later releases find them here.
+    #[allow(clippy::too_many_arguments)] // one call site each, all of it needed
     pub(crate) fn publish_compiled(
         engine: &WasmEngine,
         db: Arc<Database>,
         log: Option<Arc<CommitLog>>,
         program: &[u8],
         compiled: Option<&CompiledModule>,
+        readers: ViewReaders,
         owner: [u8; 32],
         config: HostConfig,
     ) -> Result<(ModuleHost, PublishReport), HostError> {
@@ -810,6 +814,9 @@ impl ModuleHost {
         write_program_row(tx, program, &def_bytes, owner, created).map_err(engine_err)?;
         let catalog = Arc::new(Catalog::resolve(Arc::clone(&spec), &*tx).map_err(engine_err)?);
         let mut host = ModuleHost::assemble(instance, Arc::clone(&spec), catalog, db, log, logs, config);
+        if !created && keeps_clients {
+            host.views.adopt(&spec, readers);
+        }
         for name in &drop {
             host.logs.host(LogLevel::Info, format!("Dropping the table of view `{name}`"));
         }
@@ -832,7 +839,8 @@ impl ModuleHost {
         host.note_startup_commit(delta);
         host.arm_all_schedules();
         if !created {
-            // The previous version's readers hold their views on its host, not this one.
+            // Rows of readers this version did not take over (an update that disconnects
+            // every client) go.
             host.clear_sender_bound_views()?;
         }
         Ok((host, PublishReport { created, tables_created, keeps_clients }))
@@ -857,31 +865,56 @@ impl ModuleHost {
         Ok(host)
     }
 
-    /// Deletes every row of the sender-bound views' tables: after a restart, the readers they
-    /// were computed for are gone (each is recomputed when its identity reads it again).
+    /// Deletes the rows of sender-bound views that no reader holds: after a restart, none
+    /// (each is recomputed when its identity reads it again); after an update, those of
+    /// readers it did not take over from the previous version.
     fn clear_sender_bound_views(&mut self) -> Result<(), HostError> {
-        let tables: Vec<_> = self
+        let sender_bound: Vec<(usize, lightcone_mvcc::TableId)> = self
             .spec
             .views
             .iter()
-            .filter(|v| !v.anonymous)
-            .map(|v| self.catalog.engine_ids[v.table])
+            .enumerate()
+            .filter(|(_, v)| !v.anonymous)
+            .map(|(i, v)| (i, self.catalog.engine_ids[v.table]))
             .collect();
         let snapshot = self.db.snapshot();
-        if tables.iter().all(|&t| snapshot.table(t).map_or(true, |v| v.row_count() == 0)) {
+        if sender_bound.iter().all(|&(_, t)| snapshot.table(t).map_or(true, |v| v.row_count() == 0)) {
             return Ok(());
         }
         drop(snapshot);
+        // Kept: the (table, identity) pairs materialized for a reader.
+        let mut held = BTreeSet::new();
+        for &(i, t) in &sender_bound {
+            for (sender, _) in self.views.readers_of(i) {
+                held.insert((t, sender));
+            }
+        }
         self.write(move |tx| {
-            for t in tables {
-                let rids: Vec<_> = tx.table(t).map_err(|e| e.to_string())?.row_ids().collect();
-                for rid in rids {
+            for (_, t) in sender_bound {
+                let table = tx.table(t).map_err(|e| e.to_string())?;
+                // The hidden leading column holds the identity the row was computed for.
+                let stale: Vec<_> = table
+                    .row_ids()
+                    .filter(|&rid| {
+                        let sender = table.get(rid).and_then(|row| match row.first() {
+                            Some(Value::U256(s)) => Some(s.to_le_bytes()),
+                            _ => None,
+                        });
+                        sender.is_none_or(|s| !held.contains(&(t, s)))
+                    })
+                    .collect();
+                for rid in stale {
                     tx.delete(t, rid).map_err(|e| e.to_string())?;
                 }
             }
             Ok(())
         })
         .map(|(delta, _)| self.note_startup_commit(delta))
+    }
+
+    /// The readers of this version's sender-bound views, for the version that updates it.
+    pub fn view_readers(&self) -> ViewReaders {
+        self.views.readers(&self.spec)
     }
 
     fn note_startup_commit(&mut self, delta: Arc<TxDelta>) {

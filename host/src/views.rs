@@ -73,6 +73,19 @@ pub struct ViewStates {
     views: Vec<ViewState>,
 }
 
+/// Who reads which sender-bound views, by view name: what a module update hands from one
+/// version to the next ([`ViewStates::readers`], [`ViewStates::adopt`]) so that clients it
+/// keeps connected keep their views, recomputed by the new version — as upstream re-evaluates
+/// subscribed views after an update that keeps its clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewReaders(Vec<(String, [u8; 32], usize)>);
+
+impl ViewReaders {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What a refresh needs from its host, borrowed for the duration.
 pub struct RefreshEnv<'a> {
     pub spec: &'a ModuleSpec,
@@ -84,6 +97,35 @@ pub struct RefreshEnv<'a> {
 impl ViewStates {
     pub fn new(spec: &ModuleSpec) -> ViewStates {
         ViewStates { views: spec.views.iter().map(|_| ViewState::default()).collect() }
+    }
+
+    /// Every (view, identity) materialized, with its number of readers.
+    pub fn readers(&self, spec: &ModuleSpec) -> ViewReaders {
+        let mut out = Vec::new();
+        for (view, state) in spec.views.iter().zip(&self.views) {
+            for (sender, s) in &state.senders {
+                out.push((view.name.clone(), *sender, s.holders));
+            }
+        }
+        ViewReaders(out)
+    }
+
+    /// Takes over `readers` (from the version this one updates) for this version's
+    /// sender-bound views of the same names; the next refresh runs each of them, as views that
+    /// have not run yet. Readers of views this version lacks or made anonymous are dropped:
+    /// such an update disconnects the clients anyway (`update_keeps_clients`).
+    pub fn adopt(&mut self, spec: &ModuleSpec, readers: ViewReaders) {
+        for (name, sender, holders) in readers.0 {
+            let Some(i) = spec.views.iter().position(|v| v.name == name && !v.anonymous) else { continue };
+            let state = self.views[i].senders.entry(sender).or_default();
+            state.holders += holders;
+            state.reads = None;
+        }
+    }
+
+    /// The identities sender-bound view `view` is materialized for, with their readers.
+    pub fn readers_of(&self, view: usize) -> impl Iterator<Item = ([u8; 32], usize)> + '_ {
+        self.views.get(view).into_iter().flat_map(|v| v.senders.iter().map(|(s, st)| (*s, st.holders)))
     }
 
     /// Whether view `view` (index into the spec's views) is materialized for `sender`.

@@ -27,6 +27,7 @@ use crate::module_host::{
     ReducerOutcome, RunningFlag,
 };
 use crate::runtime::WasmEngine;
+use crate::views::ViewReaders;
 use crate::HostError;
 
 /// One commit, as listeners (subscriptions) see it: the delta and the state right after it.
@@ -279,8 +280,9 @@ pub struct DatabaseHandle {
     /// Sends answers and updates in commit order (shared with the database thread).
     outgoing: Notifier,
     stopped: std::sync::atomic::AtomicBool,
-    id: u64,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<JoinHandle<ViewReaders>>>,
+    /// What the thread left when it ended (see [`DatabaseHandle::take_view_readers`]).
+    left_readers: Mutex<ViewReaders>,
 }
 
 /// How to start the module on the thread.
@@ -289,7 +291,14 @@ pub enum Start {
     Publish { program: Vec<u8>, owner: [u8; 32] },
     /// [`Start::Publish`] with `compiled` made from `program` by
     /// [`prepare_update`](crate::module_host::prepare_update).
-    PublishCompiled { program: Vec<u8>, compiled: crate::runtime::CompiledModule, owner: [u8; 32] },
+    /// An update keeping clients connected takes over `readers`, the sender-bound views' readers
+    /// of the version it follows ([`DatabaseHandle::take_view_readers`]).
+    PublishCompiled {
+        program: Vec<u8>,
+        compiled: crate::runtime::CompiledModule,
+        readers: ViewReaders,
+        owner: [u8; 32],
+    },
     /// Open the program already in the database.
     Open,
 }
@@ -335,16 +344,19 @@ impl DatabaseHandle {
                             ModuleHost::publish(&engine, db, log, &program, owner, config)
                                 .map(|(h, r)| (h, Some(r)))
                         }
-                        Start::PublishCompiled { program, compiled, owner } => ModuleHost::publish_compiled(
-                            &engine,
-                            db,
-                            log,
-                            &program,
-                            Some(&compiled),
-                            owner,
-                            config,
-                        )
-                        .map(|(h, r)| (h, Some(r))),
+                        Start::PublishCompiled { program, compiled, readers, owner } => {
+                            ModuleHost::publish_compiled(
+                                &engine,
+                                db,
+                                log,
+                                &program,
+                                Some(&compiled),
+                                readers,
+                                owner,
+                                config,
+                            )
+                            .map(|(h, r)| (h, Some(r)))
+                        }
                         Start::Open => ModuleHost::open(&engine, db, log, config).map(|h| (h, None)),
                     };
                     match started {
@@ -362,10 +374,11 @@ impl DatabaseHandle {
                             }
                             let info = (Arc::clone(host.logs()), Arc::clone(host.spec()), report, seed);
                             let ready = move || ready_tx.send(Ok(info)).is_ok();
-                            run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, outgoing, ready);
+                            run(host, Jobs { rx: jobs_rx, queued }, listeners, hooks, outgoing, ready)
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
+                            ViewReaders::default()
                         }
                     }
                 })
@@ -396,11 +409,8 @@ impl DatabaseHandle {
             hooks,
             outgoing,
             stopped: std::sync::atomic::AtomicBool::new(false),
-            id: {
-                static NEXT_HANDLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-                NEXT_HANDLE.fetch_add(1, Ordering::Relaxed)
-            },
             thread: Mutex::new(Some(thread)),
+            left_readers: Mutex::default(),
         };
         Ok((Arc::new(handle), report))
     }
@@ -646,14 +656,15 @@ impl DatabaseHandle {
             && self.log.as_ref().is_none_or(|l| l.durability() != lightcone_wal::Durability::Fsync)
     }
 
-    /// Unique among the handles of this process (a new module version gets a new one).
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
     /// Whether [`DatabaseHandle::shutdown`] has begun (calls queued after it are refused).
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
+    }
+
+    /// After [`DatabaseHandle::shutdown`]: who read which sender-bound views when this version
+    /// stopped, for the version that follows ([`Start::PublishCompiled`]). Taken once.
+    pub fn take_view_readers(&self) -> ViewReaders {
+        std::mem::take(&mut *self.left_readers.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Stops the thread after the calls queued before this one, and flushes the log.
@@ -671,7 +682,9 @@ impl DatabaseHandle {
         }
         // A second caller waits here (the lock is held while joining) until the thread is gone.
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+            if let Ok(readers) = t.join() {
+                *self.left_readers.lock().unwrap_or_else(|p| p.into_inner()) = readers;
+            }
             if let Some(log) = &self.log {
                 let _ = log.flush();
             }
@@ -1270,7 +1283,7 @@ fn run(
     hooks: Arc<CommitHooks>,
     outgoing: Notifier,
     ready: impl FnOnce() -> bool,
-) {
+) -> ViewReaders {
     let n = Notify {
         db: Arc::clone(host.database()),
         listeners,
@@ -1294,7 +1307,7 @@ fn run(
         notify_at(&n, None, &delta, None, after);
     }
     if !ready() {
-        return;
+        return host.view_readers();
     }
     loop {
         let timeout = match host.next_scheduled() {
@@ -1304,11 +1317,12 @@ fn run(
         let job = match next_job(&jobs, timeout) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => return host.view_readers(),
         };
         match job {
             None => {}
-            Some(Job::Shutdown) => return,
+            // Who reads which sender-bound views goes to the version that follows, if any.
+            Some(Job::Shutdown) => return host.view_readers(),
             Some(Job::Call { reducer, caller, args, reply }) => {
                 let mut result = host.call_reducer(&reducer, &caller, args);
                 if let Ok(o) = &mut result {

@@ -969,3 +969,49 @@ fn deleting_a_database_closes_its_clients() {
     let closed = close_reason(&mut a);
     assert!(closed.contains("stopped or deleted"), "{closed}");
 }
+
+// Proves a module update that keeps the schema keeps clients that read sender-bound views
+// connected, as upstream re-evaluates subscribed views (it used to disconnect every client):
+// the publish needs no acknowledgement, the session goes on receiving updates, and its view
+// rows are still its own after the update — dropped on unsubscribe, materialized again on a
+// new subscription.
+#[test]
+fn a_module_update_keeps_readers_of_sender_bound_views_connected() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    let (alice_id, alice) = new_identity(&http, &s);
+    let alice_le = identity_le(&alice_id);
+    assert_eq!(publish(&http, &s, "vk", &owner, "abi_exerciser").status, 200);
+    let mut a = connect_ready(&s, "vk", Some(&alice), "v2.bsatn.spacetimedb");
+    let q = ["SELECT * FROM my_identity", "SELECT * FROM high_score_items"];
+    a.send(Message::Binary(subscribe_msg(1, 1, &q).into())).unwrap();
+    let applied = next(&mut a);
+    assert_eq!(applied[0], 1, "SubscribeApplied: {}", String::from_utf8_lossy(&applied));
+    assert!(contains(&applied, &alice_le));
+
+    let plan = pre_publish(&http, &s, "vk", &owner, "abi_exerciser");
+    let plan: serde_json::Value = serde_json::from_str(&plan.body).unwrap();
+    assert_eq!(plan["AutoMigrate"]["break_clients"], false, "{plan}");
+    let r = publish(&http, &s, "vk", &owner, "abi_exerciser");
+    assert_eq!(r.status, 200, "no acknowledgement needed: {}", r.body);
+
+    assert_eq!(call(&http, &s, "vk", "seed_items", Some(&owner), "[8]").status, 200);
+    let update = next(&mut a);
+    assert_eq!(update[0], 4, "TransactionUpdate, not a close: {}", String::from_utf8_lossy(&update));
+    assert!(contains(&update, b"high_score_items") && contains(&update, b"item-7"));
+
+    // Unsubscribe with the dropped rows: alice's view row is still there, and hers.
+    let mut m = vec![1u8];
+    m.extend_from_slice(&2u32.to_le_bytes());
+    m.extend_from_slice(&1u32.to_le_bytes());
+    m.push(1);
+    a.send(Message::Binary(m.into())).unwrap();
+    let dropped = next(&mut a);
+    assert_eq!(dropped[0], 2, "UnsubscribeApplied: {}", String::from_utf8_lossy(&dropped));
+    assert!(contains(&dropped, &alice_le), "her row, kept across the update");
+    a.send(Message::Binary(subscribe_msg(3, 2, &["SELECT * FROM my_identity"]).into())).unwrap();
+    let applied = next(&mut a);
+    assert_eq!(applied[0], 1, "SubscribeApplied: {}", String::from_utf8_lossy(&applied));
+    assert!(contains(&applied, &alice_le));
+}

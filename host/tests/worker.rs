@@ -369,3 +369,62 @@ fn hook_deliveries_and_answers_go_out_in_commit_order_once_durable() {
         assert!(pair[0].0 <= pair[1].0, "commit {} went out after commit {}", pair[1].0, pair[0].0);
     }
 }
+
+// Proves an update that keeps clients connected hands the readers of sender-bound views to
+// the next version: their rows are recomputed in the update and stay, unheld rows go, and a
+// reader's release on the new version deletes its rows. Without the hand-over the update
+// clears them all (what it did before), which this test tells apart.
+#[test]
+fn a_module_update_hands_view_readers_to_the_next_version() {
+    for hand_over in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, log, _) =
+            lightcone_snapshot::open_data_dir(dir.path(), LogOptions::default(), |_| {}).expect("open");
+        let (db, log) = (Arc::new(db), Arc::new(log));
+        let engine = Arc::new(lightcone_host::WasmEngine::new().unwrap());
+        let config = HostConfig::default();
+        let begin = |start: Start| {
+            let hooks = Arc::new(lightcone_host::CommitHooks::default());
+            DatabaseHandle::start_with_hooks(
+                Arc::clone(&engine),
+                Arc::clone(&db),
+                Some(Arc::clone(&log)),
+                config.clone(),
+                start,
+                hooks,
+            )
+            .expect("start")
+            .0
+        };
+        let program = fixture("abi_exerciser");
+        let v1 = begin(Start::Publish { program: program.clone(), owner: OWNER });
+        let view = v1.spec().views.iter().position(|v| v.name == "my_identity").unwrap();
+        let (alice, bob) = ([1u8; 32], [2u8; 32]);
+        v1.acquire_views(alice, vec![view]).unwrap();
+        v1.acquire_views(alice, vec![view]).unwrap(); // two readers
+        v1.acquire_views(bob, vec![view]).unwrap();
+        assert_eq!(rows(&db, "my_identity").len(), 2, "one row per identity");
+
+        let (plan, compiled) =
+            lightcone_host::module_host::prepare_update(&engine, &db, &program, &config).unwrap().unwrap();
+        assert!(!plan.breaks_clients, "the same module keeps its clients: {}", plan.describe());
+        v1.shutdown();
+        let mut readers = v1.take_view_readers();
+        assert!(!readers.is_empty());
+        if !hand_over {
+            readers = Default::default();
+        }
+        let v2 = begin(Start::PublishCompiled { program: program.clone(), compiled, readers, owner: OWNER });
+        if !hand_over {
+            assert!(rows(&db, "my_identity").is_empty(), "nobody reads them on the new version");
+            continue;
+        }
+        assert_eq!(rows(&db, "my_identity").len(), 2, "kept, recomputed by the new version");
+        v2.release_views(bob, vec![view]).unwrap();
+        assert_eq!(rows(&db, "my_identity").len(), 1, "bob's last reader left");
+        v2.release_views(alice, vec![view]).unwrap();
+        assert_eq!(rows(&db, "my_identity").len(), 1, "alice still has a reader");
+        v2.release_views(alice, vec![view]).unwrap();
+        assert!(rows(&db, "my_identity").is_empty());
+    }
+}

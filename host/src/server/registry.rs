@@ -466,12 +466,18 @@ impl Registry {
                 // on refusal put the old one back. Calls wait meanwhile.
                 let held_from = std::time::Instant::now();
                 let old = db.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(h) = old {
+                let readers = old.map(|h| {
                     h.shutdown();
-                }
+                    h.take_view_readers()
+                });
                 let owner = caller.to_le();
                 let start = match prepared {
-                    Some((_, compiled)) => Start::PublishCompiled { program, compiled, owner },
+                    Some((_, compiled)) => Start::PublishCompiled {
+                        program,
+                        compiled,
+                        readers: readers.unwrap_or_default(),
+                        owner,
+                    },
                     None => Start::Publish { program, owner },
                 };
                 let started = DatabaseHandle::start_with_hooks(

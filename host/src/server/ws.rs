@@ -499,14 +499,17 @@ struct Session {
     kick: Arc<Kick>,
     /// The sender-bound views each query set holds materialized for this identity; `None`
     /// once the session closed (a subscribe finishing after that releases at once).
-    /// Each entry remembers the handle (by id) it was acquired on: after a module update the
-    /// new version starts with no readers, so views held on the old one are not released there.
     views: Mutex<Option<HashMap<u32, HeldViews>>>,
 }
 
-/// Sender-bound views a query set holds: the id of the handle they were acquired on, and the
-/// views (indexes into the spec's views).
-type HeldViews = (u64, Vec<usize>);
+/// Sender-bound views a query set holds: the client epoch ([`CommitHooks::client_epoch`])
+/// they were acquired in, and the views' names. A module update that keeps clients connected
+/// hands its readers to the next version, which the views are then released on (by name: the
+/// views' positions may change); one that disconnects them starts the next version with none,
+/// and bumps the epoch, so views held before it are released nowhere.
+///
+/// [`CommitHooks::client_epoch`]: crate::worker::CommitHooks::client_epoch
+type HeldViews = (u64, Vec<String>);
 
 impl Session {
     /// The running module's handle: after an update that kept this client connected, the new
@@ -519,6 +522,33 @@ impl Session {
             }
         }
         Arc::clone(&handle)
+    }
+
+    /// Releases sender-bound views this session held (see [`HeldViews`]) on the running
+    /// version, waiting while an update is between two versions: blocks, so only for blocking
+    /// threads. Gives up if an update since disconnected clients (the views are not held
+    /// there) or no version came up within [`UPDATE_WAIT`].
+    fn release_held(&self, (epoch, names): HeldViews) {
+        if names.is_empty() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            // The handle before the epoch: a version that bumped it did so before it ran.
+            let handle = self.handle();
+            if self.hub.db.hooks.client_epoch() != epoch {
+                return;
+            }
+            let views: Vec<usize> =
+                names.iter().filter_map(|n| handle.spec().views.iter().position(|v| &v.name == n)).collect();
+            match handle.release_views(self.info.identity, views) {
+                Err(crate::HostError::ShutDown) if start.elapsed() < UPDATE_WAIT => {
+                    // Between two versions: the next one has the readers.
+                    let _ = self.hub.db.running_handle(UPDATE_WAIT.saturating_sub(start.elapsed()));
+                }
+                _ => return,
+            }
+        }
     }
 
     /// [`Session::handle`], waiting (up to `limit`) while a module update is between two
@@ -667,11 +697,11 @@ impl Session {
             .flat_map(|m| m.into_values())
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
+            for views in held {
+                session.release_held(views);
+            }
             // A client closed by a module update disconnects from the version that follows.
             let handle = session.settled_handle(UPDATE_WAIT);
-            let held: Vec<usize> =
-                held.into_iter().filter(|(on, _)| *on == handle.id()).flat_map(|(_, v)| v).collect();
-            let _ = handle.release_views(session.info.identity, held);
             handle.client_disconnected(&session.info)
         })
         .await;
@@ -832,8 +862,11 @@ impl Session {
                 let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
                 // Sender-bound views are materialized for this identity first (a commit of
                 // its own, evaluated before the hub lock is taken here).
-                let views = super::rls::sender_bound_views(&spec, &handle.snapshot(), &refs);
-                if let Err(e) = handle.acquire_views(self.info.identity, views.clone()) {
+                let indexes = super::rls::sender_bound_views(&spec, &handle.snapshot(), &refs);
+                // Read before acquiring (see `release_held`).
+                let epoch = self.hub.db.hooks.client_epoch();
+                let views: HeldViews = (epoch, indexes.iter().map(|&v| spec.views[v].name.clone()).collect());
+                if let Err(e) = handle.acquire_views(self.info.identity, indexes) {
                     return Some(protocol::subscription_error(
                         Some(request_id),
                         query_set_id,
@@ -858,14 +891,14 @@ impl Session {
                         let mut held = self.views.lock().unwrap_or_else(|p| p.into_inner());
                         match held.as_mut() {
                             Some(held) => {
-                                held.insert(query_set_id, (handle.id(), views));
+                                held.insert(query_set_id, views);
                             }
                             None => {
                                 // The session closed meanwhile: undo, nobody is listening.
                                 drop(held);
                                 inner.subs.remove_client(client);
                                 drop((inner, commits));
-                                let _ = handle.release_views(self.info.identity, views);
+                                self.release_held(views);
                                 return None;
                             }
                         }
@@ -875,7 +908,7 @@ impl Session {
                     Err(e) => {
                         inner.starts.remove(&(client, query_set_id));
                         drop((inner, commits));
-                        let _ = handle.release_views(self.info.identity, views);
+                        self.release_held(views);
                         let reply =
                             protocol::subscription_error(Some(request_id), query_set_id, &e.to_string());
                         self.send(out, &reply);
@@ -916,10 +949,8 @@ impl Session {
                     .unwrap_or_else(|p| p.into_inner())
                     .as_mut()
                     .and_then(|m| m.remove(&query_set_id));
-                if let Some((on, views)) = held {
-                    if on == handle.id() {
-                        let _ = handle.release_views(self.info.identity, views);
-                    }
+                if let Some(views) = held {
+                    self.release_held(views);
                 }
                 None
             }
