@@ -668,11 +668,19 @@ impl DatabaseHandle {
     }
 
     /// Stops the thread after the calls queued before this one, and flushes the log.
+    /// Procedure calls queued but not started yet are answered with [`HostError::ShutDown`].
     pub fn shutdown(&self) {
-        // Procedures first: a running one may still need the database thread for its turn.
-        if let Some(p) = &self.procedures {
-            p.stop();
+        for call in self.shutdown_for_update() {
+            call.refuse();
         }
+    }
+
+    /// [`DatabaseHandle::shutdown`], handing back the procedure calls not started yet, to be
+    /// queued on the version that follows ([`RefusedCall::requeue`]) or refused. Each must be
+    /// one or the other: its caller waits for an answer.
+    pub fn shutdown_for_update(&self) -> Vec<RefusedCall> {
+        // Procedures first: a running one may still need the database thread for its turn.
+        let unstarted = self.procedures.as_ref().map(|p| p.stop()).unwrap_or_default();
         {
             let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
             if !self.stopped.swap(true, Ordering::AcqRel) {
@@ -692,6 +700,7 @@ impl DatabaseHandle {
             // process's exit) follows.
             self.outgoing.drain();
         }
+        unstarted
     }
 }
 
@@ -783,6 +792,8 @@ struct ProcedurePool {
     /// Set by [`ProcedureThread::stop`]: each thread ends after its current procedure.
     stopping: std::sync::atomic::AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Jobs a thread took after the stop began, never started (see [`ProcedureThread::stop`]).
+    unstarted: Mutex<Vec<ProcedureJob>>,
 }
 
 type ProcedureChannel = (Sender<Option<ProcedureJob>>, Receiver<Option<ProcedureJob>>);
@@ -816,15 +827,17 @@ impl ProcedureThread {
             free: AtomicUsize::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            unstarted: Mutex::new(Vec::new()),
         });
         ProcedurePool::add_thread(&pool, true)?;
         Ok(ProcedureThread { pool })
     }
 
-    /// Lets running procedures finish and ends the threads; procedures still queued are
-    /// answered with an error. (Draining the queue instead could take forever: scheduled
-    /// procedures keep arriving until the database thread stops, which comes after this.)
-    fn stop(&self) {
+    /// Lets running procedures finish and ends the threads; procedures still queued are handed
+    /// back unstarted, for the next version of the module or to be answered with the error.
+    /// (Draining the queue instead could take forever: scheduled procedures keep arriving until
+    /// the database thread stops, which comes after this.)
+    fn stop(&self) -> Vec<RefusedCall> {
         {
             // Under the sender's lock: a call sent after this sees `stopping` and is handed
             // back unrun (see `try_call_procedure_then`), to be queued on the next version.
@@ -840,15 +853,12 @@ impl ProcedureThread {
         // Nobody takes jobs any more: answer the ones still queued now, and drop the receiver
         // so later sends (through a handle someone still holds) fail and are refused at once,
         // rather than leave their callers waiting forever.
+        let mut unstarted = std::mem::take(&mut *self.pool.unstarted.lock().unwrap_or_else(|p| p.into_inner()));
         let mut jobs = self.pool.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = jobs.take() {
-            while let Ok(job) = rx.try_recv() {
-                if let Some(job) = job {
-                    // Never started: the caller may try it again on the next version.
-                    (job.reply)(Err(HostError::ShutDown));
-                }
-            }
+            unstarted.extend(std::iter::from_fn(|| rx.try_recv().ok()).flatten());
         }
+        unstarted.into_iter().map(|job| RefusedCall(Box::new(RefusedJob::Procedure(job)))).collect()
     }
 }
 
@@ -889,8 +899,8 @@ impl ProcedurePool {
                 Ok(Some(job)) if !self.stopping.load(Ordering::Acquire) => job,
                 stop => {
                     if let Ok(Some(job)) = stop {
-                        // Never started: the caller may run it on the next version.
-                        (job.reply)(Err(HostError::ShutDown));
+                        // Never started: handed back by `stop`, for the next version.
+                        self.unstarted.lock().unwrap_or_else(|p| p.into_inner()).push(job);
                     }
                     // Wake the next thread waiting for a job, which stops too.
                     let _ = self.sender.lock().unwrap_or_else(|p| p.into_inner()).send(None);

@@ -1015,3 +1015,39 @@ fn a_module_update_keeps_readers_of_sender_bound_views_connected() {
     assert_eq!(applied[0], 1, "SubscribeApplied: {}", String::from_utf8_lossy(&applied));
     assert!(contains(&applied, &alice_le));
 }
+
+// Proves procedure calls a client queued but the module had not started when an update began
+// run on the new version instead of failing: with every procedure thread asleep, a queued
+// call waits through the update and is answered by the next version.
+#[test]
+fn queued_procedure_calls_run_on_the_next_version_after_an_update() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "pq", &owner, "abi_exerciser").status, 200);
+    let mut c = connect_ready(&s, "pq", Some(&owner), "v2.bsatn.spacetimedb");
+    // More sleepers than procedure threads, then a quick call: the last ones wait in the queue
+    // (the update's planning takes ~1 s here before it stops the running version; the first
+    // sleepers outlast that, and it waits for them).
+    let sleepers = 5u32;
+    for id in 1..=sleepers {
+        let micros = 3_000_000i64.to_le_bytes();
+        c.send(Message::Binary(call_procedure_msg(id, "proc_sleep", &micros).into())).unwrap();
+    }
+    let add: Vec<u8> = [2u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
+    c.send(Message::Binary(call_procedure_msg(100, "proc_add", &add).into())).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = publish(&http, &s, "pq", &owner, "abi_exerciser");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let mut answered = std::collections::BTreeMap::new();
+    for _ in 0..=sleepers {
+        let result = next(&mut c);
+        assert_eq!(result[0], 7, "ProcedureResult: {}", String::from_utf8_lossy(&result));
+        let id = u32::from_le_bytes(result[result.len() - 4..].try_into().unwrap());
+        assert_eq!(result[1], 0, "call {id} returned, not failed: {}", String::from_utf8_lossy(&result));
+        answered.insert(id, result);
+    }
+    assert_eq!(answered.len() as u32, sleepers + 1);
+    assert_eq!(&answered[&100][2..10], &[4, 0, 0, 0, 5, 0, 0, 0], "proc_add(2, 3) = 5");
+}

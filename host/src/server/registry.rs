@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Identity;
 use crate::module_host::{HostConfig, PublishReport};
 use crate::runtime::WasmEngine;
-use crate::worker::{DatabaseHandle, Start};
+use crate::worker::{DatabaseHandle, RefusedCall, Start};
 use crate::HostError;
 
 /// A database name: what `publish <name>` accepts.
@@ -466,16 +466,17 @@ impl Registry {
                 // on refusal put the old one back. Calls wait meanwhile.
                 let held_from = std::time::Instant::now();
                 let old = db.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let readers = old.map(|h| {
-                    h.shutdown();
-                    h.take_view_readers()
-                });
+                // Procedure calls the old version had not started yet run on the new one.
+                let (unstarted, readers) = match old {
+                    Some(h) => (h.shutdown_for_update(), h.take_view_readers()),
+                    None => Default::default(),
+                };
                 let owner = caller.to_le();
                 let start = match prepared {
                     Some((_, compiled)) => Start::PublishCompiled {
                         program,
                         compiled,
-                        readers: readers.unwrap_or_default(),
+                        readers,
                         owner,
                     },
                     None => Start::Publish { program, owner },
@@ -489,7 +490,16 @@ impl Registry {
                     Arc::clone(&db.hooks),
                 );
                 let result = match started {
-                    Ok((handle, _)) => {
+                    Ok((handle, report)) => {
+                        // Not for clients the update disconnects: their calls must not run on
+                        // a version they never saw (a caller over HTTP retries by itself).
+                        let keeps_clients = report.is_some_and(|r| r.keeps_clients);
+                        for call in unstarted {
+                            match keeps_clients {
+                                true => call.requeue(&handle).unwrap_or_else(RefusedCall::refuse),
+                                false => call.refuse(),
+                            }
+                        }
                         *db.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
                         tracing::info!(
                             database = %db.meta.identity,
@@ -502,6 +512,7 @@ impl Registry {
                         // The old version reopens: it clears the sender-bound views clients
                         // held, and a publish that failed after committing may have changed
                         // what they see. They reconnect.
+                        unstarted.into_iter().for_each(RefusedCall::refuse);
                         db.hooks.retire_clients("the module update failed: reconnect");
                         let (handle, _) = DatabaseHandle::start_with_hooks(
                             Arc::clone(&self.engine),
