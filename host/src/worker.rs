@@ -853,7 +853,8 @@ impl ProcedureThread {
         // Nobody takes jobs any more: answer the ones still queued now, and drop the receiver
         // so later sends (through a handle someone still holds) fail and are refused at once,
         // rather than leave their callers waiting forever.
-        let mut unstarted = std::mem::take(&mut *self.pool.unstarted.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut unstarted =
+            std::mem::take(&mut *self.pool.unstarted.lock().unwrap_or_else(|p| p.into_inner()));
         let mut jobs = self.pool.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = jobs.take() {
             unstarted.extend(std::iter::from_fn(|| rx.try_recv().ok()).flatten());

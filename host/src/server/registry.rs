@@ -43,6 +43,10 @@ pub struct DbMeta {
 /// up the next version.
 pub const UPDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How often a caller waiting through an update looks again without being woken (a version
+/// that stops while installed signals nothing).
+const SWAP_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One running database.
 pub struct HostedDb {
     pub meta: DbMeta,
@@ -50,6 +54,10 @@ pub struct HostedDb {
     db: Arc<Database>,
     log: Arc<CommitLog>,
     handle: Mutex<Option<Arc<DatabaseHandle>>>,
+    /// Signalled when a version is installed in `handle` or the database stops, for callers
+    /// waiting through an update: blocking ones on the condvar (with `handle`'s lock), async
+    /// ones on the `Notify`.
+    swapped: (std::sync::Condvar, tokio::sync::Notify),
     /// Commit hooks (subscriptions), kept across module updates.
     pub hooks: Arc<crate::worker::CommitHooks>,
     stopped: std::sync::atomic::AtomicBool,
@@ -75,17 +83,49 @@ impl HostedDb {
     /// or no version came up in time.
     pub fn running_handle(&self, limit: std::time::Duration) -> Option<Arc<DatabaseHandle>> {
         let start = std::time::Instant::now();
+        let mut handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             // Stopped for good first: while a deleted database's handle shuts down it is not
             // marked stopped yet, and handing it out again would spin a caller it refuses.
             if self.is_stopped() || start.elapsed() >= limit {
                 return None;
             }
-            match self.handle() {
-                Some(h) if !h.is_stopped() => return Some(h),
-                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+            match handle.as_ref() {
+                Some(h) if !h.is_stopped() => return Some(Arc::clone(h)),
+                _ => {
+                    // Woken when the next version is installed; the bound covers a handle
+                    // that stops while installed, which signals nothing here.
+                    let wait = limit.saturating_sub(start.elapsed()).min(SWAP_CHECK_INTERVAL);
+                    handle = self.swapped.0.wait_timeout(handle, wait).unwrap_or_else(|p| p.into_inner()).0;
+                }
             }
         }
+    }
+
+    /// [`HostedDb::running_handle`] for async callers: waits without blocking a thread.
+    pub async fn running_handle_async(&self, limit: std::time::Duration) -> Option<Arc<DatabaseHandle>> {
+        let start = std::time::Instant::now();
+        loop {
+            // Registered before the check, so an installation right after it still wakes us.
+            let swapped = self.swapped.1.notified();
+            if self.is_stopped() || start.elapsed() >= limit {
+                return None;
+            }
+            match self.handle() {
+                Some(h) if !h.is_stopped() => return Some(h),
+                _ => {
+                    let wait = limit.saturating_sub(start.elapsed()).min(SWAP_CHECK_INTERVAL);
+                    let _ = tokio::time::timeout(wait, swapped).await;
+                }
+            }
+        }
+    }
+
+    /// Installs the running version and wakes the callers waiting for one.
+    fn install(&self, handle: Option<Arc<DatabaseHandle>>) {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = handle;
+        self.swapped.0.notify_all();
+        self.swapped.1.notify_waiters();
     }
 
     /// Whether the database was stopped (deleted, or the server is shutting down).
@@ -103,8 +143,8 @@ impl HostedDb {
         if let Some(h) = handle {
             h.shutdown();
         }
-        self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-        // Its clients would wait for ever otherwise: no commit will tell them.
+        self.install(None); // waiters see `stopped` and give up
+                            // Its clients would wait for ever otherwise: no commit will tell them.
         self.hooks.retire_clients("the database was stopped or deleted");
     }
 }
@@ -339,6 +379,7 @@ impl Registry {
             db,
             log,
             handle: Mutex::new(Some(handle)),
+            swapped: Default::default(),
             hooks,
             stopped: Default::default(),
         });
@@ -473,12 +514,7 @@ impl Registry {
                 };
                 let owner = caller.to_le();
                 let start = match prepared {
-                    Some((_, compiled)) => Start::PublishCompiled {
-                        program,
-                        compiled,
-                        readers,
-                        owner,
-                    },
+                    Some((_, compiled)) => Start::PublishCompiled { program, compiled, readers, owner },
                     None => Start::Publish { program, owner },
                 };
                 let started = DatabaseHandle::start_with_hooks(
@@ -500,7 +536,7 @@ impl Registry {
                                 false => call.refuse(),
                             }
                         }
-                        *db.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                        db.install(Some(handle));
                         tracing::info!(
                             database = %db.meta.identity,
                             held_ms = held_from.elapsed().as_secs_f64() * 1e3,
@@ -522,7 +558,7 @@ impl Registry {
                             Start::Open,
                             Arc::clone(&db.hooks),
                         )?;
-                        *db.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                        db.install(Some(handle));
                         Err(e.into())
                     }
                 };

@@ -757,7 +757,7 @@ impl Session {
             if self.hub.db.is_stopped() || start.elapsed() >= UPDATE_WAIT {
                 return refused.refuse();
             }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let _ = self.hub.db.running_handle_async(UPDATE_WAIT.saturating_sub(start.elapsed())).await;
         }
     }
 
