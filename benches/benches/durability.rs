@@ -49,7 +49,7 @@ fn create(db: &Database, log: &CommitLog) -> TableId {
 /// The log's three write paths in `Fsync` mode.
 #[derive(Clone, Copy)]
 enum LogPath {
-    /// The default: an `O_DIRECT` writer thread and an fdatasync flusher thread.
+    /// The default: two disk threads, one writing (`O_DIRECT`) while the other syncs.
     Direct,
     /// Two disk workers writing through the page cache, each write and sync linked in io_uring.
     PageCacheUring,

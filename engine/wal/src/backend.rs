@@ -36,8 +36,9 @@ pub enum BackendChoice {
 pub enum BackendKind {
     IoUring,
     Pwrite,
-    /// `Fsync` mode's direct-I/O path: an `O_DIRECT` writer thread and an fdatasync flusher
-    /// thread, both with plain system calls (see `LogOptions::direct_io`).
+    /// `Fsync` mode's direct-I/O path: two disk threads, each doing the next step — the
+    /// `O_DIRECT` write of what is queued or the fdatasync of what is written, one of each at a
+    /// time — with plain system calls (see `LogOptions::direct_io`).
     DirectPwrite,
 }
 

@@ -229,7 +229,7 @@ enum Job {
         first: u64,
         last: u64,
         generation: u64,
-        file: Option<File>,
+        file: NewHandle,
         behind_earlier_write: bool,
     },
     Rotate {
@@ -240,12 +240,12 @@ enum Job {
         from: u64,
         to: u64,
         generation: u64,
-        file: Option<File>,
+        file: NewHandle,
     },
     SyncTail {
         written: u64,
         generation: u64,
-        file: Option<File>,
+        file: NewHandle,
     },
     Exit,
 }
@@ -372,11 +372,11 @@ fn fail(q: &mut Queue, e: WalError) {
 fn segment_io(
     io: &mut Option<(u64, Box<dyn SegmentIo>)>,
     generation: u64,
-    file: Option<File>,
+    file: NewHandle,
     backend: BackendChoice,
 ) -> std::io::Result<&mut Box<dyn SegmentIo>> {
     if let Some(file) = file {
-        *io = Some((generation, open_backend(file, backend).0));
+        *io = Some((generation, open_backend(file?, backend).0));
     }
     match io {
         Some((g, io)) if *g == generation => Ok(io),
@@ -488,15 +488,19 @@ fn next_job(
     }
 }
 
+/// What a job brings a worker whose handle on the segment is from an older generation (or
+/// missing): a new handle, or why duplicating one failed (the job then fails with that
+/// error). `None`: the worker's own handle is current.
+pub(crate) type NewHandle = Option<std::io::Result<File>>;
+
 /// A handle on the segment for a worker whose own is from an older generation (or missing).
-fn clone_if_needed(segment: &Segment, have: Option<u64>) -> Option<File> {
+fn clone_if_needed(segment: &Segment, have: Option<u64>) -> NewHandle {
     if have == Some(segment.generation) {
-        None
-    } else {
-        // A failed dup(2) leaves the worker without a handle; its job then fails with a clear
-        // error (see `segment_io`).
-        segment.file.try_clone().ok()
+        return None;
     }
+    Some(segment.file.try_clone().map_err(|e| {
+        std::io::Error::new(e.kind(), format!("duplicating the segment's file handle failed: {e}"))
+    }))
 }
 
 /// Gathering: right after a sync, the callers it answered start their next transactions one

@@ -292,6 +292,8 @@ async fn pre_publish(State(s): S, Path(name): Path<String>, headers: HeaderMap, 
             "migrate_plan": plan.describe(),
             "break_clients": plan.breaks_clients,
             "token": token,
+            // Upstream's 1.x -> 2.x upgrade (module definition V9 -> V10): never here, since
+            // Lightcone refuses V9 modules, so no database holds one to upgrade from.
             "major_version_upgrade": false,
         }}))
         .into_response(),

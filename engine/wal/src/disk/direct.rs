@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use super::{
-    clone_if_needed, fail, lock, rotate_and_install, segment_io, take_batch, Job, Queue, Shared,
+    clone_if_needed, fail, lock, rotate_and_install, segment_io, take_batch, Job, NewHandle, Queue, Shared,
     PREALLOCATE_MAX_BYTES, PREALLOCATE_MIN_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::backend::{open_backend, BackendChoice, SegmentIo};
@@ -197,7 +197,7 @@ enum Step {
     Sync {
         target: u64,
         generation: u64,
-        file: Option<File>,
+        file: NewHandle,
     },
     Exit,
 }
@@ -293,10 +293,10 @@ fn handle<'a>(
     direct: &'a mut Option<DirectFile>,
     dir: &Path,
     generation: u64,
-    reader: Option<File>,
+    reader: NewHandle,
 ) -> std::io::Result<&'a mut DirectFile> {
     if let Some(reader) = reader {
-        *direct = Some(DirectFile::open(dir, generation, reader)?);
+        *direct = Some(DirectFile::open(dir, generation, reader?)?);
     }
     match direct {
         Some(d) if d.generation == generation => Ok(d),
