@@ -135,6 +135,9 @@ pub struct ProcedureOutcome {
     pub commits: Vec<Arc<TxDelta>>,
     /// The last durability ticket among those commits: the caller is answered once it is durable.
     pub ticket: Option<Ticket>,
+    /// The module version that ran it: its return type types `result` (a call queued during
+    /// a module update may run on the next version).
+    pub spec: Arc<ModuleSpec>,
 }
 
 /// Runs procedure `id` on `instance` (outside any transaction) and collects the commits its
@@ -142,7 +145,7 @@ pub struct ProcedureOutcome {
 #[allow(clippy::too_many_arguments)]
 fn invoke_procedure(
     instance: &mut Instance,
-    spec: &ModuleSpec,
+    spec: &Arc<ModuleSpec>,
     logs: &ModuleLogs,
     fuel: u64,
     id: usize,
@@ -172,6 +175,7 @@ fn invoke_procedure(
         timestamp_micros: ts,
         commits: Vec::new(),
         ticket: None,
+        spec: Arc::clone(spec),
     };
     (outcome, commits)
 }

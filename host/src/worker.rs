@@ -850,9 +850,9 @@ impl ProcedureThread {
             let Some(t) = self.pool.threads.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
             let _ = t.join();
         }
-        // Nobody takes jobs any more: answer the ones still queued now, and drop the receiver
-        // so later sends (through a handle someone still holds) fail and are refused at once,
-        // rather than leave their callers waiting forever.
+        // Nobody takes jobs any more: hand back the ones still queued now, and drop the
+        // receiver so later sends (through a handle someone still holds) fail and are refused
+        // at once, rather than leave their callers waiting forever.
         let mut unstarted =
             std::mem::take(&mut *self.pool.unstarted.lock().unwrap_or_else(|p| p.into_inner()));
         let mut jobs = self.pool.jobs.lock().unwrap_or_else(|p| p.into_inner());

@@ -1030,8 +1030,10 @@ fn queued_procedure_calls_run_on_the_next_version_after_an_update() {
     // (the update's planning takes ~1 s here before it stops the running version; the first
     // sleepers outlast that, and it waits for them).
     let sleepers = 5u32;
+    let sleep = Duration::from_secs(4);
+    let sent = std::time::Instant::now();
     for id in 1..=sleepers {
-        let micros = 3_000_000i64.to_le_bytes();
+        let micros = (sleep.as_micros() as i64).to_le_bytes();
         c.send(Message::Binary(call_procedure_msg(id, "proc_sleep", &micros).into())).unwrap();
     }
     let add: Vec<u8> = [2u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
@@ -1039,6 +1041,13 @@ fn queued_procedure_calls_run_on_the_next_version_after_an_update() {
     std::thread::sleep(Duration::from_millis(300));
     let r = publish(&http, &s, "pq", &owner, "abi_exerciser");
     assert_eq!(r.status, 200, "{}", r.body);
+    // Had the old version run the fifth sleeper (a second round), the update would have waited
+    // for it too: it stopped after the first round, handing the rest over.
+    let updated = sent.elapsed();
+    assert!(
+        updated < sleep * 2 - Duration::from_millis(1500),
+        "the update took {updated:?}: nothing handed over?"
+    );
 
     let mut answered = std::collections::BTreeMap::new();
     for _ in 0..=sleepers {

@@ -424,10 +424,14 @@ async fn call(
                 connected_during(&d, handle, &info, |handle| {
                     handle.call_procedure(&func, &info, ReducerArgs::Json(args.clone()))
                 })
-                .map(|(r, ran_on)| {
-                    // The version that ran it (an update may have come between) types the answer.
-                    let id = ran_on.spec().procedure_id(&func).unwrap_or(id);
-                    r.map(|outcome| (outcome, Arc::clone(ran_on.spec()), id))
+                .map(|(r, _)| {
+                    // The version that ran it types the answer: an update may have come between,
+                    // and a call it stopped before it started runs on the next version.
+                    r.map(|outcome| {
+                        let spec = Arc::clone(&outcome.spec);
+                        let id = spec.procedure_id(&func).unwrap_or(id);
+                        (outcome, spec, id)
+                    })
                 })
             })
             .await;
@@ -701,7 +705,7 @@ async fn sql(
     let is_owner = caller.identity == d.owner();
     let sender = U256::from_le_bytes(caller.identity.to_le());
     let start = Instant::now();
-    let result = blocking(move || run_sql(&h, &query, sender, is_owner)).await;
+    let result = blocking(move || run_sql(&d, &h, &query, sender, is_owner)).await;
     let resp = match result {
         Err(r) => r,
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
@@ -842,6 +846,7 @@ fn table_rows_json(
 }
 
 fn run_sql(
+    d: &HostedDb,
     h: &crate::worker::DatabaseHandle,
     sql: &str,
     sender: U256,
@@ -855,9 +860,10 @@ fn run_sql(
             check_visible(h, sql)?;
         }
         let identity = sender.to_le_bytes();
-        h.acquire_views(identity, views.clone()).map_err(|e| e.to_string())?;
+        let held = d.acquire_views(h, identity, views).map_err(|e| e.to_string())?;
         let result = rls_rows(h, &h.snapshot(), sql, sender, is_owner);
-        let _ = h.release_views(identity, views);
+        // On the next version if an update stopped this one meanwhile: it took the reader over.
+        d.release_views(identity, held);
         return Ok(vec![result?]);
     }
     if lightcone_query_planner::bind(&h.snapshot(), sql).is_err() {

@@ -39,6 +39,19 @@ pub struct DbMeta {
     pub created_at_micros: i64,
 }
 
+/// Sender-bound views held materialized for a reader ([`HostedDb::acquire_views`]): the
+/// client epoch ([`CommitHooks::client_epoch`]) they were acquired in and the views' names. An
+/// update that keeps clients connected hands its readers to the next version, which they are
+/// then released on; one that disconnects them starts the next version with none and bumps
+/// the epoch, so views held before it are released nowhere.
+///
+/// [`CommitHooks::client_epoch`]: crate::worker::CommitHooks::client_epoch
+#[derive(Debug, Clone, Default)]
+pub struct HeldViews {
+    epoch: u64,
+    names: Vec<String>,
+}
+
 /// Longest a call, query or closing session waits for a module update in progress to bring
 /// up the next version.
 pub const UPDATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -117,6 +130,55 @@ impl HostedDb {
                     let wait = limit.saturating_sub(start.elapsed()).min(SWAP_CHECK_INTERVAL);
                     let _ = tokio::time::timeout(wait, swapped).await;
                 }
+            }
+        }
+    }
+
+    /// Materializes sender-bound views `views` (indexes into `handle`'s spec) for `identity` on
+    /// `handle`; what comes back is released with [`HostedDb::release_views`].
+    pub fn acquire_views(
+        &self,
+        handle: &DatabaseHandle,
+        identity: [u8; 32],
+        views: Vec<usize>,
+    ) -> Result<HeldViews, HostError> {
+        // Read before acquiring: a version that bumps the epoch does so before it runs, so
+        // this is the epoch of `handle` or an older one (see `release_views`).
+        let epoch = self.hooks.client_epoch();
+        let names =
+            views.iter().filter_map(|&v| handle.spec().views.get(v)).map(|v| v.name.clone()).collect();
+        handle.acquire_views(identity, views)?;
+        Ok(HeldViews { epoch, names })
+    }
+
+    /// Releases views [`HostedDb::acquire_views`] materialized, on the running version: the
+    /// one they were acquired on, or the next, which took over its readers — unless an update
+    /// since disconnected clients (the next version then never had them). Waits while an
+    /// update is between two versions (blocks, so only for blocking threads); gives up if the
+    /// database stopped or no version came up within [`UPDATE_WAIT`].
+    pub fn release_views(&self, identity: [u8; 32], held: HeldViews) {
+        if held.names.is_empty() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            let Some(handle) = self.running_handle(UPDATE_WAIT.saturating_sub(start.elapsed())) else {
+                return;
+            };
+            // After the handle: a version that bumped the epoch did so before it ran.
+            if self.hooks.client_epoch() != held.epoch {
+                return;
+            }
+            // By name: the views' positions may differ between versions.
+            let views = held
+                .names
+                .iter()
+                .filter_map(|n| handle.spec().views.iter().position(|v| &v.name == n))
+                .collect();
+            match handle.release_views(identity, views) {
+                // Stopped meanwhile (it is not handed out again): the next version has them.
+                Err(HostError::ShutDown) => continue,
+                _ => return,
             }
         }
     }
@@ -471,6 +533,8 @@ impl Registry {
             Some(db) if db.meta.owner != caller.to_hex() => {
                 Err(RegistryError::PermissionDenied(name.unwrap_or_default().to_string()))
             }
+            // The server is shutting down (a deleted database no longer resolves).
+            Some(db) if db.is_stopped() => Err(RegistryError::Host(HostError::ShutDown)),
             Some(db) if clear => {
                 self.remove(&db)?;
                 let meta = DbMeta { created_at_micros: crate::logs::now_micros(), ..db.meta.clone() };
@@ -507,7 +571,8 @@ impl Registry {
                 // on refusal put the old one back. Calls wait meanwhile.
                 let held_from = std::time::Instant::now();
                 let old = db.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-                // Procedure calls the old version had not started yet run on the new one.
+                // Client procedure calls the old version had not started yet run on the new one
+                // (scheduled ones are refused: the new version re-arms its schedules).
                 let (unstarted, readers) = match old {
                     Some(h) => (h.shutdown_for_update(), h.take_view_readers()),
                     None => Default::default(),
@@ -632,6 +697,9 @@ impl Registry {
 
     /// Stops every module and flushes every log (graceful shutdown).
     pub fn shutdown(&self) {
+        // After a publish in progress: it could otherwise install a version into a database
+        // stopped meanwhile, which nothing would stop or flush.
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let dbs: Vec<Arc<HostedDb>> =
             self.dbs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for db in dbs {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::http::{authenticate, caller_info, AppState};
 use super::protocol::{self, ClientMessage, ReducerResultKind, W};
-use super::registry::{HostedDb, UPDATE_WAIT};
+use super::registry::{HeldViews, HostedDb, UPDATE_WAIT};
 use crate::codec::encode_value;
 use crate::module_def::ModuleSpec;
 use crate::module_host::{CallerInfo, ReducerArgs, ReducerStatus};
@@ -502,15 +502,6 @@ struct Session {
     views: Mutex<Option<HashMap<u32, HeldViews>>>,
 }
 
-/// Sender-bound views a query set holds: the client epoch ([`CommitHooks::client_epoch`])
-/// they were acquired in, and the views' names. A module update that keeps clients connected
-/// hands its readers to the next version, which the views are then released on (by name: the
-/// views' positions may change); one that disconnects them starts the next version with none,
-/// and bumps the epoch, so views held before it are released nowhere.
-///
-/// [`CommitHooks::client_epoch`]: crate::worker::CommitHooks::client_epoch
-type HeldViews = (u64, Vec<String>);
-
 impl Session {
     /// The running module's handle: after an update that kept this client connected, the new
     /// version's. (During the update itself the old one refuses calls with an error.)
@@ -524,31 +515,10 @@ impl Session {
         Arc::clone(&handle)
     }
 
-    /// Releases sender-bound views this session held (see [`HeldViews`]) on the running
-    /// version, waiting while an update is between two versions: blocks, so only for blocking
-    /// threads. Gives up if an update since disconnected clients (the views are not held
-    /// there) or no version came up within [`UPDATE_WAIT`].
-    fn release_held(&self, (epoch, names): HeldViews) {
-        if names.is_empty() {
-            return;
-        }
-        let start = std::time::Instant::now();
-        loop {
-            // The handle before the epoch: a version that bumped it did so before it ran.
-            let handle = self.handle();
-            if self.hub.db.hooks.client_epoch() != epoch {
-                return;
-            }
-            let views: Vec<usize> =
-                names.iter().filter_map(|n| handle.spec().views.iter().position(|v| &v.name == n)).collect();
-            match handle.release_views(self.info.identity, views) {
-                Err(crate::HostError::ShutDown) if start.elapsed() < UPDATE_WAIT => {
-                    // Between two versions: the next one has the readers.
-                    let _ = self.hub.db.running_handle(UPDATE_WAIT.saturating_sub(start.elapsed()));
-                }
-                _ => return,
-            }
-        }
+    /// Releases sender-bound views this session held (see [`HeldViews`]); blocks while an
+    /// update is between two versions, so only for blocking threads.
+    fn release_held(&self, views: HeldViews) {
+        self.hub.db.release_views(self.info.identity, views);
     }
 
     /// [`Session::handle`], waiting (up to `limit`) while a module update is between two
@@ -863,16 +833,16 @@ impl Session {
                 // Sender-bound views are materialized for this identity first (a commit of
                 // its own, evaluated before the hub lock is taken here).
                 let indexes = super::rls::sender_bound_views(&spec, &handle.snapshot(), &refs);
-                // Read before acquiring (see `release_held`).
-                let epoch = self.hub.db.hooks.client_epoch();
-                let views: HeldViews = (epoch, indexes.iter().map(|&v| spec.views[v].name.clone()).collect());
-                if let Err(e) = handle.acquire_views(self.info.identity, indexes) {
-                    return Some(protocol::subscription_error(
-                        Some(request_id),
-                        query_set_id,
-                        &e.to_string(),
-                    ));
-                }
+                let views = match self.hub.db.acquire_views(&handle, self.info.identity, indexes) {
+                    Ok(views) => views,
+                    Err(e) => {
+                        return Some(protocol::subscription_error(
+                            Some(request_id),
+                            query_set_id,
+                            &e.to_string(),
+                        ))
+                    }
+                };
                 // Commits wait while the initial rows are computed and their reply queued: it
                 // goes out behind every update of the state it starts from, ahead of the next.
                 let commits = handle.hold_commits();
@@ -956,11 +926,12 @@ impl Session {
             }
             ClientMessage::OneOffQuery { request_id, query } => {
                 let views = super::rls::sender_bound_views(&spec, &handle.snapshot(), &[&query]);
-                let (at, result) = match handle.acquire_views(self.info.identity, views.clone()) {
-                    Ok(()) => {
+                let sender_bound = !views.is_empty();
+                let (at, result) = match self.hub.db.acquire_views(&handle, self.info.identity, views) {
+                    Ok(held) => {
                         let snapshot = handle.snapshot();
-                        let result = one_off(&snapshot, &spec, &query, &self.auth(), !views.is_empty());
-                        let _ = handle.release_views(self.info.identity, views);
+                        let result = one_off(&snapshot, &spec, &query, &self.auth(), sender_bound);
+                        self.release_held(held);
                         (Some(snapshot.tx_offset()), result)
                     }
                     Err(e) => (None, Err(e.to_string())),
