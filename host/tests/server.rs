@@ -1060,3 +1060,38 @@ fn queued_procedure_calls_run_on_the_next_version_after_an_update() {
     assert_eq!(answered.len() as u32, sleepers + 1);
     assert_eq!(&answered[&100][2..10], &[4, 0, 0, 0, 5, 0, 0, 0], "proc_add(2, 3) = 5");
 }
+
+// Proves procedure calls queued but not started when a client-breaking update stops the
+// running version do not run on the new one (their clients are disconnected by it): the
+// update hands them back and refuses them, so a queued journaling call leaves no row.
+#[test]
+fn queued_procedure_calls_do_not_run_after_a_client_breaking_update() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "pb", &owner, "abi_exerciser").status, 200);
+    let mut c = connect_ready(&s, "pb", Some(&owner), "v2.bsatn.spacetimedb");
+    // As in the test above: four sleepers run, the fifth and the journaling call wait.
+    let sleep = Duration::from_secs(4);
+    let sent = std::time::Instant::now();
+    for id in 1..=5u32 {
+        let micros = (sleep.as_micros() as i64).to_le_bytes();
+        c.send(Message::Binary(call_procedure_msg(id, "proc_sleep", &micros).into())).unwrap();
+    }
+    let journal = str_bsatn("queued before the update");
+    c.send(Message::Binary(call_procedure_msg(100, "proc_with_tx", &journal).into())).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = publish_breaking(&http, &s, "pb", &owner, "abi_exerciser_unstable");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let updated = sent.elapsed();
+    assert!(
+        updated < sleep * 2 - Duration::from_millis(1500),
+        "the update took {updated:?}: nothing handed over?"
+    );
+
+    // Had the new version run it, the row would be there by now (the call takes milliseconds).
+    std::thread::sleep(Duration::from_millis(500));
+    let rows = sql(&http, &s, "pb", &owner, "SELECT * FROM event_log");
+    assert_eq!(rows.status, 200, "{}", rows.body);
+    assert!(!rows.body.contains("queued before the update"), "ran after the update: {}", rows.body);
+}
