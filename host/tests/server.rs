@@ -1016,6 +1016,33 @@ fn a_module_update_keeps_readers_of_sender_bound_views_connected() {
     assert!(contains(&applied, &alice_le));
 }
 
+/// Procedure calls sent before the update in `queued_procedure_calls_*`: more sleepers than
+/// procedure threads, then request 100 (`procedure` with `args`), so the last ones wait in the
+/// queue. The update's planning takes ~1 s here before it stops the running version; the first
+/// sleepers outlast that, and it waits for them.
+const QUEUED_SLEEPERS: u32 = 5;
+const QUEUED_SLEEP: Duration = Duration::from_secs(4);
+
+/// Sends [`QUEUED_SLEEPERS`] sleepers and then `procedure(args)` as request 100 on `c`, runs
+/// `update` (a publish, which must succeed), and checks that it did not wait for a second
+/// round of sleepers on the old version: it stopped after the first, handing the rest over.
+fn update_behind_queued_calls(c: &mut Ws, procedure: &str, args: &[u8], update: impl FnOnce() -> Reply) {
+    let sent = std::time::Instant::now();
+    for id in 1..=QUEUED_SLEEPERS {
+        let micros = (QUEUED_SLEEP.as_micros() as i64).to_le_bytes();
+        c.send(Message::Binary(call_procedure_msg(id, "proc_sleep", &micros).into())).unwrap();
+    }
+    c.send(Message::Binary(call_procedure_msg(100, procedure, args).into())).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = update();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let updated = sent.elapsed();
+    assert!(
+        updated < QUEUED_SLEEP * 2 - Duration::from_millis(1500),
+        "the update took {updated:?}: nothing handed over?"
+    );
+}
+
 // Proves procedure calls a client queued but the module had not started when an update began
 // run on the new version instead of failing: with every procedure thread asleep, a queued
 // call waits through the update and is answered by the next version.
@@ -1026,38 +1053,20 @@ fn queued_procedure_calls_run_on_the_next_version_after_an_update() {
     let (_, owner) = new_identity(&http, &s);
     assert_eq!(publish(&http, &s, "pq", &owner, "abi_exerciser").status, 200);
     let mut c = connect_ready(&s, "pq", Some(&owner), "v2.bsatn.spacetimedb");
-    // More sleepers than procedure threads, then a quick call: the last ones wait in the queue
-    // (the update's planning takes ~1 s here before it stops the running version; the first
-    // sleepers outlast that, and it waits for them).
-    let sleepers = 5u32;
-    let sleep = Duration::from_secs(4);
-    let sent = std::time::Instant::now();
-    for id in 1..=sleepers {
-        let micros = (sleep.as_micros() as i64).to_le_bytes();
-        c.send(Message::Binary(call_procedure_msg(id, "proc_sleep", &micros).into())).unwrap();
-    }
     let add: Vec<u8> = [2u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
-    c.send(Message::Binary(call_procedure_msg(100, "proc_add", &add).into())).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let r = publish(&http, &s, "pq", &owner, "abi_exerciser");
-    assert_eq!(r.status, 200, "{}", r.body);
-    // Had the old version run the fifth sleeper (a second round), the update would have waited
-    // for it too: it stopped after the first round, handing the rest over.
-    let updated = sent.elapsed();
-    assert!(
-        updated < sleep * 2 - Duration::from_millis(1500),
-        "the update took {updated:?}: nothing handed over?"
-    );
+    update_behind_queued_calls(&mut c, "proc_add", &add, || {
+        publish(&http, &s, "pq", &owner, "abi_exerciser")
+    });
 
     let mut answered = std::collections::BTreeMap::new();
-    for _ in 0..=sleepers {
+    for _ in 0..=QUEUED_SLEEPERS {
         let result = next(&mut c);
         assert_eq!(result[0], 7, "ProcedureResult: {}", String::from_utf8_lossy(&result));
         let id = u32::from_le_bytes(result[result.len() - 4..].try_into().unwrap());
         assert_eq!(result[1], 0, "call {id} returned, not failed: {}", String::from_utf8_lossy(&result));
         answered.insert(id, result);
     }
-    assert_eq!(answered.len() as u32, sleepers + 1);
+    assert_eq!(answered.len() as u32, QUEUED_SLEEPERS + 1);
     assert_eq!(&answered[&100][2..10], &[4, 0, 0, 0, 5, 0, 0, 0], "proc_add(2, 3) = 5");
 }
 
@@ -1071,23 +1080,10 @@ fn queued_procedure_calls_do_not_run_after_a_client_breaking_update() {
     let (_, owner) = new_identity(&http, &s);
     assert_eq!(publish(&http, &s, "pb", &owner, "abi_exerciser").status, 200);
     let mut c = connect_ready(&s, "pb", Some(&owner), "v2.bsatn.spacetimedb");
-    // As in the test above: four sleepers run, the fifth and the journaling call wait.
-    let sleep = Duration::from_secs(4);
-    let sent = std::time::Instant::now();
-    for id in 1..=5u32 {
-        let micros = (sleep.as_micros() as i64).to_le_bytes();
-        c.send(Message::Binary(call_procedure_msg(id, "proc_sleep", &micros).into())).unwrap();
-    }
     let journal = str_bsatn("queued before the update");
-    c.send(Message::Binary(call_procedure_msg(100, "proc_with_tx", &journal).into())).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let r = publish_breaking(&http, &s, "pb", &owner, "abi_exerciser_unstable");
-    assert_eq!(r.status, 200, "{}", r.body);
-    let updated = sent.elapsed();
-    assert!(
-        updated < sleep * 2 - Duration::from_millis(1500),
-        "the update took {updated:?}: nothing handed over?"
-    );
+    update_behind_queued_calls(&mut c, "proc_with_tx", &journal, || {
+        publish_breaking(&http, &s, "pb", &owner, "abi_exerciser_unstable")
+    });
 
     // Had the new version run it, the row would be there by now (the call takes milliseconds).
     std::thread::sleep(Duration::from_millis(500));
