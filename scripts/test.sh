@@ -14,6 +14,15 @@ if ! bash scripts/install-powerloss.sh; then
     export LIGHTCONE_SKIP_POWERLOSS=1
 fi
 
+# Node.js and npm for the official TypeScript SDK client test (host/tests/sdk_client.rs).
+if ! { command -v node && command -v npm; } >/dev/null 2>&1; then
+    echo "== installing nodejs and npm"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } >/dev/null 2>&1; then
+        echo "WARNING: nodejs/npm could not be installed: the TypeScript SDK client test will be SKIPPED" >&2
+        export LIGHTCONE_SKIP_SDK_CLIENT=1
+    fi
+fi
+
 # The wasm module fixtures the host tests load (built with the official `spacetimedb` crate).
 echo "== building wasm fixtures"
 bash scripts/build-fixtures.sh

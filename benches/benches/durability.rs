@@ -8,7 +8,7 @@
 //! Run: `cargo bench -p lightcone-benches --bench durability`
 //! (`LIGHTCONE_BENCH_SECS` per configuration, default 3; `LIGHTCONE_REPLAY_ROWS`, default 10M;
 //! data goes to `LIGHTCONE_BENCH_DIR` or the system temp dir; `LIGHTCONE_BENCH_ONLY=pipelined`
-//! stops after the first table.)
+//! stops after the first table, `=restart` runs only the restart.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,15 +255,20 @@ fn main() {
     let secs = if quick { 1 } else { env_u64("LIGHTCONE_BENCH_SECS", 3) };
     let replay_rows = if quick { 100_000 } else { env_u64("LIGHTCONE_REPLAY_ROWS", 10_000_000) };
 
-    println!("durable 1-row insert transactions per second ({secs} s each; fdatasync before each answer)");
-    println!("\nserver shape: one database thread, N callers in flight");
-    let only_pipelined = std::env::var("LIGHTCONE_BENCH_ONLY").is_ok_and(|v| v == "pipelined");
-    print_table("in flight", secs, lightcone_pipelined_tps);
-    if only_pipelined {
-        return;
+    // LIGHTCONE_BENCH_ONLY=pipelined: only the server-shape table; =restart: only the restart.
+    let only = std::env::var("LIGHTCONE_BENCH_ONLY").unwrap_or_default();
+    if only != "restart" {
+        println!(
+            "durable 1-row insert transactions per second ({secs} s each; fdatasync before each answer)"
+        );
+        println!("\nserver shape: one database thread, N callers in flight");
+        print_table("in flight", secs, lightcone_pipelined_tps);
+        if only == "pipelined" {
+            return;
+        }
+        println!("\nthread per committer (each blocks on its own commit)");
+        print_table("committers", secs, lightcone_tps);
     }
-    println!("\nthread per committer (each blocks on its own commit)");
-    print_table("committers", secs, lightcone_tps);
 
     println!("\nrestart of a {replay_rows}-row database (10k rows per transaction)");
     let dir = write_replay_log(replay_rows);

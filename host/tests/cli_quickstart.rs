@@ -93,9 +93,17 @@ fn ping(port: u16) -> bool {
 }
 
 fn lightcone(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO_BIN_EXE_lightcone"))
         .args(args)
         .env("LIGHTCONE_CLI_CONFIG", config.join("cli.json"))
+        // `publish -p` builds the module with cargo: in the fixtures' target directory, with
+        // the flags scripts/build-fixtures.sh uses, so it finds them built already.
+        .env("CARGO_TARGET_DIR", root.join("target/fixtures"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
         .output()
         .unwrap();
     (
@@ -112,11 +120,12 @@ fn lightcone_at(config: &Path, server: &str, args: &[&str]) -> (bool, String, St
     lightcone(config, &full)
 }
 
-// Proves the quickstart works through the CLI against the real server, and the data survives
-// the server being killed and started again.
+// Proves the quickstart works through the CLI against the real server — the module built from
+// its project directory by `publish --project-path`, as the quickstart does — and the data
+// survives the server being killed and started again.
 #[test]
 fn quickstart_through_the_cli() {
-    let wasm = fixture("quickstart_chat");
+    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/quickstart-chat");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let port = free_port();
@@ -125,9 +134,16 @@ fn quickstart_through_the_cli() {
     let cfg = tmp.path();
     let run = |args: &[&str]| lightcone_at(cfg, &s, args);
 
-    let (ok, out, err) = run(&["publish", "-b", wasm.to_str().unwrap(), "quickstart-chat"]);
+    let (ok, out, err) = run(&[
+        "publish",
+        "--project-path",
+        project.to_str().unwrap(),
+        "--build-options=--locked",
+        "quickstart-chat",
+    ]);
     assert!(ok, "publish: {err}\nserver:\n{}", server.output());
     assert!(out.contains("Created new database with name: quickstart-chat, identity: c200"), "{out}");
+    assert!(err.contains("Building the module"), "build progress: {err}");
 
     let (ok, _, err) = run(&["call", "quickstart-chat", "send_message", r#"["Hello, World!"]"#]);
     assert!(ok, "call: {err}");

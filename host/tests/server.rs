@@ -14,9 +14,18 @@ use tungstenite::{Message, WebSocket};
 
 struct Server {
     url: String,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _thread: std::thread::JoinHandle<()>,
+    /// Dropping it (or [`Server::shut_down`]) starts a graceful shutdown.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Shuts the server down gracefully and waits until `serve` has returned.
+    fn shut_down(&mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        self.thread.take().expect("running").join().expect("server thread");
+    }
 }
 
 fn start() -> Server {
@@ -25,9 +34,16 @@ fn start() -> Server {
 
 fn start_with(durability: lightcone_wal::Durability) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_dir(dir.path(), durability);
+    server._dir = Some(dir);
+    server
+}
+
+/// Serves `dir` on a port of its own.
+fn serve_dir(dir: &std::path::Path, durability: lightcone_wal::Durability) -> Server {
     let options = ServerOptions {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         durability,
     };
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -45,7 +61,7 @@ fn start_with(durability: lightcone_wal::Durability) -> Server {
         });
     });
     let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("server started");
-    Server { url: format!("http://{addr}"), _dir: dir, _stop: stop_tx, _thread: thread }
+    Server { url: format!("http://{addr}"), stop: Some(stop_tx), thread: Some(thread), _dir: None }
 }
 
 struct Http {
@@ -167,7 +183,11 @@ fn http_routes_owner_checks_and_errors() {
     assert_eq!(r.status, 200, "{}", r.body);
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(j[0]["rows"], serde_json::json!([["hi"]]));
-    assert_eq!(sql(&http, &s, "chat", &other, "DELETE FROM message").status, 400);
+    let r = sql(&http, &s, "chat", &other, "DELETE FROM message");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("only the database owner"), "{}", r.body);
+    let r = sql(&http, &s, "chat", &other, "INSERT INTO message (sender, sent, text) VALUES (0, 0, 'x')");
+    assert_eq!(r.status, 403, "{}", r.body);
     let r = sql(&http, &s, "chat", &owner, "DELETE FROM message; SELECT COUNT(*) AS n FROM message");
     assert_eq!(r.status, 200, "{}", r.body);
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -191,6 +211,25 @@ fn http_routes_owner_checks_and_errors() {
 
     let r = http.req("GET", &format!("{}/v1/identity/{owner_id}/databases", s.url), None, None, vec![]);
     assert!(r.body.contains("c200"), "{}", r.body);
+    // Database info and identity, by name; the caller's identity checks; the signing key.
+    let r = http.req("GET", &format!("{}/v1/database/chat", s.url), None, None, vec![]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let info: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(info["owner_identity"], owner_id.as_str(), "{info}");
+    let db_id = info["database_identity"].as_str().expect("database identity").to_string();
+    assert!(db_id.len() == 64 && db_id != owner_id, "{info}");
+    assert_eq!(info["initial_program"].as_str().map(str::len), Some(64), "a blake3 hash: {info}");
+    let r = http.req("GET", &format!("{}/v1/database/chat/identity", s.url), None, None, vec![]);
+    assert_eq!((r.status, r.body.as_str()), (200, db_id.as_str()));
+    assert_eq!(http.req("GET", &format!("{}/v1/database/{db_id}", s.url), None, None, vec![]).status, 200);
+    assert_eq!(http.req("GET", &format!("{}/v1/database/nope", s.url), None, None, vec![]).status, 404);
+    let verify = format!("{}/v1/identity/{owner_id}/verify", s.url);
+    assert_eq!(http.req("GET", &verify, Some(&owner), None, vec![]).status, 204);
+    assert_eq!(http.req("GET", &verify, Some(&other), None, vec![]).status, 400);
+    assert_eq!(http.req("GET", &verify, None, None, vec![]).status, 401);
+    let r = http.req("GET", &format!("{}/v1/identity/public-key", s.url), None, None, vec![]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("-----BEGIN PUBLIC KEY-----"), "{}", r.body);
     let r = http.req("GET", &format!("{}/v1/database/chat/schema?version=10", s.url), None, None, vec![]);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("send_message"));
@@ -1090,4 +1129,105 @@ fn queued_procedure_calls_do_not_run_after_a_client_breaking_update() {
     let rows = sql(&http, &s, "pb", &owner, "SELECT * FROM event_log");
     assert_eq!(rows.status, 200, "{}", rows.body);
     assert!(!rows.body.contains("queued before the update"), "ran after the update: {}", rows.body);
+}
+
+// Bad input on one WebSocket closes that connection with a code and reason saying why — a
+// message over the size limit (1009; only its header is sent, as the server refuses it from
+// the header), a text frame (1003) — or refuses the upgrade (a bad token, an unknown
+// database); a subscribed client on the same database is unaffected throughout.
+#[test]
+fn bad_websocket_input_closes_only_that_connection() {
+    let s = start();
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "chat", &owner, "quickstart_chat").status, 200);
+    let mut reader = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
+    reader.send(Message::Binary(subscribe_msg(1, 1, &["SELECT * FROM message"]).into())).unwrap();
+    assert_eq!(next(&mut reader)[0], 1, "SubscribeApplied");
+
+    let mut big = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
+    let mut header = vec![0x82u8, 0x80 | 127];
+    header.extend_from_slice(&(33u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]); // the mask every client frame carries
+    match big.get_mut() {
+        tungstenite::stream::MaybeTlsStream::Plain(t) => std::io::Write::write_all(t, &header).unwrap(),
+        _ => unreachable!("plain TCP"),
+    }
+    let closed = loop {
+        match big.read() {
+            Ok(Message::Close(f)) => break f,
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame for an oversized message: {e}"),
+        }
+    };
+    let f = closed.expect("close frame");
+    assert_eq!(f.code, CloseCode::Size);
+    assert!(f.reason.contains("too big"), "{}", f.reason);
+
+    let mut text = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
+    text.send(Message::Text("{}".into())).unwrap();
+    let closed = loop {
+        match text.read() {
+            Ok(Message::Close(f)) => break f,
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame for a text frame: {e}"),
+        }
+    };
+    assert_eq!(closed.expect("close frame").code, CloseCode::Unsupported);
+
+    match connect(&s, "chat", Some("not.a.token"), "v2.bsatn.spacetimedb") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("a bad token must be refused with 401: {:?}", other.map(|_| ())),
+    }
+    match connect(&s, "nope", None, "v2.bsatn.spacetimedb") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
+        other => panic!("an unknown database must be refused with 404: {:?}", other.map(|_| ())),
+    }
+
+    // The subscribed client still gets every update.
+    assert_eq!(call(&http, &s, "chat", "send_message", Some(&owner), r#"["still here"]"#).status, 200);
+    let update = next(&mut reader);
+    assert_eq!(update[0], 4, "TransactionUpdate");
+    assert!(contains(&update, b"still here"));
+}
+
+// A graceful shutdown ends a followed log (a reply that never ends by itself) instead of
+// waiting for it, closes WebSocket clients with a reason, and flushes the log: rows
+// committed with durability `none` are there after a restart on the same directory.
+#[test]
+fn a_graceful_shutdown_ends_followed_logs_and_keeps_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = serve_dir(dir.path(), lightcone_wal::Durability::None);
+    let http = Http::new();
+    let (_, owner) = new_identity(&http, &s);
+    assert_eq!(publish(&http, &s, "chat", &owner, "quickstart_chat").status, 200);
+    for i in 0..20 {
+        let r = call(&http, &s, "chat", "send_message", Some(&owner), &format!(r#"["kept {i}"]"#));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let follow_url = format!("{}/v1/database/chat/logs?follow=true&num_lines=100", s.url);
+    let follower = {
+        let owner = owner.clone();
+        std::thread::spawn(move || Http::new().req("GET", &follow_url, Some(&owner), None, vec![]))
+    };
+    let mut ws = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
+    std::thread::sleep(Duration::from_millis(500)); // the follow stream is open
+
+    let stopping = std::time::Instant::now();
+    s.shut_down();
+    let took = stopping.elapsed();
+    assert!(
+        took < lightcone_host::server::SHUTDOWN_GRACE - Duration::from_secs(1),
+        "the shutdown waited {took:?} (for the followed log?)"
+    );
+    let logs = follower.join().unwrap();
+    assert_eq!(logs.status, 200);
+    assert!(logs.body.contains("kept 19"), "{}", logs.body);
+    assert!(close_reason(&mut ws).contains("stopped"));
+
+    let s = serve_dir(dir.path(), lightcone_wal::Durability::None);
+    let r = sql(&http, &s, "chat", &owner, "SELECT COUNT(*) AS n FROM message");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(j[0]["rows"], serde_json::json!([[20]]));
 }

@@ -273,4 +273,40 @@ mod tests {
         let short = keys.short_lived(&v).unwrap();
         assert_eq!(keys.verify(&short.token).unwrap().identity, v.identity);
     }
+
+    // Known answers from the official crate (`spacetimedb-lib`, Apache-2.0): identities must
+    // match bit for bit, or a client's stored identity would change between servers.
+    #[test]
+    fn identities_match_the_official_derivation() {
+        for (iss, sub) in [
+            ("localhost", "d5d7fbb8-6a1b-4b4c-9b55-6f3b5d4c9e21"),
+            ("https://auth.spacetimedb.com", "user|1234"),
+            ("a", "b"),
+            ("iss with spaces", "ünïcödé sub"),
+        ] {
+            let ours = Identity::from_claims(iss, sub);
+            let official = spacetimedb_lib::Identity::from_claims(iss, sub);
+            assert_eq!(ours.to_hex(), official.to_hex().to_string(), "iss={iss:?} sub={sub:?}");
+            assert_eq!(ours.to_le(), official.to_byte_array(), "little-endian ABI form");
+        }
+    }
+
+    // Signed tokens whose claims are wrong are refused with the reason: expired, an
+    // `hex_identity` that is not the one `iss`/`sub` derive, another issuer.
+    #[test]
+    fn signed_tokens_with_bad_claims_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        let identity = Identity::from_claims(LOCAL_ISSUER, "someone");
+        let claims = |exp: Json, hex: &str, iss: &str| json!({"hex_identity": hex, "sub": "someone", "iss": iss, "iat": now_secs(), "exp": exp});
+        let good = keys.sign(claims(json!(now_secs() + 60), &identity.to_hex(), LOCAL_ISSUER), identity);
+        assert_eq!(keys.verify(&good.token).unwrap().identity, identity);
+        let expired = keys.sign(claims(json!(now_secs() - 1), &identity.to_hex(), LOCAL_ISSUER), identity);
+        assert_eq!(keys.verify(&expired.token).unwrap_err(), AuthError::Expired);
+        let other = Identity::from_claims(LOCAL_ISSUER, "someone else").to_hex();
+        let mismatched = keys.sign(claims(Json::Null, &other, LOCAL_ISSUER), identity);
+        assert!(matches!(keys.verify(&mismatched.token), Err(AuthError::BadClaims(_))));
+        let foreign = keys.sign(claims(Json::Null, &identity.to_hex(), "https://elsewhere"), identity);
+        assert!(matches!(keys.verify(&foreign.token), Err(AuthError::UnknownIssuer(_))));
+    }
 }

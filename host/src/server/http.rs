@@ -35,6 +35,10 @@ pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub keys: Arc<Keys>,
+    /// Turns true when a graceful shutdown starts: replies that would otherwise never end
+    /// (a followed log) end then, so the shutdown does not wait for them.
+    pub closing: tokio::sync::watch::Sender<bool>,
+    pub sessions: super::ws::LiveSessions,
 }
 
 type S = State<Arc<AppState>>;
@@ -664,11 +668,13 @@ async fn logs(
         return ([(header::CONTENT_TYPE, "application/x-ndjson")], initial).into_response();
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let closing = s.closing.subscribe();
     std::thread::spawn(move || {
         if tx.blocking_send(Ok(Bytes::from(initial))).is_err() {
             return;
         }
-        loop {
+        // Each wait below ends within a second: the server shutting down ends the stream.
+        while !*closing.borrow() {
             let recs = logs.wait_from(next, Duration::from_secs(1));
             if let Some(last) = recs.last() {
                 next = last.seq + 1;
@@ -708,7 +714,7 @@ async fn sql(
     let result = blocking(move || run_sql(&d, &h, &query, sender, is_owner)).await;
     let resp = match result {
         Err(r) => r,
-        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => text(e.status, e.message),
         Ok(Ok(results)) => {
             let elapsed = start.elapsed().as_micros() as u64;
             let out: Vec<StatementJson> = results
@@ -780,6 +786,14 @@ fn rows_json(
 }
 
 /// Private tables do not exist for non-owners.
+/// Whether `sql` is one INSERT, UPDATE or DELETE (which only the owner may run).
+fn is_dml(h: &crate::worker::DatabaseHandle, sql: &str) -> bool {
+    matches!(
+        lightcone_query_planner::bind(&h.snapshot(), sql),
+        Err(lightcone_query_planner::PlanError::WrongStatementKind { .. })
+    )
+}
+
 fn check_visible(h: &crate::worker::DatabaseHandle, sql: &str) -> Result<(), String> {
     let snap = h.snapshot();
     let bound = lightcone_query_planner::bind(&snap, sql).map_err(|e| e.to_string())?;
@@ -845,14 +859,33 @@ fn table_rows_json(
     })
 }
 
+/// Why a SQL request failed, with the status to answer it with.
+struct SqlError {
+    status: StatusCode,
+    message: String,
+}
+
+impl From<String> for SqlError {
+    fn from(message: String) -> SqlError {
+        SqlError { status: StatusCode::BAD_REQUEST, message }
+    }
+}
+
 fn run_sql(
     d: &HostedDb,
     h: &crate::worker::DatabaseHandle,
     sql: &str,
     sender: U256,
     is_owner: bool,
-) -> Result<Vec<StatementJson>, String> {
+) -> Result<Vec<StatementJson>, SqlError> {
     let params = Params { sender: Some(sender) };
+    if !is_owner && is_dml(h, sql) {
+        return Err(SqlError {
+            status: StatusCode::FORBIDDEN,
+            message: "not authorized to run SQL DML statements: only the database owner may change rows"
+                .into(),
+        });
+    }
     let views = super::rls::sender_bound_views(h.spec(), &h.snapshot(), &[sql]);
     if !views.is_empty() {
         // A sender-bound view: computed for the caller first, read through its own rows only.
@@ -871,7 +904,8 @@ fn run_sql(
             return Err(format!(
                 "`{view}` is a sender-bound view: read it in a SELECT of its own (each reader sees only \
                  its own rows), and change the tables it reads rather than the view"
-            ));
+            )
+            .into());
         }
     }
     if !is_owner {
@@ -915,5 +949,6 @@ fn run_sql(
                 stats: stats_json(st.rows_inserted, st.rows_deleted, st.rows_updated),
             }),
         })
-        .collect()
+        .collect::<Result<_, String>>()
+        .map_err(SqlError::from)
 }

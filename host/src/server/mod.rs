@@ -78,7 +78,12 @@ pub async fn bind(
         let engine = Arc::new(WasmEngine::new().map_err(|e| ServerError::Other(e.to_string()))?);
         let registry = registry::Registry::open(&data, engine, durability)
             .map_err(|e| ServerError::DataDir { path: data.clone(), reason: e.to_string() })?;
-        Ok(Arc::new(http::AppState { registry: Arc::new(registry), keys: Arc::new(keys) }))
+        Ok(Arc::new(http::AppState {
+            registry: Arc::new(registry),
+            keys: Arc::new(keys),
+            closing: tokio::sync::watch::Sender::new(false),
+            sessions: ws::LiveSessions::default(),
+        }))
     })
     .await
     .map_err(|e| ServerError::Other(e.to_string()))??;
@@ -87,6 +92,10 @@ pub async fn bind(
         .map_err(|source| ServerError::Bind { addr: options.listen_addr, source })?;
     Ok((listener, state))
 }
+
+/// Longest a graceful shutdown waits for HTTP requests in progress before it stops the
+/// databases anyway: a client that never finishes reading a reply must not keep the server up.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves until `shutdown` resolves, then stops every database and flushes its log.
 pub async fn serve(
@@ -100,11 +109,38 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let mut closing = state.closing.subscribe();
+    let shutdown = {
+        let state = Arc::clone(&state);
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in progress, then flushing every log");
+            // Ends replies that would never end by themselves (`logs --follow`).
+            state.closing.send_replace(true);
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let result = tokio::select! {
+        result = server => result.map_err(|e| ServerError::Other(e.to_string())),
+        _ = async {
+            let _ = closing.wait_for(|&c| c).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in progress after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
     let registry = Arc::clone(&state.registry);
     let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;
-    result.map_err(|e| ServerError::Other(e.to_string()))
+    // Stopping the databases closed their clients; let the sessions send the close frames.
+    if !state.sessions.ended(SESSION_CLOSE_WAIT).await {
+        tracing::warn!("some WebSocket sessions had not closed when the server stopped");
+    }
+    result
 }
+
+/// Longest a shutdown waits for WebSocket sessions to send their close frames.
+const SESSION_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -27,15 +27,18 @@ use crate::worker::{CommitEvent, CommitsHeld, Delivery, HookOutput, RefusedCall}
 
 /// Messages queued for one client before it counts as too slow and is disconnected.
 pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
+/// Bytes queued for one client before it counts as too slow and is disconnected: the
+/// message bound alone would let a client that never reads pile up gigabytes of large
+/// updates. A single message may be larger (a big initial subscription); only a backlog counts.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Most queued messages written to a socket before one flush.
 const MAX_FRAMES_PER_WRITE: usize = 256;
 /// Subprotocols, in the order of preference.
 const PROTOCOLS: [&str; 2] = ["v3.bsatn.spacetimedb", "v2.bsatn.spacetimedb"];
 
 struct ClientEntry {
-    out: mpsc::Sender<Outbound>,
+    out: Outbox,
     connection_id: [u8; 16],
-    kick: Arc<Kick>,
 }
 
 /// Disconnects a client from outside its session (its queue may be full, so a message
@@ -61,12 +64,119 @@ impl Kick {
     }
 }
 
-const TOO_SLOW: &str = "client too slow: outgoing queue full";
 /// A frame the client does not take within this long ends the connection.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-enum Outbound {
-    Frame(Vec<u8>),
+/// The WebSocket sessions still running. A graceful shutdown waits (briefly) for them to end
+/// after the databases stopped, so each client gets its close frame before the runtime goes.
+#[derive(Debug)]
+pub struct LiveSessions(tokio::sync::watch::Sender<usize>);
+
+/// Counts one session as live until dropped.
+pub struct LiveSession<'a>(&'a LiveSessions);
+
+impl Default for LiveSessions {
+    fn default() -> LiveSessions {
+        LiveSessions(tokio::sync::watch::Sender::new(0))
+    }
+}
+
+impl LiveSessions {
+    fn enter(&self) -> LiveSession<'_> {
+        self.0.send_modify(|n| *n += 1);
+        LiveSession(self)
+    }
+
+    /// Waits until no session is live, for at most `limit`; whether none is.
+    pub async fn ended(&self, limit: std::time::Duration) -> bool {
+        let mut count = self.0.subscribe();
+        let ended = tokio::time::timeout(limit, count.wait_for(|&n| n == 0)).await.is_ok();
+        ended
+    }
+}
+
+impl Drop for LiveSession<'_> {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Close reason for a client whose outgoing queue went over a bound.
+fn too_slow() -> String {
+    format!("client too slow: over {MAX_QUEUED_MESSAGES} messages or {} MiB queued", MAX_QUEUED_BYTES >> 20)
+}
+
+/// One client's outgoing queue of framed messages, bounded both in messages and in bytes
+/// ([`MAX_QUEUED_MESSAGES`], [`MAX_QUEUED_BYTES`]). Producers (the database thread, the
+/// durability notifier, the session) never wait on it: a client over either bound is
+/// disconnected instead, so a client that does not read cannot stall anyone.
+#[derive(Clone)]
+struct Outbox {
+    frames: mpsc::Sender<Vec<u8>>,
+    /// Bytes of the frames in `frames`, taken off by [`OutboxReceiver`].
+    queued_bytes: Arc<AtomicUsize>,
+    kick: Arc<Kick>,
+}
+
+/// The session's end of an [`Outbox`].
+struct OutboxReceiver {
+    frames: mpsc::Receiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    fn new(kick: Arc<Kick>) -> (Outbox, OutboxReceiver) {
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let receiver = OutboxReceiver { frames: rx, queued_bytes: Arc::clone(&queued_bytes) };
+        (Outbox { frames: tx, queued_bytes, kick }, receiver)
+    }
+
+    /// Frames and queues one message.
+    fn send(&self, message: &[u8]) {
+        if !self.kick.is_kicked() {
+            self.push(protocol::frame(message));
+        }
+    }
+
+    /// Queues a framed message. Nothing more is queued for a client being disconnected
+    /// (after a dropped update, a later one would leave its cache wrong).
+    fn push(&self, frame: Vec<u8>) {
+        if self.kick.is_kicked() {
+            return;
+        }
+        let len = frame.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        let over_bytes = before > 0 && before + len > MAX_QUEUED_BYTES;
+        if over_bytes || self.frames.try_send(frame).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.kick.kick(&too_slow());
+        }
+    }
+
+    fn kick(&self, reason: &str) {
+        self.kick.kick(reason);
+    }
+
+    fn is_kicked(&self) -> bool {
+        self.kick.is_kicked()
+    }
+}
+
+impl OutboxReceiver {
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.frames.recv().await?;
+        Some(self.took(frame))
+    }
+
+    fn try_recv(&mut self) -> Result<Vec<u8>, mpsc::error::TryRecvError> {
+        self.frames.try_recv().map(|f| self.took(f))
+    }
+
+    fn took(&self, frame: Vec<u8>) -> Vec<u8> {
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        frame
+    }
 }
 
 struct HubInner {
@@ -180,7 +290,7 @@ impl HubInner {
             return;
         }
         for client in self.clients.values() {
-            client.kick.kick(reason);
+            client.out.kick(reason);
         }
         self.retired = Some(reason.to_string());
     }
@@ -302,7 +412,7 @@ impl Hub {
         let mut kicked = Vec::new();
         for cu in updates.clients() {
             let Some(client) = inner.clients.get(&cu.client) else { continue };
-            if client.kick.is_kicked() {
+            if client.out.is_kicked() {
                 kicked.push(cu.client);
                 continue;
             }
@@ -338,7 +448,7 @@ impl Hub {
             }
             let mut msg = vec![4u8];
             msg.extend_from_slice(&w.0);
-            frames.push((client.out.clone(), Arc::clone(&client.kick), protocol::frame(&msg)));
+            frames.push((client.out.clone(), protocol::frame(&msg)));
         }
         for c in kicked {
             // Its session is ending; stop evaluating for it now.
@@ -348,16 +458,12 @@ impl Hub {
         inner.starts.retain(|_, start| start.tx_offset() > offset);
         let deliver = (!frames.is_empty()).then(|| -> Delivery {
             Box::new(move |durable: Result<(), &crate::HostError>| {
-                for (out, kick, frame) in frames {
+                for (out, frame) in frames {
                     match durable {
-                        Ok(()) if kick.is_kicked() => {}
-                        // A full queue: the client is too slow; its session ends and leaves the hub.
-                        Ok(()) => {
-                            if out.try_send(Outbound::Frame(frame)).is_err() {
-                                kick.kick(TOO_SLOW);
-                            }
-                        }
-                        Err(e) => kick.kick(&durability_lost(e)),
+                        // A client over its queue's bounds is too slow: its session ends and
+                        // leaves the hub.
+                        Ok(()) => out.push(frame),
+                        Err(e) => out.kick(&durability_lost(e)),
                     }
                 }
             })
@@ -473,8 +579,11 @@ pub async fn subscribe(
     }
     let is_owner = caller.identity == hosted.owner();
     let token = caller.token.clone();
-    ws.protocols(PROTOCOLS).max_message_size(protocol::MAX_CLIENT_MESSAGE_BYTES).on_upgrade(
-        move |socket| async move {
+    ws.protocols(PROTOCOLS)
+        .max_message_size(protocol::MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(protocol::MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            let _live = s.sessions.enter();
             let session = Session {
                 hub,
                 handle: Mutex::new(handle),
@@ -485,8 +594,7 @@ pub async fn subscribe(
                 views: Mutex::new(Some(HashMap::new())),
             };
             session.run(socket, token).await;
-        },
-    )
+        })
 }
 
 struct Session {
@@ -541,24 +649,19 @@ impl Session {
 
     async fn run(self, mut socket: WebSocket, token: String) {
         let client = ClientId(self.hub.next_client.fetch_add(1, Ordering::Relaxed));
-        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(MAX_QUEUED_MESSAGES);
+        let (out_tx, mut out_rx) = Outbox::new(Arc::clone(&self.kick));
         {
             let mut inner = self.hub.lock();
             if let Some(reason) = &inner.retired {
                 // Retired between `hub_for` and here: this client goes too.
                 self.kick.kick(reason);
             }
-            inner.clients.insert(
-                client,
-                ClientEntry {
-                    out: out_tx.clone(),
-                    connection_id: self.info.connection_id,
-                    kick: Arc::clone(&self.kick),
-                },
-            );
+            inner
+                .clients
+                .insert(client, ClientEntry { out: out_tx.clone(), connection_id: self.info.connection_id });
         }
         let hello = protocol::initial_connection(&self.info.identity, &self.info.connection_id, &token);
-        let _ = out_tx.try_send(Outbound::Frame(protocol::frame(&hello)));
+        out_tx.send(&hello);
         let session = Arc::new(self);
         // A client's messages are handled one at a time, in the order they arrived (as upstream
         // does): two reducer calls sent back to back run in that order.
@@ -647,7 +750,16 @@ impl Session {
                         let _ = socket.send(Message::Close(Some(CloseFrame { code: 1003, reason: reason.into() }))).await;
                         break;
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Err(e)) => {
+                        // Over the size limit is the one read error the client can still be
+                        // told about (the socket itself is fine).
+                        if let Some(reason) = oversized(e) {
+                            let close = Message::Close(Some(CloseFrame { code: 1009, reason: reason.into() }));
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(close)).await;
+                        }
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
                     Some(Ok(_)) => {} // ping/pong handled by axum
                 },
             }
@@ -677,12 +789,7 @@ impl Session {
         .await;
     }
 
-    async fn handle_message(
-        self: Arc<Self>,
-        client: ClientId,
-        msg: ClientMessage,
-        out: mpsc::Sender<Outbound>,
-    ) {
+    async fn handle_message(self: Arc<Self>, client: ClientId, msg: ClientMessage, out: Outbox) {
         let queued = match msg {
             ClientMessage::CallReducer { request_id, reducer, args } => {
                 self.call(request_id, &reducer, args, &out)
@@ -694,7 +801,7 @@ impl Session {
                 let (s, out2) = (Arc::clone(&self), out.clone());
                 let reply = tokio::task::spawn_blocking(move || s.answer(client, msg, &out2)).await;
                 if let Ok(Some(bytes)) = reply {
-                    self.send(&out, &bytes);
+                    out.send(&bytes);
                 }
                 return;
             }
@@ -731,26 +838,16 @@ impl Session {
         }
     }
 
-    fn send(&self, out: &mpsc::Sender<Outbound>, bytes: &[u8]) {
-        queue_message(out, &self.kick, bytes);
-    }
-
     /// Queues a reply built from the state at `tx_offset` once that state is durable, behind
     /// every update of the commits up to it and ahead of later ones (see
     /// `DatabaseHandle::hold_commits`).
-    fn send_after(
-        &self,
-        held: &CommitsHeld<'_>,
-        tx_offset: u64,
-        out: &mpsc::Sender<Outbound>,
-        reply: Vec<u8>,
-    ) {
-        let (out, kick) = (out.clone(), Arc::clone(&self.kick));
+    fn send_after(&self, held: &CommitsHeld<'_>, tx_offset: u64, out: &Outbox, reply: Vec<u8>) {
+        let out = out.clone();
         held.send_after(
             tx_offset,
             Box::new(move |durable| match durable {
-                Ok(()) => queue_message(&out, &kick, &reply),
-                Err(e) => kick.kick(&durability_lost(e)),
+                Ok(()) => out.send(&reply),
+                Err(e) => out.kick(&durability_lost(e)),
             }),
         );
     }
@@ -759,16 +856,10 @@ impl Session {
     /// the client's outgoing queue from the database thread itself (or the durability
     /// notifier's) once durable, so a client can pipeline calls.
     /// A call refused because the module is being updated comes back (see [`Session::requeue`]).
-    fn call(
-        &self,
-        request_id: u32,
-        reducer: &str,
-        args: Vec<u8>,
-        out: &mpsc::Sender<Outbound>,
-    ) -> Result<(), RefusedCall> {
-        let (out, kick) = (out.clone(), Arc::clone(&self.kick));
+    fn call(&self, request_id: u32, reducer: &str, args: Vec<u8>, out: &Outbox) -> Result<(), RefusedCall> {
+        let out = out.clone();
         let reply: crate::worker::AsyncReply = Box::new(move |outcome| {
-            queue_message(&out, &kick, &reducer_result_message(request_id, outcome));
+            out.send(&reducer_result_message(request_id, outcome));
         });
         self.handle().try_call_reducer_then(reducer, &self.info, ReducerArgs::Bsatn(args), reply)
     }
@@ -780,9 +871,9 @@ impl Session {
         request_id: u32,
         procedure: &str,
         args: Vec<u8>,
-        out: &mpsc::Sender<Outbound>,
+        out: &Outbox,
     ) -> Result<(), RefusedCall> {
-        let (out, kick) = (out.clone(), Arc::clone(&self.kick));
+        let out = out.clone();
         let reply: crate::worker::ProcedureReply = Box::new(move |outcome| {
             let message = match outcome {
                 Ok(o) => protocol::procedure_result(
@@ -795,14 +886,14 @@ impl Session {
                     protocol::procedure_result(request_id, crate::logs::now_micros(), 0, Err(&e.to_string()))
                 }
             };
-            queue_message(&out, &kick, &message);
+            out.send(&message);
         });
         self.handle().try_call_procedure_then(procedure, &self.info, ReducerArgs::Bsatn(args), reply)
     }
 
     /// The reply to one client message (on a blocking thread), or `None` if it was already
     /// queued on `out`.
-    fn answer(&self, client: ClientId, msg: ClientMessage, out: &mpsc::Sender<Outbound>) -> Option<Vec<u8>> {
+    fn answer(&self, client: ClientId, msg: ClientMessage, out: &Outbox) -> Option<Vec<u8>> {
         let Some(spec) = self.settled_spec() else {
             // Still between two versions of the module after waiting (a stopped database's
             // clients are closed).
@@ -881,7 +972,7 @@ impl Session {
                         self.release_held(views);
                         let reply =
                             protocol::subscription_error(Some(request_id), query_set_id, &e.to_string());
-                        self.send(out, &reply);
+                        out.send(&reply);
                         return None;
                     }
                 };
@@ -907,10 +998,11 @@ impl Session {
                         // are the state they lead to).
                         self.send_after(&commits, held.tx_offset(), out, reply);
                     }
-                    Err(e) => self.send(
-                        out,
-                        &protocol::subscription_error(Some(request_id), query_set_id, &e.to_string()),
-                    ),
+                    Err(e) => out.send(&protocol::subscription_error(
+                        Some(request_id),
+                        query_set_id,
+                        &e.to_string(),
+                    )),
                 }
                 drop((inner, commits));
                 let held = self
@@ -966,7 +1058,7 @@ impl Session {
 const REPLY_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The next queued message, if one arrives within `limit` (busy-waiting).
-fn spin_for(out_rx: &mut mpsc::Receiver<Outbound>, limit: std::time::Duration) -> Option<Outbound> {
+fn spin_for(out_rx: &mut OutboxReceiver, limit: std::time::Duration) -> Option<Vec<u8>> {
     let start = std::time::Instant::now();
     loop {
         match out_rx.try_recv() {
@@ -980,11 +1072,11 @@ fn spin_for(out_rx: &mut mpsc::Receiver<Outbound>, limit: std::time::Duration) -
 
 /// Writes `first` and everything else already queued in one flush (pipelined calls' results
 /// then cost one syscall per batch, not per message). False if the client is gone or stuck.
-async fn send_queued(socket: &mut WebSocket, first: Outbound, out_rx: &mut mpsc::Receiver<Outbound>) -> bool {
+async fn send_queued(socket: &mut WebSocket, first: Vec<u8>, out_rx: &mut OutboxReceiver) -> bool {
     let send_batch = async {
         let mut next = Some(first);
         let mut batched = 0;
-        while let Some(Outbound::Frame(f)) = next {
+        while let Some(f) = next {
             socket.feed(Message::Binary(f.into())).await?;
             batched += 1;
             next = if batched < MAX_FRAMES_PER_WRITE { out_rx.try_recv().ok() } else { None };
@@ -994,11 +1086,12 @@ async fn send_queued(socket: &mut WebSocket, first: Outbound, out_rx: &mut mpsc:
     matches!(tokio::time::timeout(SEND_TIMEOUT, send_batch).await, Ok(Ok(())))
 }
 
-/// Queues one message for a client; a full queue means the client is too slow. Nothing more
-/// is queued for a client being disconnected.
-fn queue_message(out: &mpsc::Sender<Outbound>, kick: &Kick, bytes: &[u8]) {
-    if !kick.is_kicked() && out.try_send(Outbound::Frame(protocol::frame(bytes))).is_err() {
-        kick.kick(TOO_SLOW);
+/// The close reason for a read error that is a message over
+/// [`protocol::MAX_CLIENT_MESSAGE_BYTES`], if it is one.
+fn oversized(e: axum::Error) -> Option<String> {
+    match e.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(c)) => Some(format!("message too big: {c}")),
+        _ => None,
     }
 }
 
@@ -1080,16 +1173,16 @@ mod tests {
     // limit when nothing comes, and stops at once when the queue's senders are gone.
     #[test]
     fn spin_for_waits_only_as_long_as_allowed() {
-        let (tx, mut rx) = mpsc::channel::<Outbound>(4);
+        let (tx, mut rx) = Outbox::new(Arc::default());
         let sender = std::thread::spawn({
             let tx = tx.clone();
             move || {
                 std::thread::sleep(Duration::from_millis(5));
-                tx.try_send(Outbound::Frame(vec![7])).unwrap();
+                tx.push(vec![7]);
             }
         });
         let got = spin_for(&mut rx, Duration::from_secs(10));
-        assert!(matches!(got, Some(Outbound::Frame(f)) if f == [7]));
+        assert_eq!(got, Some(vec![7]));
         sender.join().unwrap();
 
         let start = Instant::now();
@@ -1100,5 +1193,34 @@ mod tests {
         let start = Instant::now();
         assert!(spin_for(&mut rx, Duration::from_secs(10)).is_none());
         assert!(start.elapsed() < Duration::from_secs(5), "a closed queue ends the wait");
+    }
+
+    // Proves the byte bound: a backlog over MAX_QUEUED_BYTES disconnects the client with the
+    // too-slow reason (well before the message bound), one message larger than the bound
+    // alone is let through, and bytes the session takes off make room again.
+    #[test]
+    fn an_outbox_is_bounded_in_bytes() {
+        let kick = Arc::new(Kick::default());
+        let (out, mut rx) = Outbox::new(Arc::clone(&kick));
+        out.push(vec![0; MAX_QUEUED_BYTES + 10]);
+        assert!(!kick.is_kicked(), "a single large message is not a backlog");
+        assert_eq!(rx.try_recv().map(|f| f.len()), Ok(MAX_QUEUED_BYTES + 10));
+
+        let chunk = MAX_QUEUED_BYTES / 4;
+        for _ in 0..4 {
+            out.push(vec![0; chunk]);
+        }
+        assert!(!kick.is_kicked(), "exactly at the bound is allowed");
+        assert_eq!(rx.try_recv().map(|f| f.len()), Ok(chunk));
+        out.push(vec![0; chunk]);
+        assert!(!kick.is_kicked(), "taking a frame off makes room");
+        out.push(vec![0; 1]);
+        assert!(kick.is_kicked(), "one byte over the bound disconnects");
+        let reason = kick.reason.lock().unwrap().clone().unwrap();
+        assert!(reason.contains("too slow") && reason.contains("MiB"), "{reason}");
+        // Nothing more is queued for a disconnected client.
+        out.push(vec![1]);
+        let left: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).map(|f| f.len()).collect();
+        assert_eq!(left, vec![chunk; 4]);
     }
 }
