@@ -188,6 +188,8 @@ fn http_routes_owner_checks_and_errors() {
     assert!(r.body.contains("only the database owner"), "{}", r.body);
     let r = sql(&http, &s, "chat", &other, "INSERT INTO message (sender, sent, text) VALUES (0, 0, 'x')");
     assert_eq!(r.status, 403, "{}", r.body);
+    let r = sql(&http, &s, "chat", &other, "SELECT * FROM message; DELETE FROM message");
+    assert_eq!(r.status, 403, "{}", r.body);
     let r = sql(&http, &s, "chat", &owner, "DELETE FROM message; SELECT COUNT(*) AS n FROM message");
     assert_eq!(r.status, 200, "{}", r.body);
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -1060,7 +1062,7 @@ fn a_module_update_keeps_readers_of_sender_bound_views_connected() {
 /// queue. The update's planning takes ~1 s here before it stops the running version; the first
 /// sleepers outlast that, and it waits for them.
 const QUEUED_SLEEPERS: u32 = 5;
-const QUEUED_SLEEP: Duration = Duration::from_secs(4);
+const QUEUED_SLEEP: Duration = Duration::from_secs(6);
 
 /// Sends [`QUEUED_SLEEPERS`] sleepers and then `procedure(args)` as request 100 on `c`, runs
 /// `update` (a publish, which must succeed), and checks that it did not wait for a second
@@ -1164,6 +1166,21 @@ fn bad_websocket_input_closes_only_that_connection() {
     assert_eq!(f.code, CloseCode::Size);
     assert!(f.reason.contains("too big"), "{}", f.reason);
 
+    // A 20 MiB message in one frame is within the limit (tungstenite's default frame limit is
+    // 16 MiB): it is read whole and refused as malformed, not as too big.
+    let mut large = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
+    let mut garbage = vec![0u8; 20 << 20];
+    garbage[0] = 42;
+    large.send(Message::Binary(garbage.into())).unwrap();
+    let closed = loop {
+        match large.read() {
+            Ok(Message::Close(f)) => break f,
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame for a malformed 20 MiB message: {e}"),
+        }
+    };
+    assert_eq!(closed.expect("close frame").code, CloseCode::Invalid);
+
     let mut text = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
     text.send(Message::Text("{}".into())).unwrap();
     let closed = loop {
@@ -1205,13 +1222,24 @@ fn a_graceful_shutdown_ends_followed_logs_and_keeps_every_commit() {
         let r = call(&http, &s, "chat", "send_message", Some(&owner), &format!(r#"["kept {i}"]"#));
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let follow_url = format!("{}/v1/database/chat/logs?follow=true&num_lines=100", s.url);
-    let follower = {
-        let owner = owner.clone();
-        std::thread::spawn(move || Http::new().req("GET", &follow_url, Some(&owner), None, vec![]))
-    };
+    // Follow the log over a raw socket: its first chunk (the last 100 lines) proves the stream
+    // is open before the shutdown starts.
+    let mut follow = TcpStream::connect(s.url.trim_start_matches("http://")).unwrap();
+    follow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let request = format!(
+        "GET /v1/database/chat/logs?follow=true&num_lines=100 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {owner}\r\nConnection: close\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut follow, request.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    while !contains(&seen, b"kept 19") {
+        let mut buf = [0u8; 65536];
+        let n = std::io::Read::read(&mut follow, &mut buf).expect("the followed log");
+        assert!(n > 0, "the followed log ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
     let mut ws = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
-    std::thread::sleep(Duration::from_millis(500)); // the follow stream is open
 
     let stopping = std::time::Instant::now();
     s.shut_down();
@@ -1220,9 +1248,7 @@ fn a_graceful_shutdown_ends_followed_logs_and_keeps_every_commit() {
         took < lightcone_host::server::SHUTDOWN_GRACE - Duration::from_secs(1),
         "the shutdown waited {took:?} (for the followed log?)"
     );
-    let logs = follower.join().unwrap();
-    assert_eq!(logs.status, 200);
-    assert!(logs.body.contains("kept 19"), "{}", logs.body);
+    std::io::Read::read_to_end(&mut follow, &mut seen).expect("the followed log ends");
     assert!(close_reason(&mut ws).contains("stopped"));
 
     let s = serve_dir(dir.path(), lightcone_wal::Durability::None);

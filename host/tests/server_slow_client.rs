@@ -106,22 +106,25 @@ fn a_client_that_never_reads_large_updates_is_disconnected_by_bytes() {
 
     let mut slow = subscribe_to_messages(addr);
     let mut reader = subscribe_to_messages(addr);
-    if let tungstenite::stream::MaybeTlsStream::Plain(t) = reader.get_ref() {
-        t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Both subscriptions apply (InitialConnection, then SubscribeApplied), then the slow
+    // client stops reading.
+    for ws in [&mut slow, &mut reader] {
+        if let tungstenite::stream::MaybeTlsStream::Plain(t) = ws.get_ref() {
+            t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        }
+        for expected in [0u8, 1] {
+            match ws.read() {
+                Ok(Message::Binary(b)) => assert_eq!(b.get(1), Some(&expected), "server message kind"),
+                other => panic!("expected server message {expected}: {other:?}"),
+            }
+        }
     }
-    // Let both subscriptions apply, then the slow client stops reading.
-    std::thread::sleep(Duration::from_millis(300));
     let reading = std::thread::spawn(move || {
         // Counts the updates carrying a message, up to the one sent last.
         let mut updates = 0;
         loop {
             match reader.read() {
-                Ok(Message::Binary(b)) if b.len() > TEXT_BYTES => {
-                    updates += 1;
-                    if b.windows(5).any(|w| w == b"after") {
-                        return Ok(updates);
-                    }
-                }
+                Ok(Message::Binary(b)) if b.len() > TEXT_BYTES => updates += 1,
                 Ok(Message::Binary(b)) if b.windows(5).any(|w| w == b"after") => return Ok(updates),
                 Ok(Message::Close(f)) => return Err(format!("the reading client was closed: {f:?}")),
                 Ok(_) => {}

@@ -89,5 +89,5 @@ pub use dml::{execute_batch, execute_dml, execute_statement, DmlStats, Statement
 pub use error::PlanError;
 pub use exec::{execute, execute_plan, Params, QueryResult};
 pub use explain::explain;
-pub use logical::{bind, BoundStatement, CmpOp, ColumnRef, LogicalPlan, Operand, Predicate, SortKey};
+pub use logical::{bind, writes, BoundStatement, CmpOp, ColumnRef, LogicalPlan, Operand, Predicate, SortKey};
 pub use physical::{plan_physical, AccessPath, JoinMethod, JoinStep, Output, PhysicalPlan, TableAccess};

@@ -254,6 +254,16 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, PlanError> {
     Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| PlanError::Syntax(e.to_string()))
 }
 
+/// Whether `sql` parses and any of its statements writes (INSERT, UPDATE or DELETE): for
+/// refusing writes to callers who may only read, whatever else the batch holds.
+pub fn writes(sql: &str) -> bool {
+    parse(sql).is_ok_and(|stmts| {
+        stmts
+            .iter()
+            .any(|s| matches!(s, Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_)))
+    })
+}
+
 /// Parses and binds one statement against the catalog visible in `tx`.
 pub fn bind(tx: &impl ReadTx, sql: &str) -> Result<BoundStatement, PlanError> {
     let stmts = parse(sql)?;
@@ -900,6 +910,18 @@ fn small_signed(mag: u128, neg: bool) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves `writes` finds a write anywhere in a batch, and says no for reads and for text
+    // that does not parse.
+    #[test]
+    fn writes_finds_a_write_anywhere_in_a_batch() {
+        assert!(writes("DELETE FROM t"));
+        assert!(writes("INSERT INTO t (a) VALUES (1)"));
+        assert!(writes("SELECT * FROM t; UPDATE t SET a = 1"));
+        assert!(!writes("SELECT * FROM t"));
+        assert!(!writes("SELECT * FROM t; SELECT 1"));
+        assert!(!writes("DELETE FROM"));
+    }
 
     // Proves integer literals convert to every integer width with exact range checks,
     // including u128-sized magnitudes, i128::MIN and 64-digit hex identities.

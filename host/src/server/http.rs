@@ -673,7 +673,9 @@ async fn logs(
         if tx.blocking_send(Ok(Bytes::from(initial))).is_err() {
             return;
         }
-        // Each wait below ends within a second: the server shutting down ends the stream.
+        // A graceful shutdown ends the stream within about a second (the wait below). A
+        // client that stopped reading blocks the send instead; the shutdown's grace period
+        // bounds that case.
         while !*closing.borrow() {
             let recs = logs.wait_from(next, Duration::from_secs(1));
             if let Some(last) = recs.last() {
@@ -786,14 +788,6 @@ fn rows_json(
 }
 
 /// Private tables do not exist for non-owners.
-/// Whether `sql` is one INSERT, UPDATE or DELETE (which only the owner may run).
-fn is_dml(h: &crate::worker::DatabaseHandle, sql: &str) -> bool {
-    matches!(
-        lightcone_query_planner::bind(&h.snapshot(), sql),
-        Err(lightcone_query_planner::PlanError::WrongStatementKind { .. })
-    )
-}
-
 fn check_visible(h: &crate::worker::DatabaseHandle, sql: &str) -> Result<(), String> {
     let snap = h.snapshot();
     let bound = lightcone_query_planner::bind(&snap, sql).map_err(|e| e.to_string())?;
@@ -879,7 +873,7 @@ fn run_sql(
     is_owner: bool,
 ) -> Result<Vec<StatementJson>, SqlError> {
     let params = Params { sender: Some(sender) };
-    if !is_owner && is_dml(h, sql) {
+    if !is_owner && lightcone_query_planner::writes(sql) {
         return Err(SqlError {
             status: StatusCode::FORBIDDEN,
             message: "not authorized to run SQL DML statements: only the database owner may change rows"

@@ -170,12 +170,16 @@ pub fn run_blocking(options: ServerOptions) -> Result<(), ServerError> {
         .enable_all()
         .build()
         .map_err(|e| ServerError::Other(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let (listener, state) = bind(&options).await?;
         let addr = listener.local_addr().map_err(|e| ServerError::Other(e.to_string()))?;
         eprintln!("lightcone listening on http://{addr} (data directory {})", options.data_dir.display());
         serve(listener, state, shutdown_signal()).await?;
         eprintln!("lightcone stopped; every commit log is flushed");
         Ok(())
-    })
+    });
+    // Requests still running past the grace period hold blocking threads that dropping the
+    // runtime would wait for without end; the databases are stopped and flushed by now.
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    served
 }

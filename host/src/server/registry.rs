@@ -280,8 +280,9 @@ pub struct Registry {
     durability: Durability,
     dbs: Mutex<HashMap<String, Arc<HostedDb>>>,
     names: Mutex<HashMap<String, String>>,
-    /// Publishes, updates and deletes one at a time.
-    admin: Mutex<()>,
+    /// Publishes, updates and deletes one at a time. True once the server shut down: nothing
+    /// is published after that (a database created then would never be stopped or flushed).
+    admin: Mutex<bool>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> RegistryError {
@@ -522,7 +523,10 @@ impl Registry {
         clear: bool,
         policy: &MigrationPolicy,
     ) -> Result<(Arc<HostedDb>, PublishOp), RegistryError> {
-        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let shut_down = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        if *shut_down {
+            return Err(RegistryError::Host(HostError::ShutDown));
+        }
         if let Some(n) = name {
             if !valid_name(n) && Identity::from_hex(n).is_none() {
                 return Err(RegistryError::BadName(n.to_string()));
@@ -699,7 +703,8 @@ impl Registry {
     pub fn shutdown(&self) {
         // After a publish in progress: it could otherwise install a version into a database
         // stopped meanwhile, which nothing would stop or flush.
-        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shut_down = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        *shut_down = true;
         let dbs: Vec<Arc<HostedDb>> =
             self.dbs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for db in dbs {
@@ -771,5 +776,26 @@ mod tests {
         });
         assert!(done_rx.recv_timeout(Duration::from_secs(60)).is_ok(), "the shutdown deadlocked");
         assert!(lookups.load(Ordering::Relaxed) > 1, "no commit ran the hook during the shutdown");
+    }
+
+    // After a shutdown nothing is published: a new database would never be stopped or flushed,
+    // and an existing one is stopped.
+    #[test]
+    fn a_registry_that_shut_down_refuses_publishes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Arc::new(WasmEngine::new().expect("wasm engine"));
+        let reg = Registry::open(dir.path(), engine, Durability::None).expect("open registry");
+        let owner = Identity::from_claims("lightcone-test", "owner");
+        reg.publish(Some("one"), fixture("bench_module"), owner, false).expect("publish");
+        reg.shutdown();
+        for name in ["one", "two"] {
+            let refused = reg.publish(Some(name), fixture("bench_module"), owner, false);
+            assert!(
+                matches!(refused, Err(RegistryError::Host(HostError::ShutDown))),
+                "{name}: {:?}",
+                refused.map(|_| ())
+            );
+        }
+        assert!(reg.resolve("two").is_none());
     }
 }

@@ -29,8 +29,12 @@ use crate::worker::{CommitEvent, CommitsHeld, Delivery, HookOutput, RefusedCall}
 pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
 /// Bytes queued for one client before it counts as too slow and is disconnected: the
 /// message bound alone would let a client that never reads pile up gigabytes of large
-/// updates. A single message may be larger (a big initial subscription); only a backlog counts.
+/// updates. One message counts at most [`MAX_CHARGE_PER_MESSAGE`], so a few large replies
+/// (big initial subscriptions or one-off queries) queued together do not disconnect a client
+/// that reads.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Most one message counts toward [`MAX_QUEUED_BYTES`].
+pub const MAX_CHARGE_PER_MESSAGE: usize = MAX_QUEUED_BYTES / 4;
 /// Most queued messages written to a socket before one flush.
 const MAX_FRAMES_PER_WRITE: usize = 256;
 /// Subprotocols, in the order of preference.
@@ -122,13 +126,15 @@ struct Outbox {
 struct OutboxReceiver {
     frames: mpsc::Receiver<Vec<u8>>,
     queued_bytes: Arc<AtomicUsize>,
+    kick: Arc<Kick>,
 }
 
 impl Outbox {
     fn new(kick: Arc<Kick>) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let receiver = OutboxReceiver { frames: rx, queued_bytes: Arc::clone(&queued_bytes) };
+        let receiver =
+            OutboxReceiver { frames: rx, queued_bytes: Arc::clone(&queued_bytes), kick: Arc::clone(&kick) };
         (Outbox { frames: tx, queued_bytes, kick }, receiver)
     }
 
@@ -145,11 +151,10 @@ impl Outbox {
         if self.kick.is_kicked() {
             return;
         }
-        let len = frame.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        let over_bytes = before > 0 && before + len > MAX_QUEUED_BYTES;
-        if over_bytes || self.frames.try_send(frame).is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let charge = charge_of(&frame);
+        let before = self.queued_bytes.fetch_add(charge, Ordering::AcqRel);
+        if before + charge > MAX_QUEUED_BYTES || self.frames.try_send(frame).is_err() {
+            self.queued_bytes.fetch_sub(charge, Ordering::AcqRel);
             self.kick.kick(&too_slow());
         }
     }
@@ -174,9 +179,19 @@ impl OutboxReceiver {
     }
 
     fn took(&self, frame: Vec<u8>) -> Vec<u8> {
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(charge_of(&frame), Ordering::AcqRel);
         frame
     }
+
+    /// Whether the client is being disconnected: nothing more should be sent but the close.
+    fn is_kicked(&self) -> bool {
+        self.kick.is_kicked()
+    }
+}
+
+/// What a queued frame counts toward [`MAX_QUEUED_BYTES`].
+fn charge_of(frame: &[u8]) -> usize {
+    frame.len().min(MAX_CHARGE_PER_MESSAGE)
 }
 
 struct HubInner {
@@ -688,8 +703,7 @@ impl Session {
                 biased;
                 _ = session.kick.notify.notified() => {
                     let reason = session.kick.reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
-                    let close = Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }));
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(close)).await;
+                    close_with(&mut socket, 1008, reason).await;
                     break;
                 }
                 out = out_rx.recv() => match out {
@@ -740,22 +754,21 @@ impl Session {
                             Err(e) => {
                                 let reason = format!("malformed message: {e}");
                                 let reason: String = reason.chars().take(120).collect();
-                                let _ = socket.send(Message::Close(Some(CloseFrame { code: 1007, reason: reason.into() }))).await;
+                                close_with(&mut socket, 1007, reason).await;
                                 break;
                             }
                         }
                     }
                     Some(Ok(Message::Text(_))) => {
                         let reason = "text frames are not supported: use a BSATN subprotocol";
-                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1003, reason: reason.into() }))).await;
+                        close_with(&mut socket, 1003, reason.into()).await;
                         break;
                     }
                     Some(Err(e)) => {
                         // Over the size limit is the one read error the client can still be
                         // told about (the socket itself is fine).
                         if let Some(reason) = oversized(e) {
-                            let close = Message::Close(Some(CloseFrame { code: 1009, reason: reason.into() }));
-                            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(close)).await;
+                            close_with(&mut socket, 1009, reason).await;
                         }
                         break;
                     }
@@ -1079,11 +1092,27 @@ async fn send_queued(socket: &mut WebSocket, first: Vec<u8>, out_rx: &mut Outbox
         while let Some(f) = next {
             socket.feed(Message::Binary(f.into())).await?;
             batched += 1;
-            next = if batched < MAX_FRAMES_PER_WRITE { out_rx.try_recv().ok() } else { None };
+            // A client being disconnected gets its close frame next, not what was queued
+            // after the message it lost.
+            next = if batched < MAX_FRAMES_PER_WRITE && !out_rx.is_kicked() {
+                out_rx.try_recv().ok()
+            } else {
+                None
+            };
         }
         socket.flush().await
     };
     matches!(tokio::time::timeout(SEND_TIMEOUT, send_batch).await, Ok(Ok(())))
+}
+
+/// Longest a session waits to hand a client its close frame (a client that does not read
+/// must not hold the session open).
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends a close frame with `code` and `reason`, waiting at most [`CLOSE_TIMEOUT`].
+async fn close_with(socket: &mut WebSocket, code: u16, reason: String) {
+    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(close)).await;
 }
 
 /// The close reason for a read error that is a message over
@@ -1196,18 +1225,23 @@ mod tests {
     }
 
     // Proves the byte bound: a backlog over MAX_QUEUED_BYTES disconnects the client with the
-    // too-slow reason (well before the message bound), one message larger than the bound
-    // alone is let through, and bytes the session takes off make room again.
+    // too-slow reason (well before the message bound), large messages count at most
+    // MAX_CHARGE_PER_MESSAGE each (a few queued together, and a small one after them, are
+    // fine), and bytes the session takes off make room again.
     #[test]
     fn an_outbox_is_bounded_in_bytes() {
         let kick = Arc::new(Kick::default());
         let (out, mut rx) = Outbox::new(Arc::clone(&kick));
-        out.push(vec![0; MAX_QUEUED_BYTES + 10]);
-        assert!(!kick.is_kicked(), "a single large message is not a backlog");
-        assert_eq!(rx.try_recv().map(|f| f.len()), Ok(MAX_QUEUED_BYTES + 10));
+        for _ in 0..3 {
+            out.push(vec![0; MAX_QUEUED_BYTES + 10]);
+        }
+        out.push(vec![0; 100]);
+        assert!(!kick.is_kicked(), "three large replies and an update are not a backlog");
+        let sizes: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).map(|f| f.len()).collect();
+        assert_eq!(sizes, [MAX_QUEUED_BYTES + 10, MAX_QUEUED_BYTES + 10, MAX_QUEUED_BYTES + 10, 100]);
 
-        let chunk = MAX_QUEUED_BYTES / 4;
-        for _ in 0..4 {
+        let chunk = MAX_CHARGE_PER_MESSAGE;
+        for _ in 0..MAX_QUEUED_BYTES / chunk {
             out.push(vec![0; chunk]);
         }
         assert!(!kick.is_kicked(), "exactly at the bound is allowed");
@@ -1216,11 +1250,12 @@ mod tests {
         assert!(!kick.is_kicked(), "taking a frame off makes room");
         out.push(vec![0; 1]);
         assert!(kick.is_kicked(), "one byte over the bound disconnects");
+        assert!(rx.is_kicked());
         let reason = kick.reason.lock().unwrap().clone().unwrap();
         assert!(reason.contains("too slow") && reason.contains("MiB"), "{reason}");
         // Nothing more is queued for a disconnected client.
         out.push(vec![1]);
         let left: Vec<usize> = std::iter::from_fn(|| rx.try_recv().ok()).map(|f| f.len()).collect();
-        assert_eq!(left, vec![chunk; 4]);
+        assert_eq!(left, vec![chunk; MAX_QUEUED_BYTES / chunk]);
     }
 }
