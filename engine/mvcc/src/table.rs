@@ -184,37 +184,76 @@ impl TableState {
         key: &mut Vec<u8>,
     ) -> Result<RowId, MvccError> {
         let (rid, created_page) = self.store_row(row, hints, dropped_hints)?;
-        for i in 0..self.indexes.len() {
-            key.clear();
-            self.encode_index_key(i, row, key);
-            if let Err(e) = self.indexes[i].insert(key, rid.to_u64()) {
-                // Invariant: keys are built by `encode_index_key` (so the width is right) and
-                // their size was checked in `prepare_row`; a non-unique index cannot already
-                // hold the new row id. So only a duplicate key can get here.
-                debug_assert!(matches!(e, BTreeError::DuplicateKey { .. }), "index insert failed: {e}");
-                for j in 0..i {
-                    let earlier = self.index_key(j, row);
-                    let undone = self.indexes[j].remove(&earlier, rid.to_u64());
-                    debug_assert!(undone);
-                }
-                let layout = Arc::clone(&self.layout);
-                if let Some(page) = self.pages.get_mut(rid.page() as usize) {
-                    page.delete(&layout, rid.slot());
-                }
-                if created_page {
-                    // The page was appended for this row and is empty again.
-                    self.truncate_pages(rid.page() as usize);
-                } else {
-                    hints.pages.insert(rid.page());
-                }
-                return Err(self.unique_violation(i, row));
+        if let Err(i) = index_row(&self.schema, &mut self.indexes, row, rid, key) {
+            let layout = Arc::clone(&self.layout);
+            if let Some(page) = self.pages.get_mut(rid.page() as usize) {
+                page.delete(&layout, rid.slot());
             }
+            if created_page {
+                // The page was appended for this row and is empty again.
+                self.truncate_pages(rid.page() as usize);
+            } else {
+                hints.pages.insert(rid.page());
+            }
+            return Err(self.unique_violation(i, row));
         }
         for (i, next) in advances {
             self.seq_next[i] = next;
         }
         self.rows += 1;
         Ok(rid)
+    }
+
+    /// Stores rows exactly as given (log replay), with their index entries, calling `stored`
+    /// with each row id. Every row is checked before any is stored. A page is looked up once
+    /// for the whole run of rows it takes rather than once per row: each lookup for writing
+    /// walks copy-on-write nodes with an atomic test per level, most of a replayed row's cost
+    /// otherwise. On a duplicate key the rows stored before it stay (the caller's undo log has
+    /// them) and the error is returned.
+    pub(crate) fn insert_rows_as_is(
+        &mut self,
+        rows: &[Row],
+        hints: &mut FreeHints,
+        dropped_hints: &mut Vec<u32>,
+        key: &mut Vec<u8>,
+        mut stored: impl FnMut(RowId),
+    ) -> Result<(), MvccError> {
+        for row in rows {
+            self.check_row_as_is(row)?;
+        }
+        let mut next = 0;
+        while next < rows.len() {
+            // The first row of a run goes where any insert would (a hinted page or a new one).
+            let rid = self.insert_row(&rows[next], Vec::new(), hints, dropped_hints, key)?;
+            stored(rid);
+            next += 1;
+            let page_no = rid.page();
+            let TableState { schema, layout, pages, indexes, rows: count, .. } = self;
+            // Invariant: `insert_row` just stored a row in this page.
+            let page = pages.get_mut(page_no as usize).expect("page of the stored row exists");
+            let mut duplicate = None;
+            while let Some(row) = rows.get(next).filter(|r| page.can_fit(layout, r)) {
+                // Invariant: `can_fit` said yes, and the row passed `check_row_as_is`.
+                let slot = page.insert(layout, row).expect("the page fits the row");
+                let rid = RowId::new(page_no, slot);
+                if let Err(i) = index_row(schema, indexes, row, rid, key) {
+                    page.delete(layout, slot);
+                    duplicate = Some(i);
+                    break;
+                }
+                *count += 1;
+                stored(rid);
+                next += 1;
+            }
+            if !page.has_free_slot(layout) && hints.pages.remove(&page_no) {
+                dropped_hints.push(page_no);
+            }
+            if let Some(i) = duplicate {
+                hints.pages.insert(page_no); // the refused row's slot is free again
+                return Err(self.unique_violation(i, &rows[next]));
+            }
+        }
+        Ok(())
     }
 
     /// Puts the row in a page with room (a hinted one, else a new one). Returns its id and
@@ -347,6 +386,40 @@ impl TableState {
     pub(crate) fn view(&self) -> TableView<'_> {
         TableView { table: self }
     }
+}
+
+/// Adds `row`'s entries (stored at `rid`) to every index of the table `schema` describes, in
+/// order. On a duplicate key in index `i` the entries added to the indexes before it are taken
+/// out again and `Err(i)` returned: the row is then in no index.
+fn index_row(
+    schema: &TableSchema,
+    indexes: &mut [BTree],
+    row: &[Value],
+    rid: RowId,
+    key: &mut Vec<u8>,
+) -> Result<(), usize> {
+    let encode = |i: usize, key: &mut Vec<u8>| {
+        key.clear();
+        for &col in &schema.def.indexes[i].columns {
+            key::encode_value(key, &row[col as usize]);
+        }
+    };
+    for i in 0..indexes.len() {
+        encode(i, key);
+        if let Err(e) = indexes[i].insert(key, rid.to_u64()) {
+            // Invariant: keys are encoded from the table's own index definitions (so the width
+            // is right) and their size was checked before the row was stored; a non-unique
+            // index cannot already hold the new row id. So only a duplicate key can get here.
+            debug_assert!(matches!(e, BTreeError::DuplicateKey { .. }), "index insert failed: {e}");
+            for (j, tree) in indexes.iter_mut().enumerate().take(i) {
+                encode(j, key);
+                let undone = tree.remove(key, rid.to_u64());
+                debug_assert!(undone);
+            }
+            return Err(i);
+        }
+    }
+    Ok(())
 }
 
 /// A read-only view of one table at one version (from a [`crate::Snapshot`] or a

@@ -879,19 +879,7 @@ impl WriteTx<'_> {
         let t = unshared(&mut self.state).table_mut(table)?;
         let log = self.logs.entry(table).or_insert_with(|| TableLog::new(t));
         let (mut dropped, mut key) = (Vec::new(), Vec::new());
-        let mut result = Ok(());
-        for row in rows {
-            match t
-                .check_row_as_is(row)
-                .and_then(|()| t.insert_row(row, Vec::new(), hints, &mut dropped, &mut key))
-            {
-                Ok(rid) => log.inserted.insert(rid),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
+        let result = t.insert_rows_as_is(rows, hints, &mut dropped, &mut key, |rid| log.inserted.insert(rid));
         self.dropped_hints.extend(dropped.into_iter().map(|p| (table, p)));
         result
     }

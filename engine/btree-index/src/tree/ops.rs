@@ -86,7 +86,11 @@ pub(super) fn insert(
     rightmost: bool,
     mut checked: bool,
 ) -> Result<Option<Split>, BTreeError> {
-    if !checked && Arc::get_mut(slot).is_none() {
+    // Plain loads, not `Arc::get_mut` (an atomic read-modify-write, and `make_mut` below does
+    // another): this only decides whether to check first, so a stale answer costs at most a
+    // copy that a failing insert wastes.
+    let shared = Arc::strong_count(slot) != 1 || Arc::weak_count(slot) != 0;
+    if !checked && shared {
         // Shared with a clone: rule out a duplicate before `make_mut` copies the path.
         check_insertable(slot, key, value, cx)?;
         checked = true;
