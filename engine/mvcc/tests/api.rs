@@ -539,9 +539,9 @@ fn apply_delta_without_unique_index_and_mismatch() {
 }
 
 // Proves a replayed delta that collides on a unique key partway through its inserts (rows
-// stored a page-run at a time) is refused, and dropping the transaction leaves the table,
-// its indexes and its free pages as they were: the same delta without the duplicate then
-// applies and reads back whole.
+// stored a page-run at a time) is refused, and dropping the transaction leaves the table and
+// its indexes as they were: the same delta without the duplicate then applies and reads back
+// whole, with no index entry left by the refused row.
 #[test]
 fn apply_delta_refuses_a_duplicate_inside_a_run_and_rolls_back() {
     let db = Database::new();
@@ -568,24 +568,37 @@ fn apply_delta_refuses_a_duplicate_inside_a_run_and_rolls_back() {
     };
     let before = ids(&replica);
 
-    let mut bad = second.clone();
-    let inserts = &mut bad.tables[0].inserts;
-    let repeated = inserts[3].clone();
-    inserts.insert(25, repeated);
-    let mut rtx = replica.begin();
-    assert!(matches!(rtx.apply_delta(&bad), Err(MvccError::UniqueViolation { .. })));
-    drop(rtx);
-    assert_eq!(ids(&replica), before, "the refused delta left rows behind");
+    // Two bad deltas, each with one extra row 25 rows into the run: an exact copy of an
+    // earlier row, and a new email under an id the run already stored (refused by the
+    // primary key after the email index took it, which must give the entry back).
+    let exact_copy = second.tables[0].inserts[3].clone();
+    let same_id = person(120, "new@x", 40);
+    for extra in [exact_copy, same_id] {
+        let mut bad = second.clone();
+        bad.tables[0].inserts.insert(25, extra);
+        let mut rtx = replica.begin();
+        assert!(matches!(rtx.apply_delta(&bad), Err(MvccError::UniqueViolation { .. })));
+        drop(rtx);
+        assert_eq!(ids(&replica), before, "the refused delta left rows behind");
+    }
 
     let mut rtx = replica.begin();
     rtx.apply_delta(&second).unwrap();
     rtx.commit();
     assert_eq!(ids(&replica), ids(&db));
     let snap = replica.snapshot();
-    let by_id = snap.table(t).unwrap();
-    let schema = by_id.schema();
-    let pk = schema.index_ids[schema.def.indexes.iter().position(|i| i.columns == [0]).unwrap()];
-    assert!(by_id.unique_lookup(pk, &[Value::U64(125)]).unwrap().is_some(), "indexed after the rollback");
+    let table = snap.table(t).unwrap();
+    assert_eq!(table.row_count(), 150);
+    let schema = table.schema();
+    let index_on =
+        |col: u16| schema.index_ids[schema.def.indexes.iter().position(|i| i.columns == [col]).unwrap()];
+    assert!(
+        table.unique_lookup(index_on(0), &[Value::U64(125)]).unwrap().is_some(),
+        "indexed after the rollback"
+    );
+    let email = |e: &str| table.unique_lookup(index_on(1), &[Value::String(e.into())]).unwrap();
+    assert!(email("p125@x").is_some());
+    assert!(email("new@x").is_none(), "the refused row's email entry was given back");
 }
 
 // Proves a database restored from table images (rows + schemas + sequence counters + offset)

@@ -257,6 +257,9 @@ async fn publish(
         Err(RegistryError::BadName(n)) => {
             text(StatusCode::BAD_REQUEST, RegistryError::BadName(n).to_string())
         }
+        Err(RegistryError::Host(HostError::ShutDown)) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "publish failed: the server is shutting down")
+        }
         Err(RegistryError::Host(e)) => text(StatusCode::BAD_REQUEST, format!("publish failed: {e}")),
         Err(e @ RegistryError::BreaksClients(_)) => {
             text(StatusCode::BAD_REQUEST, format!("publish failed: {e}"))

@@ -87,9 +87,15 @@ pub async fn bind(
     })
     .await
     .map_err(|e| ServerError::Other(e.to_string()))??;
-    let listener = tokio::net::TcpListener::bind(options.listen_addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr: options.listen_addr, source })?;
+    let listener = match tokio::net::TcpListener::bind(options.listen_addr).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            // The databases are open (their threads run): stop them and flush their logs.
+            let registry = Arc::clone(&state.registry);
+            let _ = tokio::task::spawn_blocking(move || registry.shutdown()).await;
+            return Err(ServerError::Bind { addr: options.listen_addr, source });
+        }
+    };
     Ok((listener, state))
 }
 

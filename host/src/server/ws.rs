@@ -31,7 +31,8 @@ pub const MAX_QUEUED_MESSAGES: usize = 16 * 1024;
 /// message bound alone would let a client that never reads pile up gigabytes of large
 /// updates. One message counts at most [`MAX_CHARGE_PER_MESSAGE`], so a few large replies
 /// (big initial subscriptions or one-off queries) queued together do not disconnect a client
-/// that reads.
+/// that reads. The memory actually held is therefore up to this plus what (at most four)
+/// messages larger than the charge cap exceed it by.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Most one message counts toward [`MAX_QUEUED_BYTES`].
 pub const MAX_CHARGE_PER_MESSAGE: usize = MAX_QUEUED_BYTES / 4;
@@ -126,15 +127,13 @@ struct Outbox {
 struct OutboxReceiver {
     frames: mpsc::Receiver<Vec<u8>>,
     queued_bytes: Arc<AtomicUsize>,
-    kick: Arc<Kick>,
 }
 
 impl Outbox {
     fn new(kick: Arc<Kick>) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_MESSAGES);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let receiver =
-            OutboxReceiver { frames: rx, queued_bytes: Arc::clone(&queued_bytes), kick: Arc::clone(&kick) };
+        let receiver = OutboxReceiver { frames: rx, queued_bytes: Arc::clone(&queued_bytes) };
         (Outbox { frames: tx, queued_bytes, kick }, receiver)
     }
 
@@ -181,11 +180,6 @@ impl OutboxReceiver {
     fn took(&self, frame: Vec<u8>) -> Vec<u8> {
         self.queued_bytes.fetch_sub(charge_of(&frame), Ordering::AcqRel);
         frame
-    }
-
-    /// Whether the client is being disconnected: nothing more should be sent but the close.
-    fn is_kicked(&self) -> bool {
-        self.kick.is_kicked()
     }
 }
 
@@ -1092,13 +1086,7 @@ async fn send_queued(socket: &mut WebSocket, first: Vec<u8>, out_rx: &mut Outbox
         while let Some(f) = next {
             socket.feed(Message::Binary(f.into())).await?;
             batched += 1;
-            // A client being disconnected gets its close frame next, not what was queued
-            // after the message it lost.
-            next = if batched < MAX_FRAMES_PER_WRITE && !out_rx.is_kicked() {
-                out_rx.try_recv().ok()
-            } else {
-                None
-            };
+            next = if batched < MAX_FRAMES_PER_WRITE { out_rx.try_recv().ok() } else { None };
         }
         socket.flush().await
     };
@@ -1250,7 +1238,6 @@ mod tests {
         assert!(!kick.is_kicked(), "taking a frame off makes room");
         out.push(vec![0; 1]);
         assert!(kick.is_kicked(), "one byte over the bound disconnects");
-        assert!(rx.is_kicked());
         let reason = kick.reason.lock().unwrap().clone().unwrap();
         assert!(reason.contains("too slow") && reason.contains("MiB"), "{reason}");
         // Nothing more is queued for a disconnected client.

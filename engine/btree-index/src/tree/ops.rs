@@ -87,10 +87,10 @@ pub(super) fn insert(
     mut checked: bool,
 ) -> Result<Option<Split>, BTreeError> {
     // Plain loads, not `Arc::get_mut` (an atomic read-modify-write, and `make_mut` below does
-    // another): this only decides whether to check first, so a stale answer costs at most a
-    // copy that a failing insert wastes.
-    let shared = Arc::strong_count(slot) != 1 || Arc::weak_count(slot) != 0;
-    if !checked && shared {
+    // another). This only decides whether to check first: while the writer holds the tree,
+    // counts can only fall (readers drop clones), so a stale answer says "shared" and costs
+    // one read-only check; duplicates are refused by the leaf insert either way.
+    if !checked && (Arc::strong_count(slot) != 1 || Arc::weak_count(slot) != 0) {
         // Shared with a clone: rule out a duplicate before `make_mut` copies the path.
         check_insertable(slot, key, value, cx)?;
         checked = true;
