@@ -12,28 +12,9 @@ use tungstenite::Message;
 
 #[test]
 fn a_client_that_never_reads_is_disconnected() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let options = ServerOptions {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        durability: lightcone_wal::Durability::None,
-    };
-    let (listener, state) = rt.block_on(bind(&options)).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let owner = lightcone_host::server::auth::Identity([3; 32]);
-    let (db, _) =
-        state.registry.publish(Some("chat"), common::fixture("quickstart_chat"), owner, false).unwrap();
-    rt.spawn(serve(listener, state, std::future::pending()));
+    let (_dir, _rt, addr, db) = chat_server();
 
-    let mut req = format!("ws://{addr}/v1/database/chat/subscribe").into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "v2.bsatn.spacetimedb".parse().unwrap());
-    let (mut slow, _) = tungstenite::connect(req).unwrap();
-    let q = "SELECT * FROM message";
-    let mut sub = vec![0u8, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0];
-    sub.extend_from_slice(&(q.len() as u32).to_le_bytes());
-    sub.extend_from_slice(q.as_bytes());
-    slow.send(Message::Binary(sub.into())).unwrap();
+    let mut slow = subscribe_to_messages(addr);
     // Let the subscription apply, then stop reading.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -66,6 +47,31 @@ fn a_client_that_never_reads_is_disconnected() {
     assert!(out.unwrap().is_committed());
 }
 
+/// A server (durability `none`) on a free port with quickstart-chat published as `chat`: its
+/// data directory and runtime (keep both alive), address and database.
+fn chat_server() -> (
+    tempfile::TempDir,
+    tokio::runtime::Runtime,
+    std::net::SocketAddr,
+    std::sync::Arc<lightcone_host::server::registry::HostedDb>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let options = ServerOptions {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        durability: lightcone_wal::Durability::None,
+    };
+    let (listener, state) = rt.block_on(bind(&options)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let owner = lightcone_host::server::auth::Identity([3; 32]);
+    let (db, _) =
+        state.registry.publish(Some("chat"), common::fixture("quickstart_chat"), owner, false).unwrap();
+    rt.spawn(serve(listener, state, std::future::pending()));
+    (dir, rt, addr, db)
+}
+
+/// Connects to `chat` over v2 BSATN and subscribes to `SELECT * FROM message`.
 fn subscribe_to_messages(
     addr: std::net::SocketAddr,
 ) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
@@ -90,19 +96,7 @@ fn a_client_that_never_reads_large_updates_is_disconnected_by_bytes() {
     const TEXT_BYTES: usize = 100_000;
     const { assert!(CALLS < MAX_QUEUED_MESSAGES / 4 && CALLS * TEXT_BYTES > 2 * MAX_QUEUED_BYTES) };
 
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let options = ServerOptions {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        durability: lightcone_wal::Durability::None,
-    };
-    let (listener, state) = rt.block_on(bind(&options)).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let owner = lightcone_host::server::auth::Identity([3; 32]);
-    let (db, _) =
-        state.registry.publish(Some("chat"), common::fixture("quickstart_chat"), owner, false).unwrap();
-    rt.spawn(serve(listener, state, std::future::pending()));
+    let (_dir, _rt, addr, db) = chat_server();
 
     let mut slow = subscribe_to_messages(addr);
     let mut reader = subscribe_to_messages(addr);
