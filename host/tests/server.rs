@@ -347,6 +347,19 @@ fn close_reason(ws: &mut Ws) -> String {
     }
 }
 
+/// Reads until the server closes the connection with a close frame and returns it; panics
+/// with `what` if the connection ends without one.
+fn expect_close(ws: &mut Ws, what: &str) -> tungstenite::protocol::CloseFrame {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => return f,
+            Ok(Message::Close(None)) => panic!("{what}: a close without a frame"),
+            Ok(_) => continue,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -399,14 +412,7 @@ fn websocket_clients_see_each_others_commits() {
 
     // Garbage closes the connection with a reason.
     a.send(Message::Binary(vec![42, 1, 2].into())).unwrap();
-    let closed = loop {
-        match a.read() {
-            Ok(Message::Close(f)) => break f,
-            Ok(_) => continue,
-            Err(_) => break None,
-        }
-    };
-    let f = closed.expect("close frame");
+    let f = expect_close(&mut a, "no close frame for garbage");
     assert_eq!(f.code, CloseCode::Invalid);
     assert!(f.reason.contains("malformed"), "{}", f.reason);
 
@@ -1155,14 +1161,7 @@ fn bad_websocket_input_closes_only_that_connection() {
         tungstenite::stream::MaybeTlsStream::Plain(t) => std::io::Write::write_all(t, &header).unwrap(),
         _ => unreachable!("plain TCP"),
     }
-    let closed = loop {
-        match big.read() {
-            Ok(Message::Close(f)) => break f,
-            Ok(_) => continue,
-            Err(e) => panic!("no close frame for an oversized message: {e}"),
-        }
-    };
-    let f = closed.expect("close frame");
+    let f = expect_close(&mut big, "no close frame for an oversized message");
     assert_eq!(f.code, CloseCode::Size);
     assert!(f.reason.contains("too big"), "{}", f.reason);
 
@@ -1172,25 +1171,13 @@ fn bad_websocket_input_closes_only_that_connection() {
     let mut garbage = vec![0u8; 20 << 20];
     garbage[0] = 42;
     large.send(Message::Binary(garbage.into())).unwrap();
-    let closed = loop {
-        match large.read() {
-            Ok(Message::Close(f)) => break f,
-            Ok(_) => continue,
-            Err(e) => panic!("no close frame for a malformed 20 MiB message: {e}"),
-        }
-    };
-    assert_eq!(closed.expect("close frame").code, CloseCode::Invalid);
+    let closed = expect_close(&mut large, "no close frame for a malformed 20 MiB message");
+    assert_eq!(closed.code, CloseCode::Invalid);
 
     let mut text = connect_ready(&s, "chat", None, "v2.bsatn.spacetimedb");
     text.send(Message::Text("{}".into())).unwrap();
-    let closed = loop {
-        match text.read() {
-            Ok(Message::Close(f)) => break f,
-            Ok(_) => continue,
-            Err(e) => panic!("no close frame for a text frame: {e}"),
-        }
-    };
-    assert_eq!(closed.expect("close frame").code, CloseCode::Unsupported);
+    let closed = expect_close(&mut text, "no close frame for a text frame");
+    assert_eq!(closed.code, CloseCode::Unsupported);
 
     match connect(&s, "chat", Some("not.a.token"), "v2.bsatn.spacetimedb") {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
