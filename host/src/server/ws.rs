@@ -139,9 +139,7 @@ impl Outbox {
 
     /// Frames and queues one message.
     fn send(&self, message: &[u8]) {
-        if !self.kick.is_kicked() {
-            self.push(protocol::frame(message));
-        }
+        self.push(protocol::frame(message));
     }
 
     /// Queues a framed message. Nothing more is queued for a client being disconnected
