@@ -34,5 +34,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo check of the fuzz targets (outside the workspace; running them needs nightly)"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}" cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 echo "== cargo test (PROPTEST_CASES=$PROPTEST_CASES)"
 cargo test --workspace --locked

@@ -1,4 +1,4 @@
-//! Fuzzes the commit-log record decoder: framing, durability marks and payload decoding must return a typed
+//! Fuzzes the commit-log record decoder: framing, durability marks, seals and payload decoding must return a typed
 //! error, never panic or allocate wildly, on any bytes; whatever decodes must re-encode to a
 //! payload that decodes to the same delta.
 //!
@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lightcone_wal::codec::{decode_delta, encode_delta};
-use lightcone_wal::frame::{decode_frame, decode_mark, write_mark, MARK_BYTES};
+use lightcone_wal::frame::{decode_frame, decode_mark, decode_seal, write_mark, write_seal, MARK_BYTES, SEAL_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = decode_frame(data) {
@@ -17,6 +17,11 @@ fuzz_target!(|data: &[u8]| {
         let mut again = [0u8; MARK_BYTES];
         write_mark(&mut again, durable);
         assert_eq!(&again[..], &data[..MARK_BYTES]);
+    }
+    if let Ok(next) = decode_seal(data) {
+        let mut again = [0u8; SEAL_BYTES];
+        write_seal(&mut again, next);
+        assert_eq!(&again[..], &data[..SEAL_BYTES]);
     }
     if let Ok(delta) = decode_delta(data, 7) {
         let mut again = Vec::new();

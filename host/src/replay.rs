@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use lightcone_mvcc::{Database, ReadTx};
+use lightcone_wal::segment::SEGMENT_HEADER_BYTES;
 use lightcone_wal::{replay_into, scan, ReplayStats, ScanReport, WalError};
 
 /// The log directory of a data directory: `<dir>/log` if present, else `<dir>` itself (a bare
@@ -125,7 +126,14 @@ impl ReplayReport {
                 let _ = writeln!(out, "tx offsets: none (empty log)");
             }
         }
-        if let Some(torn) = &v.torn_tail {
+        if let Some(torn) = v.torn_tail.as_ref().filter(|t| t.valid_bytes < SEGMENT_HEADER_BYTES as u64) {
+            let _ = writeln!(
+                out,
+                "torn tail: {} was being created when the log stopped ({} bytes, no records; opening the database removes it)",
+                torn.segment.display(),
+                torn.file_bytes,
+            );
+        } else if let Some(torn) = &v.torn_tail {
             let _ = writeln!(
                 out,
                 "torn tail: {} from byte {} ({} bytes of an unfinished or lost write{}; opening the database truncates them)",

@@ -61,6 +61,39 @@ fn replay_reports_tables_and_stops_at_until() {
     assert!(out.contains("replayed 5 transactions to tx 5"), "{out}");
 }
 
+// Proves the progress the CLI's bar shows: one report per applied transaction, counting up
+// to a total that matches what is applied, with or without `--until`.
+#[test]
+fn replay_reports_progress_up_to_its_total() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 40);
+    for (until, applied) in [(None, 40), (Some(7), 7)] {
+        let mut seen = Vec::new();
+        let report =
+            lightcone_host::replay::run_replay(dir.path(), until, |done, total| seen.push((done, total)))
+                .unwrap();
+        assert_eq!(report.replay.applied, applied);
+        let expected: Vec<(u64, u64)> = (1..=applied).map(|done| (done, applied)).collect();
+        assert_eq!(seen, expected, "until {until:?}");
+    }
+}
+
+// Proves a lost last segment fails the replay, naming the segment that is missing, instead of
+// reporting a shorter log.
+#[test]
+fn replay_reports_a_missing_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 40);
+    let segments = lightcone_wal::segment::list_segments(&dir.path().join("log")).unwrap();
+    assert!(segments.len() >= 3);
+    let last = &segments.last().unwrap().1;
+    std::fs::remove_file(last).unwrap();
+    let (ok, out, err) = lightcone(&["replay", dir.path().to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    let name = last.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name) && err.contains("missing"), "{err}");
+}
+
 // Proves damage is reported with the file and offset and a failing exit status, a torn tail is
 // reported without changing the file, and a missing directory is a clear error.
 #[test]

@@ -8,9 +8,42 @@ use lightcone_btree_index::{BTree, BTreeError};
 use lightcone_page::{Page, PageLayout, Row, RowId};
 
 use crate::error::MvccError;
-use crate::schema::{IndexId, TableId, TableSchema, MAX_TABLES};
+use crate::schema::{IndexId, TableId, TableSchema, MAX_COLUMNS, MAX_INDEXES_PER_TABLE, MAX_TABLES};
 use crate::table::TableState;
 use crate::tx::{Database, DbState};
+
+/// What building the table's indexes and sequences relies on: every column they name exists
+/// (and a sequence's is an integer). A definition that went through `create_table` holds; one
+/// read from a damaged or crafted image may not, and must be refused rather than panic.
+fn check_column_references(schema: &TableSchema) -> Result<(), String> {
+    let def = &schema.def;
+    if def.columns.len() > MAX_COLUMNS || def.indexes.len() > MAX_INDEXES_PER_TABLE {
+        return Err(format!(
+            "{} columns and {} indexes exceed the limits",
+            def.columns.len(),
+            def.indexes.len()
+        ));
+    }
+    let column = |c: u16| def.columns.get(c as usize);
+    if let Some(pk) = def.primary_key.filter(|&pk| column(pk).is_none()) {
+        return Err(format!("primary key column {pk} does not exist"));
+    }
+    for (i, idx) in def.indexes.iter().enumerate() {
+        if idx.columns.is_empty() {
+            return Err(format!("index {i} has no columns"));
+        }
+        if let Some(c) = idx.columns.iter().find(|&&c| column(c).is_none()) {
+            return Err(format!("index {i} names missing column {c}"));
+        }
+    }
+    for seq in &def.sequences {
+        match column(seq.column) {
+            Some(col) if col.ty.is_integer() => {}
+            _ => return Err(format!("sequence on missing or non-integer column {}", seq.column)),
+        }
+    }
+    Ok(())
+}
 
 /// Assembles a [`Database`] table by table. Tables must come in ascending id order; ids
 /// missing in between are those of dropped tables and stay unused.
@@ -46,6 +79,7 @@ impl Restorer {
         {
             return Err(invalid("index ids or sequence counters do not match the definition".into()));
         }
+        check_column_references(&schema).map_err(invalid)?;
         let layout = PageLayout::new(&schema.def.column_types()).map_err(|e| invalid(e.to_string()))?;
         let mut table = TableState::new(schema, layout);
         table.seq_next = sequence_next;

@@ -643,6 +643,24 @@ fn restore_from_images() {
     table.push(person(1, "same@x", 1)).unwrap();
     table.push(person(2, "same@x", 1)).unwrap();
     assert!(matches!(table.finish(), Err(MvccError::InvalidSchema { .. })));
+
+    // A damaged or crafted image naming columns that do not exist is refused, not a panic.
+    let damaged: [fn(&mut lightcone_mvcc::TableSchema); 4] = [
+        |s| s.def.indexes[0].columns = vec![99],
+        |s| s.def.indexes[0].columns.clear(),
+        |s| s.def.primary_key = Some(42),
+        |s| s.def.sequences[0].column = 1, // `email`, a string
+    ];
+    for (i, damage) in damaged.iter().enumerate() {
+        let mut schema = view.schema().clone();
+        assert!(!schema.def.sequences.is_empty() && !schema.def.indexes.is_empty());
+        damage(&mut schema);
+        let mut restorer = lightcone_mvcc::Restorer::new(1);
+        match restorer.begin_table(schema, view.sequence_next().to_vec()) {
+            Err(MvccError::InvalidSchema { .. }) => {}
+            other => panic!("damage {i}: expected InvalidSchema, got {:?}", other.map(|_| ())),
+        }
+    }
 }
 
 // Proves an update that keeps every index key rewrites the row where it is (same row id), is

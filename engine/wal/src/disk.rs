@@ -39,7 +39,7 @@ mod direct;
 pub(crate) use direct::{direct_io_supported, disk_thread as direct_disk_thread};
 
 use crate::backend::{open_backend, BackendChoice, SegmentIo};
-use crate::frame::{write_mark, MARK_BYTES};
+use crate::frame::{write_mark, write_seal, MARK_BYTES, SEAL_BYTES};
 use crate::log::{Durability, LogOptions};
 use crate::segment::{segment_file_name, segment_header, SEGMENT_HEADER_BYTES};
 use crate::WalError;
@@ -234,7 +234,7 @@ enum Job {
     },
     Rotate {
         first_offset: u64,
-        old: Option<(u64, File)>,
+        old: Option<OldSegment>,
     },
     Preallocate {
         from: u64,
@@ -446,7 +446,11 @@ fn next_job(
                     continue;
                 }
                 q.rotating = true;
-                let old = q.segment.take().map(|s| (s.bytes, s.file));
+                let old = q.segment.take().map(|s| OldSegment {
+                    generation: s.generation,
+                    bytes: s.bytes,
+                    file: s.file,
+                });
                 return Job::Rotate { first_offset, old };
             }
             if fsync && q.preallocating.is_none() {
@@ -628,13 +632,21 @@ fn preallocation_job(q: &mut Queue, options: &LogOptions, have: Option<u64>) -> 
     Some(Job::Preallocate { from, to, generation, file })
 }
 
+/// The segment a rotation closes.
+pub(crate) struct OldSegment {
+    generation: u64,
+    /// Its data: header, marks and whole records.
+    bytes: u64,
+    file: File,
+}
+
 /// A rotation job, in either write path: [`rotate`], then the new segment becomes the one
 /// appended to (or the log fails), and waiting workers and committers are woken.
 fn rotate_and_install(
     shared: &Shared,
     dir: &Path,
     first_offset: u64,
-    old: Option<(u64, File)>,
+    old: Option<OldSegment>,
     options: &LogOptions,
 ) {
     let result = rotate(dir, first_offset, old, options);
@@ -658,16 +670,17 @@ fn rotate_and_install(
     shared.work.notify_all();
 }
 
-/// Closes the old segment (cut to its data, synced) and creates the next one, durable in its
-/// directory before any record goes in.
+/// Closes the old segment (cut to its data, synced), creates the next one, durable in its
+/// directory before any record goes in, then seals the old one: a seal says the next segment
+/// exists, so recovery can tell a lost last segment from a log that ends there.
 fn rotate(
     dir: &Path,
     first_offset: u64,
-    old: Option<(u64, File)>,
+    old: Option<OldSegment>,
     options: &LogOptions,
 ) -> Result<File, WalError> {
-    if let Some((bytes, file)) = old {
-        file.set_len(bytes).and_then(|()| file.sync_all()).map_err(|e| WalError::io(dir, e))?;
+    if let Some(old) = &old {
+        old.file.set_len(old.bytes).and_then(|()| old.file.sync_all()).map_err(|e| WalError::io(dir, e))?;
     }
     let path: PathBuf = dir.join(segment_file_name(first_offset));
     let file = OpenOptions::new()
@@ -680,7 +693,24 @@ fn rotate(
     io.write_and_sync(&segment_header(first_offset), 0, &mut || {}).map_err(|e| WalError::io(&path, e))?;
     // The new file's directory entry must be durable too.
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| WalError::io(dir, e))?;
+    if let Some(old) = old {
+        seal(dir, &old, first_offset)?;
+    }
     Ok(file)
+}
+
+/// Writes the seal after the old segment's data, through a handle of its own (the writer's
+/// may be `O_DIRECT`, which refuses a 16-byte write), and syncs it.
+fn seal(dir: &Path, old: &OldSegment, next_first: u64) -> Result<(), WalError> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(segment_file_name(old.generation));
+    let mut seal = [0u8; SEAL_BYTES];
+    write_seal(&mut seal, next_first);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.write_all_at(&seal, old.bytes).and_then(|()| f.sync_data()))
+        .map_err(|e| WalError::io(&path, e))
 }
 
 #[cfg(test)]

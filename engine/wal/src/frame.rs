@@ -10,6 +10,12 @@
 //! followed by whole records; recovery tells such a hole (no later mark covers it: nobody was
 //! answered for it) from damage to acknowledged data (a later mark covers it). The `len`
 //! sentinel is above [`MAX_PAYLOAD_BYTES`], so a mark is never mistaken for a record.
+//!
+//! **Seals** (written since 2026-11-24): `[u32::MAX - 1][crc32c u32][next tx offset u64]`, the
+//! last bytes of a segment, written once the segment after it (whose first record is that
+//! offset) is durable. A sealed segment with no segment after it means the next one was
+//! lost: recovery refuses it instead of silently ending the log early. Segments written
+//! before seals existed have none; that is accepted.
 
 /// Bytes before the payload.
 pub const FRAME_HEADER_BYTES: usize = 24;
@@ -20,6 +26,12 @@ pub const MAX_PAYLOAD_BYTES: usize = 1 << 30;
 pub const MARK_BYTES: usize = 16;
 const MARK_SENTINEL: u32 = u32::MAX;
 const _: () = assert!(MARK_SENTINEL as usize > MAX_PAYLOAD_BYTES, "a mark must not read as a record");
+
+/// Bytes of a seal.
+pub const SEAL_BYTES: usize = 16;
+const SEAL_SENTINEL: u32 = u32::MAX - 1;
+const _: () = assert!(SEAL_SENTINEL as usize > MAX_PAYLOAD_BYTES, "a seal must not read as a record");
+const _: () = assert!(SEAL_SENTINEL != MARK_SENTINEL, "a seal must not read as a mark");
 
 /// One decoded record, borrowing its payload from the segment bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,10 +132,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
 /// Writes a durability mark saying every transaction up to `durable` is durable into the
 /// first [`MARK_BYTES`] of `out`.
 pub fn write_mark(out: &mut [u8], durable: u64) {
-    let offset = durable.to_le_bytes();
-    out[..4].copy_from_slice(&MARK_SENTINEL.to_le_bytes());
-    out[4..8].copy_from_slice(&crc32c::crc32c(&offset).to_le_bytes());
-    out[8..MARK_BYTES].copy_from_slice(&offset);
+    write_trailer(out, MARK_SENTINEL, durable);
 }
 
 /// Whether the bytes at the start of `bytes` begin a durability mark (whole or not).
@@ -133,14 +142,43 @@ pub fn starts_mark(bytes: &[u8]) -> bool {
 
 /// Reads the durability mark at the start of `bytes`: the offset it says was durable.
 pub fn decode_mark(bytes: &[u8]) -> Result<u64, FrameError> {
-    if !starts_mark(bytes) {
+    decode_trailer(bytes, MARK_SENTINEL)
+}
+
+/// Writes a seal naming `next_first`, the first transaction of the next segment, into the
+/// first [`SEAL_BYTES`] of `out`.
+pub fn write_seal(out: &mut [u8], next_first: u64) {
+    write_trailer(out, SEAL_SENTINEL, next_first);
+}
+
+/// Whether the bytes at the start of `bytes` begin a seal (whole or not).
+pub fn starts_seal(bytes: &[u8]) -> bool {
+    bytes.len() >= 4 && bytes[..4] == SEAL_SENTINEL.to_le_bytes()
+}
+
+/// Reads the seal at the start of `bytes`: the first transaction of the next segment.
+pub fn decode_seal(bytes: &[u8]) -> Result<u64, FrameError> {
+    decode_trailer(bytes, SEAL_SENTINEL)
+}
+
+/// Marks and seals share one shape: `[sentinel u32][crc32c of the offset u32][offset u64]`.
+fn write_trailer(out: &mut [u8], sentinel: u32, offset: u64) {
+    const _: () = assert!(MARK_BYTES == 16 && SEAL_BYTES == 16);
+    let offset = offset.to_le_bytes();
+    out[..4].copy_from_slice(&sentinel.to_le_bytes());
+    out[4..8].copy_from_slice(&crc32c::crc32c(&offset).to_le_bytes());
+    out[8..16].copy_from_slice(&offset);
+}
+
+fn decode_trailer(bytes: &[u8], sentinel: u32) -> Result<u64, FrameError> {
+    if bytes.len() < 4 || bytes[..4] != sentinel.to_le_bytes() {
         return Err(FrameError::Corrupt);
     }
-    if bytes.len() < MARK_BYTES {
+    if bytes.len() < 16 {
         return Err(FrameError::Incomplete);
     }
     let mut offset = [0u8; 8];
-    offset.copy_from_slice(&bytes[8..MARK_BYTES]);
+    offset.copy_from_slice(&bytes[8..16]);
     if crc32c::crc32c(&offset).to_le_bytes() != bytes[4..8] {
         return Err(FrameError::Corrupt);
     }
@@ -206,6 +244,31 @@ mod tests {
                 let mut bad = mark;
                 bad[byte] ^= 1 << bit;
                 assert!(decode_mark(&bad).is_err(), "flip {byte}:{bit} went unnoticed");
+            }
+        }
+    }
+
+    // Proves a seal round-trips, is told from a mark and a record both ways, and every
+    // truncation or single-bit flip of it is detected.
+    #[test]
+    fn seals_are_told_from_marks_and_records() {
+        let mut seal = [0u8; SEAL_BYTES];
+        write_seal(&mut seal, 77);
+        assert_eq!(decode_seal(&seal), Ok(77));
+        assert!(starts_seal(&seal) && !starts_mark(&seal));
+        assert_eq!(decode_mark(&seal), Err(FrameError::Corrupt));
+        assert_eq!(decode_frame(&[&seal[..], &[0; 64]].concat()), Err(FrameError::Corrupt));
+        let mut mark = [0u8; MARK_BYTES];
+        write_mark(&mut mark, 77);
+        assert_eq!(decode_seal(&mark), Err(FrameError::Corrupt));
+        for cut in 4..SEAL_BYTES {
+            assert_eq!(decode_seal(&seal[..cut]), Err(FrameError::Incomplete), "cut at {cut}");
+        }
+        for byte in 0..SEAL_BYTES {
+            for bit in 0..8 {
+                let mut bad = seal;
+                bad[byte] ^= 1 << bit;
+                assert!(decode_seal(&bad).is_err(), "flip {byte}:{bit} went unnoticed");
             }
         }
     }

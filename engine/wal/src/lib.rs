@@ -43,6 +43,12 @@ pub enum WalError {
     Corrupt { segment: PathBuf, offset: u64, reason: String },
     #[error("{segment}: log records are missing: expected tx {expected}, found tx {found}")]
     MissingRecords { segment: PathBuf, expected: u64, found: u64 },
+    #[error(
+        "{segment} at byte {offset}: the segment was sealed when the next one, {next_segment} \
+         (from tx {expected}), was created, and that segment is missing: the log cannot be \
+         read to its end"
+    )]
+    MissingSegment { segment: PathBuf, offset: u64, expected: u64, next_segment: String },
     #[error("{segment} at byte {offset}: undecodable record: {source}")]
     Decode { segment: PathBuf, offset: u64, source: codec::DecodeError },
     #[error("replaying tx {tx_offset}: {source}")]

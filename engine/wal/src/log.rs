@@ -1,7 +1,7 @@
 //! The commit log's public face: opening (recovery), appending in commit order, waiting for
 //! durability, flushing. The writing itself is in `disk.rs`.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -92,12 +92,19 @@ impl CommitLog {
                 unsynced_records_after_it = torn.records_after,
                 "commit log ends in a torn or lost write; truncating it"
             );
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&torn.segment)
-                .map_err(|e| WalError::io(&torn.segment, e))?;
-            f.set_len(torn.valid_bytes).map_err(|e| WalError::io(&torn.segment, e))?;
-            f.sync_all().map_err(|e| WalError::io(&torn.segment, e))?;
+            if torn.valid_bytes < SEGMENT_HEADER_BYTES as u64 {
+                // Its creation was cut short: it never held a record. Appending resumes in the
+                // segment before it, which rotates again when full.
+                std::fs::remove_file(&torn.segment).map_err(|e| WalError::io(&torn.segment, e))?;
+                File::open(dir).and_then(|d| d.sync_all()).map_err(|e| WalError::io(dir, e))?;
+            } else {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&torn.segment)
+                    .map_err(|e| WalError::io(&torn.segment, e))?;
+                f.set_len(torn.valid_bytes).map_err(|e| WalError::io(&torn.segment, e))?;
+                f.sync_all().map_err(|e| WalError::io(&torn.segment, e))?;
+            }
         }
         let log_last = replay.scan.last_offset.unwrap_or(0);
         let db_offset = lightcone_mvcc::ReadTx::tx_offset(&db.snapshot());

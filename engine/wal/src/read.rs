@@ -8,9 +8,10 @@ use lightcone_mvcc::{Database, ReadTx, TxDelta};
 
 use crate::codec::decode_delta;
 use crate::frame::{
-    decode_frame, decode_mark, starts_mark, Frame, FrameError, FRAME_HEADER_BYTES, MARK_BYTES,
+    decode_frame, decode_mark, decode_seal, starts_mark, starts_seal, Frame, FrameError, FRAME_HEADER_BYTES,
+    MARK_BYTES, SEAL_BYTES,
 };
-use crate::segment::{list_segments, parse_header, SEGMENT_HEADER_BYTES};
+use crate::segment::{list_segments, parse_header, segment_file_name, segment_header, SEGMENT_HEADER_BYTES};
 use crate::WalError;
 
 /// Where the readable log ends early: the last write was cut short, or (after a power cut) a
@@ -18,7 +19,9 @@ use crate::WalError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
     pub segment: PathBuf,
-    /// Bytes of the segment that hold whole, valid records (the header included).
+    /// Bytes of the segment that hold whole, valid records (the header included). Below
+    /// [`SEGMENT_HEADER_BYTES`], the segment's creation was cut short: it holds no record
+    /// and recovery removes it.
     pub valid_bytes: u64,
     pub file_bytes: u64,
     /// Whole records found after the damage. They were never durable — no later durability
@@ -51,6 +54,10 @@ pub struct ScanReport {
 /// acknowledged, even if whole records follow it (a power cut can keep a later unsynced page
 /// and lose an earlier one). In a format-1 segment, which has no marks, only damage with no
 /// valid record after it is a tail.
+///
+/// A last segment whose header is cut short (a crash while it was being created, before any
+/// record could go in) is a torn tail too; a sealed last segment is an error (see
+/// [`crate::frame`]: the segment after it is missing).
 pub fn scan(
     dir: &Path,
     mut visit: impl FnMut(&Path, u64, Frame<'_>) -> Result<ControlFlow<()>, WalError>,
@@ -62,7 +69,29 @@ pub fn scan(
         let last_segment = i + 1 == segments.len();
         let bytes = std::fs::read(path).map_err(|e| WalError::io(path, e))?;
         report.bytes += bytes.len() as u64;
-        let header = parse_header(path, &bytes)?;
+        if let Some(expected) = expected {
+            if *named_first != expected {
+                return Err(WalError::MissingRecords {
+                    segment: path.clone(),
+                    expected,
+                    found: *named_first,
+                });
+            }
+        }
+        let header = match parse_header(path, &bytes) {
+            Ok(header) => header,
+            Err(_) if last_segment && creation_cut_short(&bytes, *named_first) => {
+                // `last_segment_data_bytes` stays the previous segment's: appending resumes there.
+                report.torn_tail = Some(TornTail {
+                    segment: path.clone(),
+                    valid_bytes: 0,
+                    file_bytes: bytes.len() as u64,
+                    records_after: 0,
+                });
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         let first = header.first_offset;
         if first != *named_first {
             return Err(WalError::Corrupt {
@@ -71,17 +100,27 @@ pub fn scan(
                 reason: format!("header says the first record is {first}, the file name says {named_first}"),
             });
         }
-        if let Some(expected) = expected {
-            if first != expected {
-                return Err(WalError::MissingRecords { segment: path.clone(), expected, found: first });
-            }
-        }
         let mut next = first;
         let mut pos = SEGMENT_HEADER_BYTES;
         while pos < bytes.len() {
             if bytes[pos..].iter().all(|&b| b == 0) {
                 // Preallocated space the writer had not reached yet: the segment's data ends here.
                 break;
+            }
+            if starts_seal(&bytes[pos..])
+                && pos + SEAL_BYTES == bytes.len()
+                && decode_seal(&bytes[pos..]) == Ok(next)
+            {
+                if last_segment {
+                    return Err(WalError::MissingSegment {
+                        segment: path.clone(),
+                        offset: pos as u64,
+                        expected: next,
+                        next_segment: segment_file_name(next),
+                    });
+                }
+                pos += SEAL_BYTES;
+                continue;
             }
             let decoded = if starts_mark(&bytes[pos..]) {
                 // A real mark names a transaction before the next record; one that does not is
@@ -140,6 +179,12 @@ pub fn scan(
                     break;
                 }
             };
+            // A checksummed record can still claim the last offset there is (crafted input).
+            let after = next.checked_add(1).ok_or_else(|| WalError::Corrupt {
+                segment: path.clone(),
+                offset: pos as u64,
+                reason: format!("tx {next} is the last offset there is; no record may have it"),
+            })?;
             report.records += 1;
             report.first_offset.get_or_insert(frame.tx_offset);
             report.last_offset = Some(frame.tx_offset);
@@ -147,12 +192,20 @@ pub fn scan(
                 return Ok(report);
             }
             pos += frame.encoded_len();
-            next += 1;
+            next = after;
         }
         report.last_segment_data_bytes = pos as u64;
         expected = Some(next);
     }
     Ok(report)
+}
+
+/// Whether a segment's bytes are what creating it leaves when cut short: no more than its
+/// header, each byte either the header's or not yet written (zero). The header is synced
+/// before any record goes in (see `disk.rs`), so such a segment never held a record.
+fn creation_cut_short(bytes: &[u8], named_first: u64) -> bool {
+    let header = segment_header(named_first);
+    bytes.len() <= SEGMENT_HEADER_BYTES && bytes.iter().zip(header).all(|(&b, h)| b == h || b == 0)
 }
 
 /// Whether a record for tx `at_least` or later starts anywhere at or after `from`: in a
@@ -248,7 +301,7 @@ pub fn replay_into(
     let (give_back, given_back) = std::sync::mpsc::channel::<TxDelta>();
     let (scan_result, apply_result) = std::thread::scope(|s| {
         let reader = s.spawn(move || {
-            let mut expected = base + 1;
+            let mut expected = base.saturating_add(1);
             scan(dir, |segment, offset, frame| {
                 if until.is_some_and(|u| frame.tx_offset > u) {
                     return Ok(ControlFlow::Break(()));

@@ -26,6 +26,8 @@ const CHILD_BASE_ENV: &str = "LIGHTCONE_POWERLOSS_CHILD_BASE";
 /// `pwrite` makes the child use the portable backend; anything else, the default (io_uring if
 /// the kernel allows it). Cycles alternate so both backends' syncs face a power cut.
 const CHILD_BACKEND_ENV: &str = "LIGHTCONE_POWERLOSS_CHILD_BACKEND";
+/// The child's `segment_bytes_max`: small in odd cycles, so cuts land during rotations too.
+const CHILD_SEGMENT_ENV: &str = "LIGHTCONE_POWERLOSS_CHILD_SEGMENT";
 const SKIP_ENV: &str = "LIGHTCONE_SKIP_POWERLOSS";
 /// How long a child may take to acknowledge its first commit (it replays the log first).
 const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,6 +50,9 @@ fn powerloss_child() {
         Ok("cache-pwrite") => (options.backend, options.direct_io) = (BackendChoice::Pwrite, false),
         Ok("cache-auto") => options.direct_io = false,
         _ => {} // the default: direct I/O where the mount allows it
+    }
+    if let Some(bytes) = std::env::var(CHILD_SEGMENT_ENV).ok().and_then(|b| b.parse().ok()) {
+        options.segment_bytes_max = bytes;
     }
     common::commit_pairs_forever(Path::new(&dir), base, options, |log| {
         println!("backend {:?}", log.backend())
@@ -206,6 +211,7 @@ fn power_cut_loses_no_acknowledged_transaction() {
                 .env(CHILD_DIR_ENV, &dir)
                 .env(CHILD_BASE_ENV, ((cycle + 1) * 1_000_000_000).to_string())
                 .env(CHILD_BACKEND_ENV, backend)
+                .env(CHILD_SEGMENT_ENV, if cycle % 2 == 1 { 64 << 10 } else { 64 << 20 }.to_string())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
