@@ -164,3 +164,20 @@ fn replay_uses_and_verifies_snapshots() {
     assert!(!ok);
     assert!(err.contains("catalog.bin"), "{err}");
 }
+
+// Proves a segment whose creation a crash cut short (part of its header, no records) is
+// reported as such, read-only, and the log before it replays whole.
+#[test]
+fn replay_reports_a_segment_cut_short_while_created() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 40);
+    let log = dir.path().join("log");
+    let stub = log.join(lightcone_wal::segment::segment_file_name(41));
+    std::fs::write(&stub, &lightcone_wal::segment::segment_header(41)[..5]).unwrap();
+    let (ok, out, err) = lightcone(&["replay", dir.path().to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let name = stub.file_name().unwrap().to_str().unwrap();
+    assert!(out.contains(name) && out.contains("was being created"), "{out}");
+    assert!(out.contains("replayed 40 transactions to tx 40"), "{out}");
+    assert_eq!(std::fs::read(&stub).unwrap().len(), 5, "replay must not modify the log");
+}

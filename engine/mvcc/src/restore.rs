@@ -17,7 +17,8 @@ use crate::tx::{Database, DbState};
 /// read from a damaged or crafted image may not, and must be refused rather than panic.
 fn check_column_references(schema: &TableSchema) -> Result<(), String> {
     let def = &schema.def;
-    if def.columns.len() > MAX_COLUMNS || def.indexes.len() > MAX_INDEXES_PER_TABLE {
+    // `create_table` checks the index limit before it adds the primary key's own index.
+    if def.columns.len() > MAX_COLUMNS || def.indexes.len() > MAX_INDEXES_PER_TABLE + 1 {
         return Err(format!(
             "{} columns and {} indexes exceed the limits",
             def.columns.len(),

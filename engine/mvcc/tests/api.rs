@@ -663,6 +663,39 @@ fn restore_from_images() {
     }
 }
 
+// Proves a table at the index limit whose primary key got its own index on top (which
+// `create_table` adds after checking the limit) restores: its image is as valid as the table.
+#[test]
+fn a_table_at_the_index_limit_restores() {
+    let db = Database::new();
+    let mut tx = db.begin();
+    let indexes = (0..lightcone_mvcc::MAX_INDEXES_PER_TABLE).map(|i| {
+        let mut idx = IndexDef::btree(vec![1], false);
+        idx.name = format!("by_v_{i}");
+        idx
+    });
+    let def = TableDef::new(
+        "wide",
+        vec![ColumnDef::new("id", ColumnType::U64), ColumnDef::new("v", ColumnType::I64)],
+    )
+    .with_primary_key(0);
+    let def = indexes.fold(def, |def, idx| def.with_index(idx));
+    let t = tx.create_table(def).unwrap();
+    tx.insert(t, vec![Value::U64(1), Value::I64(-1)]).unwrap();
+    tx.commit();
+    let snap = db.snapshot();
+    let view = snap.table(t).unwrap();
+    assert_eq!(view.schema().def.indexes.len(), lightcone_mvcc::MAX_INDEXES_PER_TABLE + 1);
+    let mut restorer = lightcone_mvcc::Restorer::new(snap.tx_offset());
+    let mut table = restorer.begin_table(view.schema().clone(), view.sequence_next().to_vec()).unwrap();
+    for (_, row) in view.scan() {
+        table.push(row).unwrap();
+    }
+    table.finish().unwrap();
+    let copy = restorer.finish();
+    assert_eq!(copy.snapshot().table(t).unwrap().row_count(), 1);
+}
+
 // Proves an update that keeps every index key rewrites the row where it is (same row id), is
 // still a delete + insert in the delta, and rolls back exactly; and that an update whose new
 // contents no longer fit the page's heap still succeeds (the row moves to another page).

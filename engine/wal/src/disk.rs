@@ -699,18 +699,17 @@ fn rotate(
     Ok(file)
 }
 
-/// Writes the seal after the old segment's data, through a handle of its own (the writer's
-/// may be `O_DIRECT`, which refuses a 16-byte write), and syncs it.
+/// Writes the seal after the old segment's data and syncs it, through the handle the queue
+/// kept (opened without `O_DIRECT`, so a 16-byte write is fine). Not by path: compaction may
+/// unlink the old segment once the new one's name shows its records are all in a snapshot.
 fn seal(dir: &Path, old: &OldSegment, next_first: u64) -> Result<(), WalError> {
     use std::os::unix::fs::FileExt;
-    let path = dir.join(segment_file_name(old.generation));
     let mut seal = [0u8; SEAL_BYTES];
     write_seal(&mut seal, next_first);
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.write_all_at(&seal, old.bytes).and_then(|()| f.sync_data()))
-        .map_err(|e| WalError::io(&path, e))
+    old.file
+        .write_all_at(&seal, old.bytes)
+        .and_then(|()| old.file.sync_data())
+        .map_err(|e| WalError::io(&dir.join(segment_file_name(old.generation)), e))
 }
 
 #[cfg(test)]
@@ -719,6 +718,35 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    // Proves a rotation seals the old segment with the next one's first offset, and does so
+    // through the handle it holds: compaction may unlink the old segment's file meanwhile (its
+    // records are all in a snapshot once the new segment's name says so), which must not fail
+    // the rotation and with it the log.
+    #[test]
+    fn rotation_seals_the_old_segment_even_once_it_is_unlinked() {
+        use crate::frame::decode_seal;
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions::default();
+        let header = SEGMENT_HEADER_BYTES as u64;
+        let first = rotate(dir.path(), 1, None, &options).unwrap();
+        let second =
+            rotate(dir.path(), 1, Some(OldSegment { generation: 1, bytes: header, file: first }), &options);
+        assert!(second.is_err(), "a segment name is never reused");
+        let first =
+            OpenOptions::new().read(true).write(true).open(dir.path().join(segment_file_name(1))).unwrap();
+        let second =
+            rotate(dir.path(), 5, Some(OldSegment { generation: 1, bytes: header, file: first }), &options)
+                .unwrap();
+        let sealed = std::fs::read(dir.path().join(segment_file_name(1))).unwrap();
+        assert_eq!(sealed.len() as u64, header + SEAL_BYTES as u64);
+        assert_eq!(decode_seal(&sealed[header as usize..]), Ok(5));
+
+        std::fs::remove_file(dir.path().join(segment_file_name(5))).unwrap();
+        rotate(dir.path(), 9, Some(OldSegment { generation: 5, bytes: header, file: second }), &options)
+            .expect("sealing an unlinked segment is harmless");
+        assert!(dir.path().join(segment_file_name(9)).exists());
+    }
 
     fn queue_record(q: &mut Queue, offset: u64, bytes: &[u8]) {
         q.start_record();

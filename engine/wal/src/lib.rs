@@ -39,6 +39,8 @@ pub enum WalError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{segment}: not a Lightcone log segment (bad header)")]
     BadSegmentHeader { segment: PathBuf },
+    #[error("{segment}: log segment format `{magic}` is not one this version reads (1 to 3); was it written by a newer Lightcone?")]
+    UnsupportedFormat { segment: PathBuf, magic: String },
     #[error("{segment} at byte {offset}: corrupt log: {reason}")]
     Corrupt { segment: PathBuf, offset: u64, reason: String },
     #[error("{segment}: log records are missing: expected tx {expected}, found tx {found}")]

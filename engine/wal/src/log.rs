@@ -287,14 +287,15 @@ fn stop_workers(shared: &Shared, workers: Vec<JoinHandle<()>>) {
     }
 }
 
-/// New batches carry durability marks, which a format-1 segment may not hold: the last
-/// segment, which appending continues, is relabelled format 2 (a superset of 1) first.
+/// New batches carry durability marks and a rotation seals the segment, which a format-1 or
+/// -2 segment may not hold: the last segment, which appending continues, is relabelled the
+/// current format (a superset of both) first.
 fn upgrade_segment_format(file: &std::fs::File, path: &Path) -> Result<(), WalError> {
     use std::os::unix::fs::FileExt;
     let mut header = [0u8; SEGMENT_HEADER_BYTES];
     file.read_exact_at(&mut header, 0).map_err(|e| WalError::io(path, e))?;
-    if !parse_header(path, &header)?.has_marks {
-        tracing::info!(segment = %path.display(), "relabelling the last log segment as format 2");
+    if !parse_header(path, &header)?.has_seals {
+        tracing::info!(segment = %path.display(), "relabelling the last log segment as format 3");
         file.write_all_at(&SEGMENT_MAGIC, 0)
             .and_then(|()| file.sync_data())
             .map_err(|e| WalError::io(path, e))?;

@@ -8,8 +8,8 @@ use lightcone_mvcc::{Database, ReadTx, TxDelta};
 
 use crate::codec::decode_delta;
 use crate::frame::{
-    decode_frame, decode_mark, decode_seal, starts_mark, starts_seal, Frame, FrameError, FRAME_HEADER_BYTES,
-    MARK_BYTES, SEAL_BYTES,
+    decode_frame, decode_mark, starts_mark, write_seal, Frame, FrameError, FRAME_HEADER_BYTES, MARK_BYTES,
+    SEAL_BYTES,
 };
 use crate::segment::{list_segments, parse_header, segment_file_name, segment_header, SEGMENT_HEADER_BYTES};
 use crate::WalError;
@@ -65,6 +65,9 @@ pub fn scan(
     let segments = list_segments(dir)?;
     let mut report = ScanReport { segments: segments.len(), ..ScanReport::default() };
     let mut expected: Option<u64> = None;
+    // Whether the segment before ended in a seal (whole or torn): then this one's header was
+    // durable before the seal was written.
+    let mut previous_sealed = false;
     for (i, (named_first, path)) in segments.iter().enumerate() {
         let last_segment = i + 1 == segments.len();
         let bytes = std::fs::read(path).map_err(|e| WalError::io(path, e))?;
@@ -80,6 +83,14 @@ pub fn scan(
         }
         let header = match parse_header(path, &bytes) {
             Ok(header) => header,
+            Err(_) if last_segment && previous_sealed => {
+                return Err(WalError::Corrupt {
+                    segment: path.clone(),
+                    offset: 0,
+                    reason: "damaged segment header, written whole before the segment before it was sealed"
+                        .into(),
+                });
+            }
             Err(_) if last_segment && creation_cut_short(&bytes, *named_first) => {
                 // `last_segment_data_bytes` stays the previous segment's: appending resumes there.
                 report.torn_tail = Some(TornTail {
@@ -102,15 +113,13 @@ pub fn scan(
         }
         let mut next = first;
         let mut pos = SEGMENT_HEADER_BYTES;
+        let mut sealed = false;
         while pos < bytes.len() {
             if bytes[pos..].iter().all(|&b| b == 0) {
                 // Preallocated space the writer had not reached yet: the segment's data ends here.
                 break;
             }
-            if starts_seal(&bytes[pos..])
-                && pos + SEAL_BYTES == bytes.len()
-                && decode_seal(&bytes[pos..]) == Ok(next)
-            {
+            if header.has_seals && is_seal(&bytes[pos..], next) {
                 if last_segment {
                     return Err(WalError::MissingSegment {
                         segment: path.clone(),
@@ -119,8 +128,9 @@ pub fn scan(
                         next_segment: segment_file_name(next),
                     });
                 }
-                pos += SEAL_BYTES;
-                continue;
+                sealed = true;
+                pos = bytes.len();
+                break;
             }
             let decoded = if starts_mark(&bytes[pos..]) {
                 // A real mark names a transaction before the next record; one that does not is
@@ -195,9 +205,23 @@ pub fn scan(
             next = after;
         }
         report.last_segment_data_bytes = pos as u64;
+        previous_sealed = sealed;
         expected = Some(next);
     }
     Ok(report)
+}
+
+/// Whether `rest`, the bytes after a segment's last record, are its seal naming `next`: whole,
+/// or torn by a power cut during its write (each byte the seal's or not yet written). Either
+/// way the next segment was durable before the seal was begun (see `disk.rs`).
+fn is_seal(rest: &[u8], next: u64) -> bool {
+    let mut seal = [0u8; SEAL_BYTES];
+    write_seal(&mut seal, next);
+    rest.len() <= SEAL_BYTES && starts_seal_or_torn(rest, &seal)
+}
+
+fn starts_seal_or_torn(rest: &[u8], seal: &[u8; SEAL_BYTES]) -> bool {
+    rest.iter().zip(seal).all(|(&b, &s)| b == s || b == 0) && rest.iter().any(|&b| b != 0)
 }
 
 /// Whether a segment's bytes are what creating it leaves when cut short: no more than its

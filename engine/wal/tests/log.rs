@@ -242,7 +242,7 @@ fn every_batch_starts_with_a_true_durability_mark_on(direct_io: bool) {
     drop(log);
     let segment = lightcone_wal::segment::list_segments(dir.path()).unwrap().pop().unwrap().1;
     let bytes = std::fs::read(&segment).unwrap();
-    assert_eq!(&bytes[..8], b"LCWAL02\n");
+    assert_eq!(&bytes[..8], b"LCWAL03\n");
     let items = items(&bytes);
     assert_eq!(items.iter().filter(|i| i.mark.is_none()).count(), 801);
     assert!(items[0].mark.is_some(), "the first batch starts with a mark");
@@ -351,9 +351,10 @@ fn damage_after_a_clean_close_is_an_error() {
 }
 
 // Proves a log written before durability marks existed (format 1) opens, and the segment it
-// carries on appending to is relabelled format 2 so the marks of new batches are read.
+// carries on appending to is relabelled the current format (3) so the marks of new batches
+// are read.
 #[test]
-fn a_format_1_log_opens_and_carries_on_as_format_2() {
+fn a_format_1_log_opens_and_carries_on_as_format_3() {
     let template = tempfile::tempdir().unwrap();
     let states = write_log(template.path(), 8, 1 << 20);
     let last = *states.keys().last().unwrap();
@@ -369,7 +370,7 @@ fn a_format_1_log_opens_and_carries_on_as_format_2() {
     let (expected, at) = (rows(&db, 0), db.snapshot().tx_offset());
     drop(log);
     let bytes = std::fs::read(&segment).unwrap();
-    assert_eq!(&bytes[..8], b"LCWAL02\n");
+    assert_eq!(&bytes[..8], b"LCWAL03\n");
     assert!(items(&bytes).iter().any(|i| i.mark.is_some()), "new batches carry marks");
     let (db2, _log2) = open(dir.path(), 1 << 20);
     assert_eq!(db2.snapshot().tx_offset(), at);
@@ -724,6 +725,21 @@ fn a_segment_cut_short_while_created_is_removed() {
         assert!(list_segments(dir.path()).unwrap().len() > segments.len() - 1, "cut {i}: rotated again");
     }
 
+    // The same stub after a sealed segment is damage, not a cut-short creation: the seal was
+    // written only once this segment's header was durable.
+    let dir = tempfile::tempdir().unwrap();
+    for (_, path) in &segments[..segments.len() - 1] {
+        std::fs::copy(path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join(last.file_name().unwrap()), &header[..5]).unwrap();
+    match CommitLog::open(dir.path(), &Database::new(), options(2048), |_| {}) {
+        Err(WalError::Corrupt { segment, offset: 0, .. }) => {
+            assert_eq!(segment.file_name(), last.file_name())
+        }
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+    assert!(dir.path().join(last.file_name().unwrap()).exists(), "nothing is removed");
+
     // The same stub in the middle of the log (a later segment exists) is no torn tail.
     let dir = tempfile::tempdir().unwrap();
     for (_, path) in &segments {
@@ -801,8 +817,9 @@ fn random_flips_in_a_closed_log_never_lose_data_silently() {
 
 // Proves that whatever happens to the files — a segment cut anywhere, bytes overwritten with
 // noise, garbage appended, a segment deleted — opening the log never panics, and when it
-// succeeds it holds exactly the state after some transaction of the original log: damage can
-// end the log early (a torn tail) but never invent, reorder or half-apply a transaction.
+// succeeds it holds exactly the state after some transaction of the original log — damage can
+// end the log early (a torn tail) but never invent, reorder or half-apply a transaction — and
+// it takes new commits that read back after another reopen.
 #[test]
 fn random_damage_opens_to_a_prefix_or_an_error() {
     let template = tempfile::tempdir().unwrap();
@@ -846,14 +863,123 @@ fn random_damage_opens_to_a_prefix_or_an_error() {
         let db = Database::new();
         let what = format!("round {round}: damage {how} to segment {victim}");
         match CommitLog::open(dir.path(), &db, options(2048), |_| {}) {
-            Ok(_) => {
+            Ok((log, _)) => {
                 opened += 1;
                 let at = db.snapshot().tx_offset();
                 let state = states.get(&at).unwrap_or_else(|| panic!("{what}: tx {at} was never logged"));
                 assert_eq!(&rows(&db, 0), state, "{what}: the state at tx {at} differs");
+                // What recovery left must take new commits, through rotations, and read back.
+                if at >= 1 {
+                    commit_many(&db, &log, 0, 30, round);
+                }
+                let (expected, now) = (rows(&db, 0), db.snapshot().tx_offset());
+                drop(log);
+                let again = Database::new();
+                let reopened = CommitLog::open(dir.path(), &again, options(2048), |_| {});
+                assert!(reopened.is_ok(), "{what}: reopening after new commits: {:?}", reopened.err());
+                assert_eq!((again.snapshot().tx_offset(), rows(&again, 0)), (now, expected), "{what}");
             }
             Err(_) => refused += 1,
         }
     }
     assert!(opened > 20 && refused > 20, "both outcomes occur ({opened} opened, {refused} refused)");
+}
+
+// Proves a multi-segment log written before seals existed (format 2: closed segments end at
+// their last record) opens whole, carries on through rotations (the old segments stay as they
+// were, the one appended to becomes format 3 and is sealed when it closes), and reads whole
+// again; and that a segment of an unknown later format is refused by name.
+#[test]
+fn a_format_2_log_without_seals_opens_and_carries_on() {
+    let template = tempfile::tempdir().unwrap();
+    let states = write_log(template.path(), 60, 2048);
+    let last = *states.keys().last().unwrap();
+    let segments = list_segments(template.path()).unwrap();
+    assert!(segments.len() >= 3);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let mut bytes = std::fs::read(path).unwrap();
+        if i + 1 < segments.len() {
+            bytes.truncate(bytes.len() - SEAL_BYTES);
+        }
+        bytes[..8].copy_from_slice(b"LCWAL02\n");
+        std::fs::write(dir.path().join(path.file_name().unwrap()), bytes).unwrap();
+    }
+    let (db, log) = open(dir.path(), 2048);
+    assert_eq!(db.snapshot().tx_offset(), last);
+    assert_eq!(rows(&db, 0), states[&last]);
+    commit_many(&db, &log, 0, 40, 7);
+    let (expected, at) = (rows(&db, 0), db.snapshot().tx_offset());
+    drop(log);
+    let now = list_segments(dir.path()).unwrap();
+    assert!(now.len() > segments.len(), "rotated since");
+    let first_bytes = std::fs::read(&now[0].1).unwrap();
+    assert_eq!(&first_bytes[..8], b"LCWAL02\n", "closed format-2 segments are left as they were");
+    let continued = std::fs::read(&now[segments.len() - 1].1).unwrap();
+    assert_eq!(&continued[..8], b"LCWAL03\n");
+    assert_eq!(decode_seal(&continued[continued.len() - SEAL_BYTES..]), Ok(now[segments.len()].0));
+    let (db2, _log2) = open(dir.path(), 2048);
+    assert_eq!(db2.snapshot().tx_offset(), at);
+    assert_eq!(rows(&db2, 0), expected);
+    drop(_log2);
+
+    let mut newer = std::fs::read(&now[0].1).unwrap();
+    newer[..8].copy_from_slice(b"LCWAL09\n");
+    std::fs::write(&now[0].1, newer).unwrap();
+    match CommitLog::open(dir.path(), &Database::new(), options(2048), |_| {}) {
+        Err(e @ WalError::UnsupportedFormat { .. }) => assert!(e.to_string().contains("LCWAL09"), "{e}"),
+        other => panic!("expected UnsupportedFormat, got {:?}", other.map(|_| ())),
+    }
+}
+
+// Proves a power cut during a rotation's seal, which can leave part of the seal (the next
+// segment, durable before the seal was begun, holds no record yet), is no corruption: the log
+// opens whole and carries on. Without the next segment, the same torn seal still says a
+// segment is missing.
+#[test]
+fn a_torn_seal_is_no_corruption() {
+    let template = tempfile::tempdir().unwrap();
+    let states = write_log(template.path(), 60, 2048);
+    let segments = list_segments(template.path()).unwrap();
+    let n = segments.len();
+    assert!(n >= 3);
+    // The moment of the cut: the last segment was just created (header only), and the one
+    // before it was being sealed.
+    let (next_first, next_path) = segments[n - 1].clone();
+    let sealed = std::fs::read(&segments[n - 2].1).unwrap();
+    let data_end = sealed.len() - SEAL_BYTES;
+    let header = lightcone_wal::segment::segment_header(next_first);
+    for kept in 1..=SEAL_BYTES {
+        let mut torn = sealed[..data_end + kept].to_vec();
+        if kept > 4 {
+            torn[data_end + 2] = 0; // a byte within the written part that did not reach the disk
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for (_, path) in &segments[..n - 2] {
+            std::fs::copy(path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(dir.path().join(segments[n - 2].1.file_name().unwrap()), &torn).unwrap();
+        std::fs::write(dir.path().join(next_path.file_name().unwrap()), header).unwrap();
+        let db = Database::new();
+        let (log, _) = CommitLog::open(dir.path(), &db, options(2048), |_| {})
+            .unwrap_or_else(|e| panic!("{kept} seal bytes kept: {e}"));
+        let at = next_first - 1;
+        assert_eq!(db.snapshot().tx_offset(), at, "{kept} seal bytes kept");
+        assert_eq!(rows(&db, 0), states[&at], "{kept} seal bytes kept");
+        commit_many(&db, &log, 0, 5, kept as u64);
+        let (expected, now) = (rows(&db, 0), db.snapshot().tx_offset());
+        drop(log);
+        let (db2, _log2) = open(dir.path(), 2048);
+        assert_eq!((db2.snapshot().tx_offset(), rows(&db2, 0)), (now, expected), "{kept} seal bytes kept");
+        drop(_log2);
+
+        std::fs::remove_file(dir.path().join(next_path.file_name().unwrap())).unwrap();
+        assert!(
+            matches!(
+                CommitLog::open(dir.path(), &Database::new(), options(2048), |_| {}),
+                Err(WalError::MissingSegment { .. }) | Err(WalError::MissingRecords { .. })
+            ),
+            "{kept} seal bytes kept, next segment gone"
+        );
+    }
 }
