@@ -17,7 +17,7 @@ use crate::tx::{Database, DbState};
 /// read from a damaged or crafted image may not, and must be refused rather than panic.
 fn check_column_references(schema: &TableSchema) -> Result<(), String> {
     let def = &schema.def;
-    // `create_table` checks the index limit before it adds the primary key's own index.
+    // The primary key's own index is not counted against the limit (see `create_table`).
     if def.columns.len() > MAX_COLUMNS || def.indexes.len() > MAX_INDEXES_PER_TABLE + 1 {
         return Err(format!(
             "{} columns and {} indexes exceed the limits",

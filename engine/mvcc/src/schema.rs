@@ -11,7 +11,7 @@ pub type ColId = u16;
 
 /// Most columns a table may have.
 pub const MAX_COLUMNS: usize = 4096;
-/// Most indexes one table may have (the primary-key index included).
+/// Most indexes one table may have besides its primary key's own index.
 pub const MAX_INDEXES_PER_TABLE: usize = 256;
 /// Most tables a database may have.
 pub const MAX_TABLES: usize = 1 << 20;

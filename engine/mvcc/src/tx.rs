@@ -612,10 +612,14 @@ impl WriteTx<'_> {
         if self.state.0.tables.len() >= MAX_TABLES {
             return Err(invalid(format!("a database holds at most {MAX_TABLES} tables")));
         }
-        if def.indexes.len() > MAX_INDEXES_PER_TABLE {
+        // The primary key's own index is not counted: it is added below when missing, and a
+        // definition read back from the log or a snapshot already holds it.
+        let has_pk_index =
+            def.primary_key.is_some_and(|pk| def.indexes.iter().any(|i| i.unique && i.columns == [pk]));
+        let counted = def.indexes.len() - usize::from(has_pk_index);
+        if counted > MAX_INDEXES_PER_TABLE {
             return Err(invalid(format!(
-                "{} indexes; the limit is {MAX_INDEXES_PER_TABLE}",
-                def.indexes.len()
+                "{counted} indexes besides the primary key's; the limit is {MAX_INDEXES_PER_TABLE}"
             )));
         }
         if self.state.0.next_index_id.checked_add(def.indexes.len() as IndexId + 1).is_none() {

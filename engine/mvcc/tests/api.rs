@@ -694,6 +694,23 @@ fn a_table_at_the_index_limit_restores() {
     table.finish().unwrap();
     let copy = restorer.finish();
     assert_eq!(copy.snapshot().table(t).unwrap().row_count(), 1);
+
+    // The definition as stored (primary key index included) is accepted again, as a replayed
+    // log creates it; one more index is over the limit.
+    let fresh = Database::new();
+    let mut tx = fresh.begin();
+    let mut stored = view.schema().def.clone();
+    stored.name = "again".into();
+    for idx in &mut stored.indexes {
+        idx.name = format!("again_{}", idx.name);
+    }
+    tx.create_table(stored.clone()).unwrap();
+    stored.name = "over".into();
+    stored.indexes.push(IndexDef::btree(vec![1], false));
+    for (i, idx) in stored.indexes.iter_mut().enumerate() {
+        idx.name = format!("over_{i}");
+    }
+    assert!(matches!(tx.create_table(stored), Err(MvccError::InvalidSchema { .. })));
 }
 
 // Proves an update that keeps every index key rewrites the row where it is (same row id), is

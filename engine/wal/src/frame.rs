@@ -11,7 +11,7 @@
 //! answered for it) from damage to acknowledged data (a later mark covers it). The `len`
 //! sentinel is above [`MAX_PAYLOAD_BYTES`], so a mark is never mistaken for a record.
 //!
-//! **Seals** (written since 2026-11-24): `[u32::MAX - 1][crc32c u32][next tx offset u64]`, the
+//! **Seals** (format version 3 segments): `[u32::MAX - 1][crc32c u32][next tx offset u64]`, the
 //! last bytes of a segment, written once the segment after it (whose first record is that
 //! offset) is durable. A sealed segment with no segment after it means the next one was
 //! lost: recovery refuses it instead of silently ending the log early. Segments written

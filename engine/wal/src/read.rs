@@ -8,8 +8,8 @@ use lightcone_mvcc::{Database, ReadTx, TxDelta};
 
 use crate::codec::decode_delta;
 use crate::frame::{
-    decode_frame, decode_mark, starts_mark, write_seal, Frame, FrameError, FRAME_HEADER_BYTES, MARK_BYTES,
-    SEAL_BYTES,
+    decode_frame, decode_mark, decode_seal, starts_mark, write_seal, Frame, FrameError, FRAME_HEADER_BYTES,
+    MARK_BYTES, SEAL_BYTES,
 };
 use crate::segment::{list_segments, parse_header, segment_file_name, segment_header, SEGMENT_HEADER_BYTES};
 use crate::WalError;
@@ -119,15 +119,21 @@ pub fn scan(
                 // Preallocated space the writer had not reached yet: the segment's data ends here.
                 break;
             }
-            if header.has_seals && is_seal(&bytes[pos..], next) {
-                if last_segment {
-                    return Err(WalError::MissingSegment {
-                        segment: path.clone(),
-                        offset: pos as u64,
-                        expected: next,
-                        next_segment: segment_file_name(next),
-                    });
-                }
+            if header.has_seals
+                && last_segment
+                && decode_seal(&bytes[pos..]) == Ok(next)
+                && pos + SEAL_BYTES == bytes.len()
+            {
+                // Only a whole seal counts here: a record cut off after its first bytes can
+                // read like a torn one, and that is a torn tail.
+                return Err(WalError::MissingSegment {
+                    segment: path.clone(),
+                    offset: pos as u64,
+                    expected: next,
+                    next_segment: segment_file_name(next),
+                });
+            }
+            if header.has_seals && !last_segment && is_seal(&bytes[pos..], next) {
                 sealed = true;
                 pos = bytes.len();
                 break;
@@ -213,7 +219,8 @@ pub fn scan(
 
 /// Whether `rest`, the bytes after a segment's last record, are its seal naming `next`: whole,
 /// or torn by a power cut during its write (each byte the seal's or not yet written). Either
-/// way the next segment was durable before the seal was begun (see `disk.rs`).
+/// way the next segment was durable before the seal was begun (see `disk.rs`). For segments
+/// with a successor only: at the end of the log, a cut-off record can look like a torn seal.
 fn is_seal(rest: &[u8], next: u64) -> bool {
     let mut seal = [0u8; SEAL_BYTES];
     write_seal(&mut seal, next);
