@@ -3,12 +3,14 @@
 //!   the default direct-I/O writer + flusher vs the page-cache workers with io_uring and with
 //!   pwrite+fdatasync, and SQLite in WAL mode with `synchronous=FULL` (one
 //!   transaction per insert) in the same run;
+//! - DESIGN §7's row: a reducer inserting one row through the wasm host, `fsync`, 1/8/64
+//!   callers in flight (needs `scripts/build-fixtures.sh`; skipped with a note otherwise);
 //! - replay rows/s and restart time of a 10M-row log.
 //!
 //! Run: `cargo bench -p lightcone-benches --bench durability`
 //! (`LIGHTCONE_BENCH_SECS` per configuration, default 3; `LIGHTCONE_REPLAY_ROWS`, default 10M;
 //! data goes to `LIGHTCONE_BENCH_DIR` or the system temp dir; `LIGHTCONE_BENCH_ONLY=pipelined`
-//! stops after the first table, `=restart` runs only the restart.)
+//! stops after the first table, `=threads` runs only the second, `=restart` only the restart.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,6 +159,64 @@ fn lightcone_pipelined_tps(path: LogPath, in_flight: u64, secs: u64) -> (f64, li
     (tps, kind)
 }
 
+/// The `bench_module` fixture (built with the official `spacetimedb` crate by
+/// `scripts/build-fixtures.sh`), if it has been built.
+fn bench_module() -> Option<Vec<u8>> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures/wasm/bench_module.wasm"))
+        .ok()
+}
+
+/// DESIGN §7's row as the server runs it: a reducer inserting one row (`bench_module`'s
+/// `insert_one`, through the wasm host) with `fsync` durability and group commit, called back
+/// to back on one database thread while up to `in_flight` callers wait for their commit to be
+/// durable — the pipelined shape above with the module in the loop (no network).
+fn reducer_pipelined_tps(program: &[u8], in_flight: u64, secs: u64) -> f64 {
+    use lightcone_host::{CallerInfo, HostConfig, ModuleHost, ReducerArgs, WasmEngine};
+    use std::sync::Arc;
+    let dir = bench_dir("reducer");
+    let db = Arc::new(Database::new());
+    let (log, _) = CommitLog::open(&dir, &db, LogOptions::default(), |_| {}).expect("open log");
+    let log = Arc::new(log);
+    let engine = WasmEngine::new().expect("wasm engine");
+    let (mut host, _) = ModuleHost::publish(
+        &engine,
+        Arc::clone(&db),
+        Some(Arc::clone(&log)),
+        program,
+        [1; 32],
+        HostConfig::default(),
+    )
+    .expect("publish bench_module");
+    let caller = CallerInfo::default();
+    let mut pending = std::collections::VecDeque::new();
+    let mut answered = 0u64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        if pending.len() as u64 == in_flight {
+            let oldest = pending.pop_front().expect("in_flight > 0");
+            log.wait(oldest).expect("durable");
+            answered += 1;
+            while pending.front().is_some_and(|t: &lightcone_wal::Ticket| t.0 <= log.durable_offset()) {
+                pending.pop_front();
+                answered += 1;
+            }
+        }
+        i += 1;
+        let mut args = i.to_le_bytes().to_vec();
+        args.extend_from_slice(&7i64.to_le_bytes());
+        let outcome = host.call_reducer("insert_one", &caller, ReducerArgs::Bsatn(args)).expect("call");
+        assert!(outcome.is_committed(), "{:?}", outcome.error());
+        pending.push_back(outcome.ticket.expect("a committed insert has a ticket"));
+    }
+    let tps = answered as f64 / start.elapsed().as_secs_f64();
+    drop(host);
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+    tps
+}
+
 /// The same workload on SQLite: WAL journal, synchronous=FULL, one transaction per insert,
 /// each committer on its own connection (SQLite serialises writers itself).
 fn sqlite_tps(committers: u64, secs: u64) -> f64 {
@@ -255,19 +315,45 @@ fn main() {
     let secs = if quick { 1 } else { env_u64("LIGHTCONE_BENCH_SECS", 3) };
     let replay_rows = if quick { 100_000 } else { env_u64("LIGHTCONE_REPLAY_ROWS", 10_000_000) };
 
-    // LIGHTCONE_BENCH_ONLY=pipelined: only the server-shape table; =restart: only the restart.
+    // LIGHTCONE_BENCH_ONLY=pipelined: only the server-shape table; =threads: only the thread per
+    // committer table; =restart: only the restart.
     let only = std::env::var("LIGHTCONE_BENCH_ONLY").unwrap_or_default();
     if only != "restart" {
         println!(
             "durable 1-row insert transactions per second ({secs} s each; fdatasync before each answer)"
         );
-        println!("\nserver shape: one database thread, N callers in flight");
-        print_table("in flight", secs, lightcone_pipelined_tps);
+        if only != "threads" {
+            println!("\nserver shape: one database thread, N callers in flight");
+            print_table("in flight", secs, lightcone_pipelined_tps);
+            println!("\nDESIGN §7's row: a reducer inserting one row (wasm host, fsync, default log), N callers in flight");
+            match bench_module() {
+                Some(program) => {
+                    println!(
+                        "{:<12} {:>16} {:>16} {:>12}",
+                        "in flight", "reducer tx/s", "sqlite WAL FULL", "ratio"
+                    );
+                    for callers in [1u64, 8, 64] {
+                        let tps = reducer_pipelined_tps(&program, callers, secs);
+                        let sqlite = sqlite_tps(callers, secs);
+                        println!(
+                            "{callers:<12} {tps:>16.0} {sqlite:>16.0} {:>11.1}x",
+                            tps / sqlite.max(1e-9)
+                        );
+                    }
+                }
+                None => println!(
+                    "skipped: the bench_module fixture is not built (bash scripts/build-fixtures.sh)"
+                ),
+            }
+        }
         if only == "pipelined" {
             return;
         }
         println!("\nthread per committer (each blocks on its own commit)");
         print_table("committers", secs, lightcone_tps);
+        if only == "threads" {
+            return;
+        }
     }
 
     println!("\nrestart of a {replay_rows}-row database (10k rows per transaction)");
