@@ -170,7 +170,7 @@ fn bench_module() -> Option<Vec<u8>> {
 /// `insert_one`, through the wasm host) with `fsync` durability and group commit, called back
 /// to back on one database thread while up to `in_flight` callers wait for their commit to be
 /// durable — the pipelined shape above with the module in the loop (no network).
-fn reducer_pipelined_tps(program: &[u8], in_flight: u64, secs: u64) -> f64 {
+fn reducer_pipelined_tps(program: &[u8], in_flight: u64, secs: u64) -> (f64, lightcone_wal::BackendKind) {
     use lightcone_host::{CallerInfo, HostConfig, ModuleHost, ReducerArgs, WasmEngine};
     use std::sync::Arc;
     let dir = bench_dir("reducer");
@@ -211,10 +211,11 @@ fn reducer_pipelined_tps(program: &[u8], in_flight: u64, secs: u64) -> f64 {
         pending.push_back(outcome.ticket.expect("a committed insert has a ticket"));
     }
     let tps = answered as f64 / start.elapsed().as_secs_f64();
+    let kind = log.backend();
     drop(host);
     drop(log);
     let _ = std::fs::remove_dir_all(&dir);
-    tps
+    (tps, kind)
 }
 
 /// The same workload on SQLite: WAL journal, synchronous=FULL, one transaction per insert,
@@ -333,10 +334,11 @@ fn main() {
                         "in flight", "reducer tx/s", "sqlite WAL FULL", "ratio"
                     );
                     for callers in [1u64, 8, 64] {
-                        let tps = reducer_pipelined_tps(&program, callers, secs);
+                        let (tps, kind) = reducer_pipelined_tps(&program, callers, secs);
                         let sqlite = sqlite_tps(callers, secs);
                         println!(
-                            "{callers:<12} {tps:>16.0} {sqlite:>16.0} {:>11.1}x",
+                            "{callers:<12} {:>16} {sqlite:>16.0} {:>11.1}x",
+                            cell(tps, kind, LogPath::Direct),
                             tps / sqlite.max(1e-9)
                         );
                     }

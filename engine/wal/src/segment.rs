@@ -1,8 +1,8 @@
 //! Segment files: a 16-byte header (magic, first tx offset) followed by records.
 //!
-//! Format versions: 1 holds records only; 2 (written since 2026-11-24) also holds a durability
-//! mark at the start of every batch; 3 (written since 2026-11-25) may end in a seal once the
-//! next segment exists (see [`crate::frame`]). All three are read; a binary reading only 1 and
+//! Format versions: 1 holds records only; 2 (written since session 10) also holds a durability
+//! mark at the start of every batch; 3 (written since session 14, 2026-11-24) may end in a
+//! seal once the next segment exists (see [`crate::frame`]). All three are read; a binary reading only 1 and
 //! 2 refuses a format-3 segment by its header instead of taking its seal for corruption.
 
 use std::path::{Path, PathBuf};
