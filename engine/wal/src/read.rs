@@ -83,7 +83,7 @@ pub fn scan(
         }
         let header = match parse_header(path, &bytes) {
             Ok(header) => header,
-            Err(_) if last_segment && previous_sealed => {
+            Err(WalError::BadSegmentHeader { .. }) if last_segment && previous_sealed => {
                 return Err(WalError::Corrupt {
                     segment: path.clone(),
                     offset: 0,
@@ -91,7 +91,9 @@ pub fn scan(
                         .into(),
                 });
             }
-            Err(_) if last_segment && creation_cut_short(&bytes, *named_first) => {
+            Err(WalError::BadSegmentHeader { .. })
+                if last_segment && creation_cut_short(&bytes, *named_first) =>
+            {
                 // `last_segment_data_bytes` stays the previous segment's: appending resumes there.
                 report.torn_tail = Some(TornTail {
                     segment: path.clone(),

@@ -923,12 +923,18 @@ fn a_format_2_log_without_seals_opens_and_carries_on() {
     assert_eq!(rows(&db2, 0), expected);
     drop(_log2);
 
-    let mut newer = std::fs::read(&now[0].1).unwrap();
-    newer[..8].copy_from_slice(b"LCWAL09\n");
-    std::fs::write(&now[0].1, newer).unwrap();
-    match CommitLog::open(dir.path(), &Database::new(), options(2048), |_| {}) {
-        Err(e @ WalError::UnsupportedFormat { .. }) => assert!(e.to_string().contains("LCWAL09"), "{e}"),
-        other => panic!("expected UnsupportedFormat, got {:?}", other.map(|_| ())),
+    // A newer format is named as such, in the middle of the log or at its end (after a sealed
+    // segment, where a damaged header would be corruption).
+    for victim in [0, now.len() - 1] {
+        let original = std::fs::read(&now[victim].1).unwrap();
+        let mut newer = original.clone();
+        newer[..8].copy_from_slice(b"LCWAL09\n");
+        std::fs::write(&now[victim].1, newer).unwrap();
+        match CommitLog::open(dir.path(), &Database::new(), options(2048), |_| {}) {
+            Err(e @ WalError::UnsupportedFormat { .. }) => assert!(e.to_string().contains("LCWAL09"), "{e}"),
+            other => panic!("segment {victim}: expected UnsupportedFormat, got {:?}", other.map(|_| ())),
+        }
+        std::fs::write(&now[victim].1, original).unwrap();
     }
 }
 
