@@ -120,6 +120,37 @@ fn lightcone_tps(path: LogPath, committers: u64, secs: u64) -> (f64, lightcone_w
     (tps, kind)
 }
 
+/// Runs `commit(i)` for i = 1, 2, … back to back for `secs` on this thread while up to
+/// `in_flight` callers wait for their commit's ticket to become durable, and returns the
+/// callers answered (durable) per second. When every caller waits, the oldest is waited for;
+/// group commit then answers many at once.
+fn answered_per_second(
+    log: &CommitLog,
+    in_flight: u64,
+    secs: u64,
+    mut commit: impl FnMut(u64) -> lightcone_wal::Ticket,
+) -> f64 {
+    let mut pending = std::collections::VecDeque::new();
+    let mut answered = 0u64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        if pending.len() as u64 == in_flight {
+            let oldest = pending.pop_front().expect("in_flight > 0");
+            log.wait(oldest).expect("durable");
+            answered += 1;
+            while pending.front().is_some_and(|t: &lightcone_wal::Ticket| t.0 <= log.durable_offset()) {
+                pending.pop_front();
+                answered += 1;
+            }
+        }
+        i += 1;
+        pending.push_back(commit(i));
+    }
+    answered as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Durable 1-row transactions per second as the server runs them: one database thread executes
 /// transactions back to back (reducers are serialised anyway) while up to `in_flight` callers
 /// wait for their commit to become durable; a caller is answered once its transaction is
@@ -130,29 +161,12 @@ fn lightcone_pipelined_tps(path: LogPath, in_flight: u64, secs: u64) -> (f64, li
     let options = path.options();
     let (log, _) = CommitLog::open(&dir, &db, options, |_| {}).expect("open log");
     let table = create(&db, &log);
-    let mut pending = std::collections::VecDeque::new();
-    let mut answered = 0u64;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
-    let mut i = 0u64;
-    while Instant::now() < deadline {
-        if pending.len() as u64 == in_flight {
-            // Every caller is waiting: answer the oldest (group commit answers many at once).
-            let oldest = pending.pop_front().expect("in_flight > 0");
-            log.wait(oldest).expect("durable");
-            answered += 1;
-            while pending.front().is_some_and(|t: &lightcone_wal::Ticket| t.0 <= log.durable_offset()) {
-                pending.pop_front();
-                answered += 1;
-            }
-        }
-        i += 1;
+    let tps = answered_per_second(&log, in_flight, secs, |i| {
         let mut tx = db.begin();
         tx.insert(table, vec![Value::U64(i), Value::I64(i as i64)]).expect("fresh id");
         let (_, ticket) = tx.commit_with(|d| log.append(d));
-        pending.push_back(ticket.expect("log accepts"));
-    }
-    let tps = answered as f64 / start.elapsed().as_secs_f64();
+        ticket.expect("log accepts")
+    });
     let kind = log.backend();
     drop(log);
     let _ = std::fs::remove_dir_all(&dir);
@@ -188,29 +202,13 @@ fn reducer_pipelined_tps(program: &[u8], in_flight: u64, secs: u64) -> (f64, lig
     )
     .expect("publish bench_module");
     let caller = CallerInfo::default();
-    let mut pending = std::collections::VecDeque::new();
-    let mut answered = 0u64;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
-    let mut i = 0u64;
-    while Instant::now() < deadline {
-        if pending.len() as u64 == in_flight {
-            let oldest = pending.pop_front().expect("in_flight > 0");
-            log.wait(oldest).expect("durable");
-            answered += 1;
-            while pending.front().is_some_and(|t: &lightcone_wal::Ticket| t.0 <= log.durable_offset()) {
-                pending.pop_front();
-                answered += 1;
-            }
-        }
-        i += 1;
+    let tps = answered_per_second(&log, in_flight, secs, |i| {
         let mut args = i.to_le_bytes().to_vec();
         args.extend_from_slice(&7i64.to_le_bytes());
         let outcome = host.call_reducer("insert_one", &caller, ReducerArgs::Bsatn(args)).expect("call");
         assert!(outcome.is_committed(), "{:?}", outcome.error());
-        pending.push_back(outcome.ticket.expect("a committed insert has a ticket"));
-    }
-    let tps = answered as f64 / start.elapsed().as_secs_f64();
+        outcome.ticket.expect("a committed insert has a ticket")
+    });
     let kind = log.backend();
     drop(host);
     drop(log);

@@ -601,6 +601,19 @@ fn apply_delta_refuses_a_duplicate_inside_a_run_and_rolls_back() {
     assert!(email("new@x").is_none(), "the refused row's email entry was given back");
 }
 
+/// A database holding only table `t` of `snap`, restored from its image (schema, sequence
+/// counters and rows) at `snap`'s offset.
+fn restore_table(snap: &lightcone_mvcc::Snapshot, t: TableId) -> Database {
+    let view = snap.table(t).unwrap();
+    let mut restorer = lightcone_mvcc::Restorer::new(snap.tx_offset());
+    let mut table = restorer.begin_table(view.schema().clone(), view.sequence_next().to_vec()).unwrap();
+    for (_, row) in view.scan() {
+        table.push(row).unwrap();
+    }
+    table.finish().unwrap();
+    restorer.finish()
+}
+
 // Proves a database restored from table images (rows + schemas + sequence counters + offset)
 // reads the same, its bulk-built indexes work, and it carries on where the original stopped;
 // a duplicate unique key in an image is refused.
@@ -616,13 +629,7 @@ fn restore_from_images() {
     let snap = db.snapshot();
     let view = snap.table(t).unwrap();
 
-    let mut restorer = lightcone_mvcc::Restorer::new(snap.tx_offset());
-    let mut table = restorer.begin_table(view.schema().clone(), view.sequence_next().to_vec()).unwrap();
-    for (_, row) in view.scan() {
-        table.push(row).unwrap();
-    }
-    table.finish().unwrap();
-    let copy = restorer.finish();
+    let copy = restore_table(&snap, t);
 
     let rows = |db: &Database| {
         let mut r: Vec<_> = db.snapshot().table(t).unwrap().scan().map(|(_, r)| r).collect();
@@ -686,13 +693,7 @@ fn a_table_at_the_index_limit_restores() {
     let snap = db.snapshot();
     let view = snap.table(t).unwrap();
     assert_eq!(view.schema().def.indexes.len(), lightcone_mvcc::MAX_INDEXES_PER_TABLE + 1);
-    let mut restorer = lightcone_mvcc::Restorer::new(snap.tx_offset());
-    let mut table = restorer.begin_table(view.schema().clone(), view.sequence_next().to_vec()).unwrap();
-    for (_, row) in view.scan() {
-        table.push(row).unwrap();
-    }
-    table.finish().unwrap();
-    let copy = restorer.finish();
+    let copy = restore_table(&snap, t);
     assert_eq!(copy.snapshot().table(t).unwrap().row_count(), 1);
 
     // The definition as stored (primary key index included) is accepted again, as a replayed
