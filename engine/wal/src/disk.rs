@@ -446,11 +446,7 @@ fn next_job(
                     continue;
                 }
                 q.rotating = true;
-                let old = q.segment.take().map(|s| OldSegment {
-                    generation: s.generation,
-                    bytes: s.bytes,
-                    file: s.file,
-                });
+                let old = q.segment.take().map(Segment::into_old);
                 return Job::Rotate { first_offset, old };
             }
             if fsync && q.preallocating.is_none() {
@@ -638,6 +634,13 @@ pub(crate) struct OldSegment {
     /// Its data: header, marks and whole records.
     bytes: u64,
     file: File,
+}
+
+impl Segment {
+    /// What a rotation needs of the segment it closes.
+    fn into_old(self) -> OldSegment {
+        OldSegment { generation: self.generation, bytes: self.bytes, file: self.file }
+    }
 }
 
 /// A rotation job, in either write path: [`rotate`], then the new segment becomes the one

@@ -137,7 +137,7 @@ pub fn write_mark(out: &mut [u8], durable: u64) {
 
 /// Whether the bytes at the start of `bytes` begin a durability mark (whole or not).
 pub fn starts_mark(bytes: &[u8]) -> bool {
-    bytes.len() >= 4 && bytes[..4] == MARK_SENTINEL.to_le_bytes()
+    starts_with_sentinel(bytes, MARK_SENTINEL)
 }
 
 /// Reads the durability mark at the start of `bytes`: the offset it says was durable.
@@ -153,7 +153,7 @@ pub fn write_seal(out: &mut [u8], next_first: u64) {
 
 /// Whether the bytes at the start of `bytes` begin a seal (whole or not).
 pub fn starts_seal(bytes: &[u8]) -> bool {
-    bytes.len() >= 4 && bytes[..4] == SEAL_SENTINEL.to_le_bytes()
+    starts_with_sentinel(bytes, SEAL_SENTINEL)
 }
 
 /// Reads the seal at the start of `bytes`: the first transaction of the next segment.
@@ -170,8 +170,12 @@ fn write_trailer(out: &mut [u8], sentinel: u32, offset: u64) {
     out[8..16].copy_from_slice(&offset);
 }
 
+fn starts_with_sentinel(bytes: &[u8], sentinel: u32) -> bool {
+    bytes.len() >= 4 && bytes[..4] == sentinel.to_le_bytes()
+}
+
 fn decode_trailer(bytes: &[u8], sentinel: u32) -> Result<u64, FrameError> {
-    if bytes.len() < 4 || bytes[..4] != sentinel.to_le_bytes() {
+    if !starts_with_sentinel(bytes, sentinel) {
         return Err(FrameError::Corrupt);
     }
     if bytes.len() < 16 {

@@ -226,19 +226,20 @@ pub fn scan(
 fn is_seal(rest: &[u8], next: u64) -> bool {
     let mut seal = [0u8; SEAL_BYTES];
     write_seal(&mut seal, next);
-    rest.len() <= SEAL_BYTES && starts_seal_or_torn(rest, &seal)
+    partly_written(rest, &seal) && rest.iter().any(|&b| b != 0)
 }
 
-fn starts_seal_or_torn(rest: &[u8], seal: &[u8; SEAL_BYTES]) -> bool {
-    rest.iter().zip(seal).all(|(&b, &s)| b == s || b == 0) && rest.iter().any(|&b| b != 0)
+/// Whether `bytes` are what writing `whole` leaves when the write is cut short: no longer than
+/// it, each byte either its byte or not yet written (zero).
+fn partly_written(bytes: &[u8], whole: &[u8]) -> bool {
+    bytes.len() <= whole.len() && bytes.iter().zip(whole).all(|(&b, &w)| b == w || b == 0)
 }
 
 /// Whether a segment's bytes are what creating it leaves when cut short: no more than its
 /// header, each byte either the header's or not yet written (zero). The header is synced
 /// before any record goes in (see `disk.rs`), so such a segment never held a record.
 fn creation_cut_short(bytes: &[u8], named_first: u64) -> bool {
-    let header = segment_header(named_first);
-    bytes.len() <= SEGMENT_HEADER_BYTES && bytes.iter().zip(header).all(|(&b, h)| b == h || b == 0)
+    partly_written(bytes, &segment_header(named_first))
 }
 
 /// Whether a record for tx `at_least` or later starts anywhere at or after `from`: in a

@@ -21,8 +21,8 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use super::{
-    clone_if_needed, fail, lock, rotate_and_install, segment_io, take_batch, Job, NewHandle, OldSegment,
-    Queue, Shared, PREALLOCATE_MAX_BYTES, PREALLOCATE_MIN_BYTES, SEGMENT_HEADER_BYTES,
+    clone_if_needed, fail, lock, rotate_and_install, segment_io, take_batch, Job, NewHandle, Queue, Segment,
+    Shared, PREALLOCATE_MAX_BYTES, PREALLOCATE_MIN_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::backend::{open_backend, BackendChoice, SegmentIo};
 use crate::log::LogOptions;
@@ -349,11 +349,7 @@ fn next_step(shared: &Shared, options: &LogOptions, spare: &mut Vec<u8>, sync_ha
                 }
                 q.rotating = true;
                 q.direct = None;
-                let old = q.segment.take().map(|s| OldSegment {
-                    generation: s.generation,
-                    bytes: s.bytes,
-                    file: s.file,
-                });
+                let old = q.segment.take().map(Segment::into_old);
                 return Step::Rotate(Job::Rotate { first_offset, old });
             }
             if let Some(job) = preallocation_job(&mut q, options) {
